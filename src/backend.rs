@@ -1,0 +1,131 @@
+//! One interface over the two backends. Inputs are validated here, once, so that neither backend
+//! ever reads out of bounds; the backends then run the same maths.
+
+use crate::batch::{validate_slots, Batch, Slot};
+use crate::cpu::CpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::GpuBackend;
+use crate::model::{ClsHead, Model};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The GPU when an adapter is found, else the CPU.
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(BackendKind::Auto),
+            "gpu" => Ok(BackendKind::Gpu),
+            "cpu" => Ok(BackendKind::Cpu),
+            _ => Err(Error::Input(format!("backend {s:?}: expected gpu, cpu or auto"))),
+        }
+    }
+}
+
+pub enum Backend {
+    Cpu(CpuBackend),
+    Gpu(Box<GpuBackend>),
+}
+
+impl Backend {
+    pub async fn new(model: Arc<Model>, kind: BackendKind) -> Result<Self> {
+        match kind {
+            BackendKind::Cpu => Ok(Backend::Cpu(CpuBackend::new(model))),
+            BackendKind::Gpu => Ok(Backend::Gpu(Box::new(GpuBackend::new(model).await?))),
+            BackendKind::Auto => match GpuBackend::new(model.clone()).await {
+                Ok(g) => Ok(Backend::Gpu(Box::new(g))),
+                Err(e) => {
+                    log::warn!("no usable GPU ({e}); using the CPU backend");
+                    Ok(Backend::Cpu(CpuBackend::new(model)))
+                }
+            },
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        match self {
+            Backend::Cpu(c) => &c.model,
+            Backend::Gpu(g) => g.model(),
+        }
+    }
+
+    /// A short description, e.g. `cpu` or `gpu: llvmpipe (Vulkan)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Cpu(_) => "cpu".into(),
+            Backend::Gpu(g) => format!("gpu: {}", g.adapter_name()),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Backend::Gpu(_))
+    }
+
+    fn check(&self, batch: &Batch) -> Result<()> {
+        let c = &self.model().config;
+        batch.validate(c.vocab_size, c.max_tokens())
+    }
+
+    fn check_mlm(&self, batch: &Batch, slots: &[Slot]) -> Result<()> {
+        self.check(batch)?;
+        if self.model().mlm.is_none() {
+            return Err(Error::NoMlmHead);
+        }
+        validate_slots(batch, slots, self.model().config.vocab_size)
+    }
+
+    /// Final hidden states, `[rows × seq, H]`.
+    pub async fn hidden_states(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.check(batch)?;
+        match self {
+            Backend::Cpu(c) => Ok(c.forward(batch)),
+            Backend::Gpu(g) => g.hidden_states(batch).await,
+        }
+    }
+
+    /// Final [CLS] (first-token) vectors, `[rows, H]`.
+    pub async fn cls_vectors(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.check(batch)?;
+        match self {
+            Backend::Cpu(c) => Ok(c.cls_vectors(batch)),
+            Backend::Gpu(g) => g.cls_vectors(batch).await,
+        }
+    }
+
+    /// RescoreBERT scores `w·h_CLS + b`, one per row.
+    pub async fn cls_scores(&mut self, batch: &Batch, head: &ClsHead) -> Result<Vec<f32>> {
+        self.check(batch)?;
+        if head.weight.len() != self.model().config.hidden {
+            return Err(Error::NoClsHead(format!("head has {} weights, the model {} hidden units", head.weight.len(), self.model().config.hidden)));
+        }
+        match self {
+            Backend::Cpu(c) => Ok(c.cls_scores(batch, head)),
+            Backend::Gpu(g) => g.cls_scores(batch, head).await,
+        }
+    }
+
+    /// `log P(target | row)` at each slot's position, from the MLM head.
+    pub async fn masked_logprobs(&mut self, batch: &Batch, slots: &[Slot]) -> Result<Vec<f32>> {
+        self.check_mlm(batch, slots)?;
+        match self {
+            Backend::Cpu(c) => Ok(c.masked_logprobs(batch, slots)),
+            Backend::Gpu(g) => g.masked_logprobs(batch, slots, false).await,
+        }
+    }
+
+    /// Whole log-softmax rows of the MLM head at the slots, `[slots, V]` (for tests and tools).
+    pub async fn logprob_rows(&mut self, batch: &Batch, slots: &[Slot]) -> Result<Vec<f32>> {
+        self.check_mlm(batch, slots)?;
+        match self {
+            Backend::Cpu(c) => Ok(c.logprob_rows(batch, slots)),
+            Backend::Gpu(g) => g.masked_logprobs(batch, slots, true).await,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Model weights read from an unmodified Hugging Face `model.safetensors`, mapped from each
+//! architecture's tensor names onto one layout that both backends share.
+//!
+//! Linear weights keep PyTorch's `[out, in]` layout. Q, K and V are fused into one `[3H, H]`
+//! projection at load time so that the backends run one matrix product for all three.
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// A dense f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Tensor { shape, data }
+    }
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Tensor { shape, data: vec![0.0; n] }
+    }
+    /// Rows of a 2-D tensor.
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+}
+
+/// A linear map `y = x·Wᵀ + b`, W stored `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn out_features(&self) -> usize {
+        self.weight.shape[0]
+    }
+    pub fn in_features(&self) -> usize {
+        self.weight.shape[1]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Fused query, key and value projections: `[3H, H]`.
+    pub qkv: Linear,
+    pub attn_out: Linear,
+    pub attn_ln: LayerNorm,
+    pub ffn_in: Linear,
+    pub ffn_out: Linear,
+    pub ffn_ln: LayerNorm,
+}
+
+/// The masked-LM head: dense + GELU + LayerNorm, then the decoder to the vocabulary.
+#[derive(Debug, Clone)]
+pub struct MlmHead {
+    pub dense: Linear,
+    pub ln: LayerNorm,
+    /// `[V, H]`; `None` when tied to the word embeddings (as the originals do).
+    pub decoder: Option<Tensor>,
+    pub bias: Tensor,
+}
+
+/// RescoreBERT's CLS head: `s2 = w·h_CLS + b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClsHead {
+    pub weight: Vec<f32>,
+    pub bias: f32,
+}
+
+impl ClsHead {
+    /// Reads `weight` `[1, H]` (or `[H]`) and `bias` `[1]` from a safetensors file's bytes.
+    pub fn from_safetensors(bytes: &[u8], hidden: usize) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::MalformedWeights(e.to_string()))?;
+        let find = |names: &[&str]| -> Result<Tensor> {
+            for n in names {
+                if let Ok(t) = st.tensor(n) {
+                    return to_f32(n, &t);
+                }
+            }
+            Err(Error::MissingTensor { name: names[0].into(), tried: names.join(", ") })
+        };
+        let w = find(&["weight", "score.weight", "classifier.weight"])?;
+        let b = find(&["bias", "score.bias", "classifier.bias"])?;
+        if w.data.len() != hidden || b.data.len() != 1 {
+            return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, hidden], got: w.shape });
+        }
+        Ok(ClsHead { weight: w.data, bias: b.data[0] })
+    }
+
+    pub fn load(path: impl AsRef<Path>, hidden: usize) -> Result<Self> {
+        let bytes = std::fs::read(path.as_ref()).map_err(|e| Error::io(path.as_ref(), e))?;
+        Self::from_safetensors(&bytes, hidden)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: ModelConfig,
+    /// `[V, H]`
+    pub word_emb: Tensor,
+    /// `[P, H]`
+    pub pos_emb: Tensor,
+    /// Row 0 of the token-type table (all hypotheses are single segments), or zeros.
+    pub type_emb: Tensor,
+    pub emb_ln: LayerNorm,
+    pub layers: Vec<Layer>,
+    pub mlm: Option<MlmHead>,
+}
+
+fn to_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+    let b = t.data();
+    let data: Vec<f32> = match t.dtype() {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+        other => return Err(Error::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
+    };
+    Ok(Tensor::new(t.shape().to_vec(), data))
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // subnormal: value = m * 2^-24
+            let v = m as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Tensor lookup with the name conventions of the three families.
+struct Names<'a> {
+    st: SafeTensors<'a>,
+    base: String,
+}
+
+impl<'a> Names<'a> {
+    fn candidates(&self, name: &str) -> Vec<String> {
+        let mut v = vec![format!("{}{}", self.base, name), name.to_string()];
+        // Old checkpoints call LayerNorm parameters gamma/beta.
+        if name.contains("LayerNorm") || name.contains("layer_norm") {
+            for (a, b) in [(".weight", ".gamma"), (".bias", ".beta")] {
+                if let Some(stem) = name.strip_suffix(a) {
+                    v.push(format!("{}{}{}", self.base, stem, b));
+                    v.push(format!("{stem}{b}"));
+                }
+            }
+        }
+        v.dedup();
+        v
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let cands = self.candidates(name);
+        for n in &cands {
+            if let Ok(t) = self.st.tensor(n) {
+                let t = to_f32(n, &t)?;
+                if t.shape != shape {
+                    return Err(Error::ShapeMismatch { name: n.clone(), expected: shape.to_vec(), got: t.shape });
+                }
+                return Ok(t);
+            }
+        }
+        Err(Error::MissingTensor { name: name.into(), tried: cands.join(", ") })
+    }
+
+    fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.get(&format!("{prefix}.weight"), &[out, inp])?,
+            bias: self.get(&format!("{prefix}.bias"), &[out])?,
+        })
+    }
+
+    fn ln(&self, prefix: &str, h: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm { gamma: self.get(&format!("{prefix}.weight"), &[h])?, beta: self.get(&format!("{prefix}.bias"), &[h])? })
+    }
+}
+
+fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
+    let (o, i) = (q.out_features(), q.in_features());
+    let mut w = Vec::with_capacity(3 * o * i);
+    let mut b = Vec::with_capacity(3 * o);
+    for l in [&q, &k, &v] {
+        w.extend_from_slice(&l.weight.data);
+        b.extend_from_slice(&l.bias.data);
+    }
+    Linear { weight: Tensor::new(vec![3 * o, i], w), bias: Tensor::new(vec![3 * o], b) }
+}
+
+impl Model {
+    /// Loads `config.json` and `model.safetensors` from a model folder.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
+        Self::from_bytes(&read("config.json")?, &read("model.safetensors")?)
+    }
+
+    pub fn from_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<Self> {
+        let config = ModelConfig::from_json(config_json)?;
+        let st = SafeTensors::deserialize(safetensors).map_err(|e| Error::MalformedWeights(e.to_string()))?;
+        let (h, v, p, im) = (config.hidden, config.vocab_size, config.max_position_embeddings, config.intermediate);
+        let family = match config.arch {
+            Arch::Bert => "bert.",
+            Arch::Roberta => "roberta.",
+            Arch::DistilBert => "distilbert.",
+        };
+        let base = if st.tensor(&format!("{family}embeddings.word_embeddings.weight")).is_ok() { family } else { "" };
+        let n = Names { st, base: base.to_string() };
+
+        let word_emb = n.get("embeddings.word_embeddings.weight", &[v, h])?;
+        let pos_emb = n.get("embeddings.position_embeddings.weight", &[p, h])?;
+        let type_emb = if config.type_vocab_size > 0 {
+            let t = n.get("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?;
+            Tensor::new(vec![h], t.data[..h].to_vec())
+        } else {
+            Tensor::zeros(vec![h])
+        };
+        let emb_ln = n.ln("embeddings.LayerNorm", h)?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let layer = match config.arch {
+                Arch::DistilBert => {
+                    let pre = format!("transformer.layer.{i}");
+                    Layer {
+                        qkv: fuse_qkv(
+                            n.linear(&format!("{pre}.attention.q_lin"), h, h)?,
+                            n.linear(&format!("{pre}.attention.k_lin"), h, h)?,
+                            n.linear(&format!("{pre}.attention.v_lin"), h, h)?,
+                        ),
+                        attn_out: n.linear(&format!("{pre}.attention.out_lin"), h, h)?,
+                        attn_ln: n.ln(&format!("{pre}.sa_layer_norm"), h)?,
+                        ffn_in: n.linear(&format!("{pre}.ffn.lin1"), im, h)?,
+                        ffn_out: n.linear(&format!("{pre}.ffn.lin2"), h, im)?,
+                        ffn_ln: n.ln(&format!("{pre}.output_layer_norm"), h)?,
+                    }
+                }
+                _ => {
+                    let pre = format!("encoder.layer.{i}");
+                    Layer {
+                        qkv: fuse_qkv(
+                            n.linear(&format!("{pre}.attention.self.query"), h, h)?,
+                            n.linear(&format!("{pre}.attention.self.key"), h, h)?,
+                            n.linear(&format!("{pre}.attention.self.value"), h, h)?,
+                        ),
+                        attn_out: n.linear(&format!("{pre}.attention.output.dense"), h, h)?,
+                        attn_ln: n.ln(&format!("{pre}.attention.output.LayerNorm"), h)?,
+                        ffn_in: n.linear(&format!("{pre}.intermediate.dense"), im, h)?,
+                        ffn_out: n.linear(&format!("{pre}.output.dense"), h, im)?,
+                        ffn_ln: n.ln(&format!("{pre}.output.LayerNorm"), h)?,
+                    }
+                }
+            };
+            layers.push(layer);
+        }
+
+        // Masked-LM heads, absent in encoder-only checkpoints.
+        let (dense, ln, dec, bias) = match config.arch {
+            Arch::Bert => (
+                "cls.predictions.transform.dense",
+                "cls.predictions.transform.LayerNorm",
+                "cls.predictions.decoder.weight",
+                "cls.predictions.bias",
+            ),
+            Arch::Roberta => ("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder.weight", "lm_head.bias"),
+            Arch::DistilBert => ("vocab_transform", "vocab_layer_norm", "vocab_projector.weight", "vocab_projector.bias"),
+        };
+        let mlm = if n.st.tensor(&format!("{dense}.weight")).is_ok() {
+            let decoder = if n.st.tensor(dec).is_ok() {
+                let d = n.get(dec, &[v, h])?;
+                // A stored copy equal to the embeddings is the tied weight: keep one.
+                if d.data == word_emb.data { None } else { Some(d) }
+            } else {
+                None
+            };
+            let bias_name = if n.st.tensor(bias).is_ok() { bias.to_string() } else { dec.replace(".weight", ".bias") };
+            Some(MlmHead {
+                dense: n.linear(dense, h, h)?,
+                ln: n.ln(ln, h)?,
+                decoder,
+                bias: n.get(&bias_name, &[v])?,
+            })
+        } else {
+            None
+        };
+        Ok(Model { config, word_emb, pos_emb, type_emb, emb_ln, layers, mlm })
+    }
+
+    /// The decoder weight of the MLM head, `[V, H]` (the word embeddings when tied).
+    pub fn decoder_weight(&self) -> Option<&Tensor> {
+        self.mlm.as_ref().map(|m| m.decoder.as_ref().unwrap_or(&self.word_emb))
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        let lin = |l: &Linear| l.weight.data.len() + l.bias.data.len();
+        let ln = |l: &LayerNorm| l.gamma.data.len() + l.beta.data.len();
+        let mut n = self.word_emb.data.len() + self.pos_emb.data.len() + self.type_emb.data.len() + ln(&self.emb_ln);
+        for l in &self.layers {
+            n += lin(&l.qkv) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.ffn_ln);
+        }
+        n
+    }
+}

@@ -1,0 +1,159 @@
+//! Second-pass scores s2 for hypotheses: RescoreBERT's CLS score and Salazar et al.'s
+//! pseudo-log-likelihood (PLL), with token or whole-word (word-l2r) masking.
+//!
+//! Path of one hypothesis: text → [`TextEncoder::encode`] → token ids → [`Batch`] (one batch per
+//! n-best list, padded to the list's longest hypothesis) → [`Backend`] → one score.
+
+use crate::backend::{Backend, BackendKind};
+use crate::batch::{Batch, Slot};
+use crate::error::{Error, Result};
+use crate::model::{ClsHead, Model};
+use crate::tokenize::{TextEncoder, Tokens};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `w·h_CLS + b` from the final layer.
+    Cls,
+    /// Pseudo-log-likelihood: mask each token alone.
+    Pll,
+    /// PLL-word-l2r: mask a token and the later pieces of its word.
+    PllWord,
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cls" => Ok(Method::Cls),
+            "pll" => Ok(Method::Pll),
+            "pll-word" | "pll_word" => Ok(Method::PllWord),
+            _ => Err(Error::Input(format!("method {s:?}: expected cls, pll or pll-word"))),
+        }
+    }
+}
+
+/// Default bound on hypotheses per list (a guard against runaway inputs, adjustable).
+pub const DEFAULT_MAX_HYPS: usize = 1000;
+
+pub struct Scorer {
+    pub encoder: TextEncoder,
+    pub backend: Backend,
+    pub cls_head: Option<ClsHead>,
+    pub max_hyps: usize,
+}
+
+/// The masked copies of a list's hypotheses for PLL: each copy masks one scored token (and, for
+/// word-l2r, the later pieces of its word); the slot asks for the original token there.
+pub fn pll_copies(tokens: &[Tokens], mask_id: u32, whole_word: bool) -> (Vec<Vec<u32>>, Vec<Slot>, Vec<usize>) {
+    let mut copies = Vec::new();
+    let mut slots = Vec::new();
+    let mut owner = Vec::new();
+    for (h, t) in tokens.iter().enumerate() {
+        for i in t.scored_positions() {
+            let mut ids = t.ids.clone();
+            ids[i] = mask_id;
+            if whole_word {
+                for j in i + 1..t.len() {
+                    if !t.special[j] && t.word_ids[j].is_some() && t.word_ids[j] == t.word_ids[i] {
+                        ids[j] = mask_id;
+                    }
+                }
+            }
+            slots.push(Slot { row: copies.len() as u32, pos: i as u32, target: t.ids[i] });
+            copies.push(ids);
+            owner.push(h);
+        }
+    }
+    (copies, slots, owner)
+}
+
+impl Scorer {
+    pub fn new(encoder: TextEncoder, backend: Backend, cls_head: Option<ClsHead>) -> Self {
+        Scorer { encoder, backend, cls_head, max_hyps: DEFAULT_MAX_HYPS }
+    }
+
+    /// Loads `config.json`, `model.safetensors`, `tokenizer.json` (and `cls_head.safetensors`
+    /// when the folder has one) from a model folder.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn load_dir(dir: impl AsRef<std::path::Path>, kind: BackendKind) -> Result<Self> {
+        let dir = dir.as_ref();
+        let model = Model::load_dir(dir)?;
+        let encoder = TextEncoder::load(dir.join("tokenizer.json"), &model.config)?;
+        let head_path = dir.join("cls_head.safetensors");
+        let head = if head_path.exists() { Some(ClsHead::load(&head_path, model.config.hidden)?) } else { None };
+        let backend = Backend::new(Arc::new(model), kind).await?;
+        Ok(Scorer::new(encoder, backend, head))
+    }
+
+    pub fn model(&self) -> &Model {
+        self.backend.model()
+    }
+
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>> {
+        texts.iter().enumerate().map(|(i, t)| self.encoder.encode(i, t)).collect()
+    }
+
+    fn batch(&self, tokens: &[Tokens]) -> Result<Batch> {
+        let seqs: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
+        Batch::pad(&seqs, self.encoder.pad_id())
+    }
+
+    /// Scores the hypotheses of one n-best list together (one batch, padded to the longest).
+    /// Empty hypotheses are legitimate ASR outputs: their PLL is 0 (no tokens to score).
+    pub async fn score_list(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
+        if texts.is_empty() {
+            return Err(Error::EmptyNBest(String::new()));
+        }
+        if texts.len() > self.max_hyps {
+            return Err(Error::NBestTooLarge { utt: String::new(), n: texts.len(), max: self.max_hyps });
+        }
+        let tokens = self.tokenize(texts)?;
+        match method {
+            Method::Cls => {
+                let head = self.cls_head.clone().ok_or_else(|| {
+                    Error::NoClsHead("the model folder has no cls_head.safetensors and no adapter supplied one".into())
+                })?;
+                let batch = self.batch(&tokens)?;
+                Ok(self.backend.cls_scores(&batch, &head).await?.into_iter().map(f64::from).collect())
+            }
+            Method::Pll | Method::PllWord => {
+                let mask = self.encoder.mask_id().ok_or_else(|| Error::Tokenizer("the tokenizer has no mask token".into()))?;
+                if self.model().mlm.is_none() {
+                    return Err(Error::NoMlmHead);
+                }
+                let (copies, slots, owner) = pll_copies(&tokens, mask, method == Method::PllWord);
+                let mut out = vec![0f64; texts.len()];
+                if copies.is_empty() {
+                    return Ok(out);
+                }
+                let seqs: Vec<&[u32]> = copies.iter().map(|c| c.as_slice()).collect();
+                let batch = Batch::pad(&seqs, self.encoder.pad_id())?;
+                let lp = self.backend.masked_logprobs(&batch, &slots).await?;
+                for (v, h) in lp.into_iter().zip(owner) {
+                    out[h] += v as f64;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Scores independent texts (each must be non-empty), in one batch.
+    pub async fn score_texts(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::EmptyHypothesis(i));
+        }
+        self.score_list(texts, method).await
+    }
+
+    /// Final [CLS] vectors of texts, one `Vec` of H values each.
+    pub async fn cls_vectors(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::EmptyHypothesis(i));
+        }
+        let tokens = self.tokenize(texts)?;
+        let batch = self.batch(&tokens)?;
+        let h = self.model().config.hidden;
+        Ok(self.backend.cls_vectors(&batch).await?.chunks_exact(h).map(|c| c.to_vec()).collect())
+    }
+}
