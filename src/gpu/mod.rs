@@ -1,15 +1,281 @@
-//! GPU backend placeholder (filled in next).
+//! The GPU backend: the encoder as WGSL compute kernels through wgpu.
+//!
+//! Weights are uploaded once. Each call records the whole forward — embeddings, every layer, and
+//! the requested head — for all chunks of the batch into one [`Plan`], submits it as one command
+//! buffer and reads back only the final outputs (never anything inside the layer stack). Chunks
+//! bound every activation by the per-binding limit; work buffers come from a pool and are reused.
+
+pub mod context;
+pub mod ops;
+
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
-use crate::model::{ClsHead, Model};
+use crate::model::{ClsHead, LayerNorm, Linear, Model};
+use context::{Buf, GpuContext, Plan};
+use ops::matmul::{Act, In, Out};
+use ops::{attention, embed, gather, layernorm, logsoftmax, matmul};
 use std::sync::Arc;
-pub struct GpuBackend { model: Arc<Model> }
+
+struct GLinear {
+    w: Buf,
+    b: Buf,
+}
+
+struct GLn {
+    g: Buf,
+    b: Buf,
+}
+
+struct GLayer {
+    qkv: GLinear,
+    attn_out: GLinear,
+    attn_ln: GLn,
+    ffn_in: GLinear,
+    ffn_out: GLinear,
+    ffn_ln: GLn,
+}
+
+struct GMlm {
+    dense: GLinear,
+    ln: GLn,
+    decoder: Buf,
+    bias: Buf,
+}
+
+pub struct GpuBackend {
+    model: Arc<Model>,
+    ctx: GpuContext,
+    word: Buf,
+    pos: Buf,
+    typ: Buf,
+    emb_ln: GLn,
+    layers: Vec<GLayer>,
+    mlm: Option<GMlm>,
+    head: Option<(ClsHead, GLinear)>,
+}
+
+/// What a forward produces.
+enum Job<'a> {
+    Hidden,
+    ClsVectors,
+    ClsScores,
+    Mlm { slots: &'a [Slot], full: bool },
+}
+
 impl GpuBackend {
-    pub async fn new(_model: Arc<Model>) -> Result<Self> { Err(Error::Gpu("not yet".into())) }
-    pub fn model(&self) -> &Model { &self.model }
-    pub fn adapter_name(&self) -> String { String::new() }
-    pub async fn hidden_states(&mut self, _b: &Batch) -> Result<Vec<f32>> { todo!() }
-    pub async fn cls_vectors(&mut self, _b: &Batch) -> Result<Vec<f32>> { todo!() }
-    pub async fn cls_scores(&mut self, _b: &Batch, _h: &ClsHead) -> Result<Vec<f32>> { todo!() }
-    pub async fn masked_logprobs(&mut self, _b: &Batch, _s: &[Slot], _full: bool) -> Result<Vec<f32>> { todo!() }
+    pub async fn new(model: Arc<Model>) -> Result<Self> {
+        let c = &model.config;
+        if c.head_dim() > attention::MAX_HEAD_DIM {
+            return Err(Error::GpuLimit(format!("head dimension {} exceeds the attention kernel's {}", c.head_dim(), attention::MAX_HEAD_DIM)));
+        }
+        let ctx = GpuContext::new().await?;
+        let lin = |name: &str, l: &Linear| -> Result<GLinear> {
+            Ok(GLinear { w: ctx.upload(&format!("{name}.weight"), &l.weight.data)?, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
+        };
+        let ln = |name: &str, l: &LayerNorm| -> Result<GLn> {
+            Ok(GLn { g: ctx.upload(&format!("{name}.weight"), &l.gamma.data)?, b: ctx.upload(&format!("{name}.bias"), &l.beta.data)? })
+        };
+        let word = ctx.upload("word_embeddings", &model.word_emb.data)?;
+        let mut layers = Vec::new();
+        for (i, l) in model.layers.iter().enumerate() {
+            layers.push(GLayer {
+                qkv: lin(&format!("layer{i}.qkv"), &l.qkv)?,
+                attn_out: lin(&format!("layer{i}.attn_out"), &l.attn_out)?,
+                attn_ln: ln(&format!("layer{i}.attn_ln"), &l.attn_ln)?,
+                ffn_in: lin(&format!("layer{i}.ffn_in"), &l.ffn_in)?,
+                ffn_out: lin(&format!("layer{i}.ffn_out"), &l.ffn_out)?,
+                ffn_ln: ln(&format!("layer{i}.ffn_ln"), &l.ffn_ln)?,
+            });
+        }
+        let mlm = match &model.mlm {
+            Some(m) => Some(GMlm {
+                dense: lin("mlm.dense", &m.dense)?,
+                ln: ln("mlm.ln", &m.ln)?,
+                decoder: match &m.decoder {
+                    Some(d) => ctx.upload("mlm.decoder", &d.data)?,
+                    None => word.clone(),
+                },
+                bias: ctx.upload("mlm.bias", &m.bias.data)?,
+            }),
+            None => None,
+        };
+        Ok(GpuBackend {
+            pos: ctx.upload("position_embeddings", &model.pos_emb.data)?,
+            typ: ctx.upload("token_type_embeddings", &model.type_emb.data)?,
+            emb_ln: ln("embeddings.ln", &model.emb_ln)?,
+            word,
+            layers,
+            mlm,
+            head: None,
+            ctx,
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn adapter_name(&self) -> String {
+        self.ctx.adapter_name.clone()
+    }
+
+    pub async fn hidden_states(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.run(batch, Job::Hidden).await
+    }
+
+    pub async fn cls_vectors(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.run(batch, Job::ClsVectors).await
+    }
+
+    pub async fn cls_scores(&mut self, batch: &Batch, head: &ClsHead) -> Result<Vec<f32>> {
+        if self.head.as_ref().map(|(h, _)| h != head).unwrap_or(true) {
+            let g = GLinear { w: self.ctx.upload("cls_head.weight", &head.weight)?, b: self.ctx.upload("cls_head.bias", &[head.bias])? };
+            self.head = Some((head.clone(), g));
+        }
+        self.run(batch, Job::ClsScores).await
+    }
+
+    /// `full`: whole log-softmax rows `[slots, V]` instead of the targets' log-probabilities.
+    pub async fn masked_logprobs(&mut self, batch: &Batch, slots: &[Slot], full: bool) -> Result<Vec<f32>> {
+        if slots.is_empty() {
+            return Ok(vec![]);
+        }
+        self.run(batch, Job::Mlm { slots, full }).await
+    }
+
+    async fn run(&mut self, batch: &Batch, job: Job<'_>) -> Result<Vec<f32>> {
+        let c = self.model.config.clone();
+        let (h, im, v) = (c.hidden as u32, c.intermediate as u32, c.vocab_size as u32);
+        let (rows, seq) = (batch.rows(), batch.seq);
+        let budget = self.ctx.binding_budget();
+        let widest = (3 * c.hidden).max(c.intermediate) as u64;
+        let max_rows = (budget / (seq as u64 * widest * 4)) as usize;
+        if max_rows == 0 {
+            return Err(Error::GpuLimit(format!("one sequence of {seq} tokens does not fit a {budget}-byte binding")));
+        }
+
+        // Rows each chunk reads from the final hidden states, as (chunk-local row index), and
+        // the MLM targets; slots are processed in row order and scattered back afterwards.
+        let mut order: Vec<usize> = match &job {
+            Job::Mlm { slots, .. } => (0..slots.len()).collect(),
+            _ => vec![],
+        };
+        if let Job::Mlm { slots, .. } = &job {
+            order.sort_by_key(|&i| slots[i].row);
+        }
+        let chunks: Vec<(usize, usize)> = (0..rows).step_by(max_rows).map(|b0| (b0, (b0 + max_rows).min(rows))).collect();
+        let mut idx: Vec<u32> = Vec::new();
+        let mut tgt: Vec<u32> = Vec::new();
+        let mut chunk_slots: Vec<(usize, usize)> = Vec::new(); // range into idx/order per chunk
+        for &(b0, b1) in &chunks {
+            let start = idx.len();
+            match &job {
+                Job::ClsVectors | Job::ClsScores => idx.extend((0..(b1 - b0) as u32).map(|b| b * seq as u32)),
+                Job::Mlm { slots, .. } => {
+                    for &o in &order {
+                        let s = slots[o];
+                        if (b0..b1).contains(&(s.row as usize)) {
+                            idx.push((s.row - b0 as u32) * seq as u32 + s.pos);
+                            tgt.push(s.target);
+                        }
+                    }
+                }
+                Job::Hidden => {}
+            }
+            chunk_slots.push((start, idx.len()));
+        }
+        let out_len = match &job {
+            Job::Hidden => rows * seq * c.hidden,
+            Job::ClsVectors => rows * c.hidden,
+            Job::ClsScores => rows,
+            Job::Mlm { slots, full } => slots.len() * if *full { c.vocab_size } else { 1 },
+        };
+        let max_tokens = (max_rows.min(rows) * seq) as u64;
+        let ctx = &mut self.ctx;
+        let ids = ctx.work_with("ids", &batch.ids)?;
+        let lens = ctx.work_with("lens", &batch.lens)?;
+        let idx_buf = ctx.work_with("gather_idx", &idx)?;
+        let tgt_buf = ctx.work_with("targets", &tgt)?;
+        let x = ctx.work("x", max_tokens * h as u64 * 4)?;
+        let y = ctx.work("y", max_tokens * h as u64 * 4)?;
+        let ctxb = ctx.work("attn_ctx", max_tokens * h as u64 * 4)?;
+        let qkv = ctx.work("qkv", max_tokens * 3 * h as u64 * 4)?;
+        let ffn = ctx.work("ffn", max_tokens * im as u64 * 4)?;
+        let out = ctx.work("out", out_len as u64 * 4)?;
+        let most_slots = chunk_slots.iter().map(|(a, b)| b - a).max().unwrap_or(0) as u64;
+        let (g, t) = if most_slots > 0 {
+            (ctx.work("head_in", most_slots * h as u64 * 4)?, ctx.work("head_mid", most_slots * h as u64 * 4)?)
+        } else {
+            (ctx.dummy.clone(), ctx.dummy.clone())
+        };
+        let logit_rows = ((budget / (v as u64 * 4)) as usize).max(1);
+        let logits = match &job {
+            Job::Mlm { .. } => ctx.work("logits", most_slots.min(logit_rows as u64) * v as u64 * 4)?,
+            _ => ctx.dummy.clone(),
+        };
+        let dummy = ctx.dummy.clone();
+
+        let mut plan = Plan::default();
+        let mut done_slots = 0u32;
+        for (ci, &(b0, b1)) in chunks.iter().enumerate() {
+            let n_rows = (b1 - b0) as u32;
+            let tokens = n_rows * seq as u32;
+            embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, &x, tokens, h, seq as u32, c.position_offset as u32, (b0 * seq) as u32);
+            layernorm::record(&mut plan, &x, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
+            for l in &self.layers {
+                let to = |buf, ldc| Out { buf, ldc, offset: 0 };
+                let from = |buf| In { buf, offset: 0 };
+                matmul::record(&mut plan, from(&x), &l.qkv.w, &l.qkv.b, None, to(&qkv, 3 * h), tokens, 3 * h, h, Act::None, &dummy);
+                attention::record(&mut plan, &qkv, &lens, &ctxb, n_rows, seq as u32, h, c.heads as u32, b0 as u32);
+                matmul::record(&mut plan, from(&ctxb), &l.attn_out.w, &l.attn_out.b, Some(&x), to(&y, h), tokens, h, h, Act::None, &dummy);
+                layernorm::record(&mut plan, &y, &l.attn_ln.g, &l.attn_ln.b, tokens, h, c.layer_norm_eps);
+                matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, None, to(&ffn, im), tokens, im, h, Act::Gelu, &dummy);
+                matmul::record(&mut plan, from(&ffn), &l.ffn_out.w, &l.ffn_out.b, Some(&y), to(&x, h), tokens, h, im, Act::None, &dummy);
+                layernorm::record(&mut plan, &x, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
+            }
+            let (s0, s1) = chunk_slots[ci];
+            let ns = (s1 - s0) as u32;
+            match &job {
+                Job::Hidden => plan.copy(&x, 0, &out, (b0 * seq * c.hidden * 4) as u64, tokens as u64 * h as u64 * 4),
+                Job::ClsVectors => gather::record(&mut plan, &x, &idx_buf, &out, n_rows, h, s0 as u32, b0 as u32 * h),
+                Job::ClsScores => {
+                    let head = &self.head.as_ref().expect("cls_scores uploads the head").1;
+                    gather::record(&mut plan, &x, &idx_buf, &g, n_rows, h, s0 as u32, 0);
+                    let o = Out { buf: &out, ldc: 1, offset: b0 as u32 };
+                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &head.w, &head.b, None, o, n_rows, 1, h, Act::None, &dummy);
+                }
+                Job::Mlm { full, .. } => {
+                    if ns == 0 {
+                        continue;
+                    }
+                    let mlm = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
+                    gather::record(&mut plan, &x, &idx_buf, &g, ns, h, s0 as u32, 0);
+                    let o = Out { buf: &t, ldc: h, offset: 0 };
+                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &mlm.dense.w, &mlm.dense.b, None, o, ns, h, h, Act::Gelu, &dummy);
+                    layernorm::record(&mut plan, &t, &mlm.ln.g, &mlm.ln.b, ns, h, c.layer_norm_eps);
+                    for r0 in (0..ns).step_by(logit_rows) {
+                        let nr = (ns - r0).min(logit_rows as u32);
+                        let o = Out { buf: &logits, ldc: v, offset: 0 };
+                        matmul::record(&mut plan, In { buf: &t, offset: r0 * h }, &mlm.decoder, &mlm.bias, None, o, nr, v, h, Act::None, &dummy);
+                        let first = done_slots + r0;
+                        let out_off = if *full { first * v } else { first };
+                        logsoftmax::record(&mut plan, &logits, &tgt_buf, &out, nr, v, *full, s0 as u32 + r0, out_off);
+                    }
+                    done_slots += ns;
+                }
+            }
+        }
+        let res = self.ctx.run(plan, &out, out_len as u64 * 4).await?;
+        let mut res = res[..out_len].to_vec();
+        if let Job::Mlm { full, .. } = job {
+            let w = if full { c.vocab_size } else { 1 };
+            let mut un = vec![0f32; out_len];
+            for (k, &o) in order.iter().enumerate() {
+                un[o * w..(o + 1) * w].copy_from_slice(&res[k * w..(k + 1) * w]);
+            }
+            res = un;
+        }
+        Ok(res)
+    }
 }

@@ -1,0 +1,34 @@
+// Token embeddings: out[t, :] = word[id_t] + position[pos_t] + token_type[0].
+// One invocation per output element; LayerNorm follows in layernorm.wgsl.
+
+struct Params {
+    n: u32,          // tokens × hidden in this chunk
+    hidden: u32,
+    seq: u32,
+    pos_offset: u32, // RoBERTa: pad_token_id + 1
+    tok_offset: u32, // index of this chunk's first token in `ids`
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> word: array<f32>;
+@group(0) @binding(3) var<storage, read> pos: array<f32>;
+@group(0) @binding(4) var<storage, read> typ: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (idx >= p.n) {
+        return;
+    }
+    let tok = idx / p.hidden;
+    let d = idx % p.hidden;
+    let t = tok % p.seq;
+    let id = ids[p.tok_offset + tok];
+    out[idx] = word[id * p.hidden + d] + pos[(t + p.pos_offset) * p.hidden + d] + typ[d];
+}

@@ -1,0 +1,43 @@
+// In-place LayerNorm over rows: x = (x - mean) / sqrt(var + eps) * gamma + beta.
+// One workgroup per row; mean and variance are two f32 workgroup reductions (two-pass, so the
+// variance does not suffer from cancellation).
+
+const WG: u32 = 128u;
+// #include "reduce.wgsl"
+
+struct Params {
+    rows: u32,
+    hidden: u32,
+    eps: f32,
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.hidden;
+    let h = f32(p.hidden);
+    var s = 0.0;
+    for (var i = lid; i < p.hidden; i = i + WG) {
+        s = s + x[base + i];
+    }
+    let mean = wg_sum(s, lid) / h;
+    var v = 0.0;
+    for (var i = lid; i < p.hidden; i = i + WG) {
+        let d = x[base + i] - mean;
+        v = v + d * d;
+    }
+    let inv = inverseSqrt(wg_sum(v, lid) / h + p.eps);
+    for (var i = lid; i < p.hidden; i = i + WG) {
+        x[base + i] = (x[base + i] - mean) * inv * gamma[i] + beta[i];
+    }
+}

@@ -1,0 +1,310 @@
+//! The GPU context: device and queue, compute pipelines (created once), a pool of reusable work
+//! buffers, and [`Plan`]: dispatches recorded for one command-buffer submission, with their
+//! uniform parameters packed into one arena buffer and a single readback at the end.
+
+use super::ops::Kernel;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use wgpu::util::DeviceExt;
+
+/// Per-binding budget: the device's limit, but never above what browsers guarantee to allow
+/// (128 MiB), so that chunking behaves the same natively and in WebGPU.
+const PORTABLE_BINDING: u64 = 128 << 20;
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter_name: String,
+    pub limits: wgpu::Limits,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    pool: HashMap<&'static str, wgpu::Buffer>,
+    params: Option<wgpu::Buffer>,
+    staging: Option<wgpu::Buffer>,
+    pub dummy: wgpu::Buffer,
+}
+
+/// A whole buffer bound to one binding slot.
+pub type Buf = wgpu::Buffer;
+
+enum Step {
+    Dispatch { kernel: Kernel, params: Vec<u8>, bufs: Vec<Buf>, groups: [u32; 3] },
+    Copy { src: Buf, src_off: u64, dst: Buf, dst_off: u64, size: u64 },
+}
+
+/// Work for one submission.
+#[derive(Default)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Records one dispatch; `bufs` bind to slots 1.. in order (slot 0 holds `params`).
+    pub fn dispatch<P: bytemuck::Pod>(&mut self, kernel: Kernel, params: &P, bufs: &[&Buf], groups: [u32; 3]) {
+        self.steps.push(Step::Dispatch {
+            kernel,
+            params: bytemuck::bytes_of(params).to_vec(),
+            bufs: bufs.iter().map(|b| (*b).clone()).collect(),
+            groups,
+        });
+    }
+
+    pub fn copy(&mut self, src: &Buf, src_off: u64, dst: &Buf, dst_off: u64, size: u64) {
+        self.steps.push(Step::Copy { src: src.clone(), src_off, dst: dst.clone(), dst_off, size });
+    }
+}
+
+/// Workgroup counts for `n` one-row-or-element groups, folded into 2-D when `n` exceeds the
+/// 65535 per-dimension limit; shaders recover the index as `wid.y * num_workgroups.x + wid.x`.
+pub fn grid(n: u32) -> [u32; 3] {
+    let x = n.clamp(1, 65535);
+    [x, n.div_ceil(x).max(1), 1]
+}
+
+fn align(n: u64, a: u64) -> u64 {
+    n.div_ceil(a) * a
+}
+
+impl GpuContext {
+    pub async fn new() -> Result<Self> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let has_gpu = web_sys::window()
+                .map(|w| js_sys::Reflect::has(&w.navigator(), &"gpu".into()).unwrap_or(false))
+                .unwrap_or(false);
+            if !has_gpu {
+                return Err(Error::Gpu("WebGPU is not available here (navigator.gpu is missing)".into()));
+            }
+        }
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
+        let info = adapter.get_info();
+        let alimits = adapter.limits();
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffer_binding_size = alimits.max_storage_buffer_binding_size;
+        limits.max_buffer_size = alimits.max_buffer_size;
+        limits.max_storage_buffers_per_shader_stage = alimits.max_storage_buffers_per_shader_stage.min(10);
+        limits.max_compute_workgroup_storage_size = alimits.max_compute_workgroup_storage_size.min(16384);
+        limits.max_compute_invocations_per_workgroup = alimits.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_size_x = alimits.max_compute_workgroup_size_x.min(256);
+        limits.max_compute_workgroup_size_y = alimits.max_compute_workgroup_size_y.min(256);
+        if limits.max_compute_invocations_per_workgroup < 256 || limits.max_storage_buffers_per_shader_stage < 6 {
+            return Err(Error::GpuLimit(format!(
+                "adapter {} allows {} invocations per workgroup and {} storage buffers per stage; lorb needs 256 and 6",
+                info.name, alimits.max_compute_invocations_per_workgroup, alimits.max_storage_buffers_per_shader_stage
+            )));
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lorb"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("device request failed: {e}")))?;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipelines = Kernel::ALL
+            .iter()
+            .map(|k| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.name()),
+                    source: wgpu::ShaderSource::Wgsl(k.source().into()),
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(k.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .collect();
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("shader compilation failed: {e}")));
+        }
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter_name: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
+            limits,
+            pipelines,
+            pool: HashMap::new(),
+            params: None,
+            staging: None,
+            dummy,
+        })
+    }
+
+    /// Largest size one storage binding may have here.
+    pub fn binding_budget(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size).min(PORTABLE_BINDING)
+    }
+
+    /// An immutable storage buffer holding `data` (weights).
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<Buf> {
+        let bytes = data.len() as u64 * 4;
+        if bytes > self.binding_budget() {
+            return Err(Error::GpuLimit(format!(
+                "tensor {label} needs {bytes} bytes, more than one storage binding allows here ({})",
+                self.binding_budget()
+            )));
+        }
+        let contents: &[u8] = if data.is_empty() { &[0u8; 16] } else { bytemuck::cast_slice(data) };
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE,
+        }))
+    }
+
+    /// A pooled work buffer of at least `bytes`, reused across calls and grown when too small.
+    pub fn work(&mut self, name: &'static str, bytes: u64) -> Result<Buf> {
+        let bytes = align(bytes.max(16), 256);
+        if bytes > self.binding_budget() {
+            return Err(Error::GpuLimit(format!("work buffer {name} needs {bytes} bytes; the binding limit is {}", self.binding_budget())));
+        }
+        if let Some(b) = self.pool.get(name) {
+            if b.size() >= bytes {
+                return Ok(b.clone());
+            }
+        }
+        let size = align((bytes as f64 * 1.25) as u64, 256).min(self.binding_budget()).max(bytes);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.pool.insert(name, b.clone());
+        Ok(b)
+    }
+
+    /// A pooled buffer filled with `data` (per-call inputs such as token ids).
+    pub fn work_with(&mut self, name: &'static str, data: &[u32]) -> Result<Buf> {
+        let b = self.work(name, data.len() as u64 * 4)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
+        }
+        Ok(b)
+    }
+
+    fn sized(slot: &mut Option<Buf>, device: &wgpu::Device, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Buf {
+        if let Some(b) = slot {
+            if b.size() >= bytes {
+                return b.clone();
+            }
+        }
+        let b = device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: align(bytes, 256), usage, mapped_at_creation: false });
+        *slot = Some(b.clone());
+        b
+    }
+
+    /// Encodes the plan into one command buffer, submits it, and reads back `read_bytes` from
+    /// the start of `out`.
+    pub async fn run(&mut self, plan: Plan, out: &Buf, read_bytes: u64) -> Result<Vec<f32>> {
+        let stride = (self.limits.min_uniform_buffer_offset_alignment as u64).max(256);
+        let n_dispatch = plan.steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count() as u64;
+        let params = Self::sized(
+            &mut self.params,
+            &self.device,
+            "params",
+            (n_dispatch * stride).max(stride),
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        let read_bytes = align(read_bytes.max(4), 4);
+        let staging = Self::sized(
+            &mut self.staging,
+            &self.device,
+            "staging",
+            read_bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let mut arena = vec![0u8; (n_dispatch * stride) as usize];
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lorb") });
+        let mut slot = 0u64;
+        let mut i = 0;
+        while i < plan.steps.len() {
+            match &plan.steps[i] {
+                Step::Copy { src, src_off, dst, dst_off, size } => {
+                    encoder.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
+                    i += 1;
+                }
+                Step::Dispatch { .. } => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    while let Some(Step::Dispatch { kernel, params: p, bufs, groups }) = plan.steps.get(i) {
+                        let off = slot * stride;
+                        arena[off as usize..off as usize + p.len()].copy_from_slice(p);
+                        let pipeline = &self.pipelines[*kernel as usize];
+                        let mut entries = vec![wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &params,
+                                offset: off,
+                                size: wgpu::BufferSize::new(p.len() as u64),
+                            }),
+                        }];
+                        for (j, b) in bufs.iter().enumerate() {
+                            entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() });
+                        }
+                        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &pipeline.get_bind_group_layout(0),
+                            entries: &entries,
+                        });
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, &bg, &[]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        slot += 1;
+                        i += 1;
+                    }
+                }
+            }
+        }
+        encoder.copy_buffer_to_buffer(out, 0, &staging, 0, read_bytes);
+        self.queue.write_buffer(&params, 0, &arena);
+        self.queue.submit([encoder.finish()]);
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        read_back(&self.device, &staging, read_bytes).await
+    }
+}
+
+async fn read_back(device: &wgpu::Device, staging: &Buf, bytes: u64) -> Result<Vec<f32>> {
+    let slice = staging.slice(0..bytes);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("poll: {e}")))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = device;
+    rx.await
+        .map_err(|_| Error::Gpu("readback was cancelled".into()))?
+        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+    let out = {
+        let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+    };
+    staging.unmap();
+    Ok(out)
+}
