@@ -7,6 +7,8 @@
 
 pub mod backend;
 pub mod batch;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod error;

@@ -1,1 +1,370 @@
-fn main(){}
+//! `lorb`: score texts, rescore n-best lists, evaluate and tune WER, benchmark.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    std::process::exit(cli::main());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use clap::{Args, Parser, Subcommand};
+    use indicatif::{ProgressBar, ProgressStyle};
+    use lorb::rescore::{first_pass_scores, grid, rescore_list, EvalSet};
+    use lorb::{nbest, BackendKind, ClsHead, Error, FirstPass, LongPolicy, Method, NBest, Result, Scorer};
+    use serde_json::json;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    #[derive(Parser)]
+    #[command(name = "lorb", version, about = "Rescore ASR n-best lists with BERT-family models on the GPU (WGSL) or CPU")]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Score texts (one per argument, or one per line of --file) with s2
+        Score(ScoreArgs),
+        /// Rescore n-best lists and write them re-ranked (JSON Lines)
+        Rescore(ListArgs),
+        /// WER of the first pass, the rescored lists and the oracle
+        Eval(ListArgs),
+        /// Grid-search the weight λ on a dev set
+        Tune(TuneArgs),
+        /// Milliseconds per n-best list for CLS and PLL scoring (JSON)
+        Bench(BenchArgs),
+    }
+
+    #[derive(Args, Clone)]
+    struct ModelArgs {
+        /// Model folder (config.json, model.safetensors, tokenizer.json[, cls_head.safetensors])
+        #[arg(long, env = "LORB_MODEL")]
+        model: Option<PathBuf>,
+        /// CLS head file (safetensors with `weight` [1,H] and `bias` [1]); overrides the model's
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// gpu, cpu or auto (GPU when an adapter is found)
+        #[arg(long, default_value = "auto")]
+        backend: BackendKind,
+        /// cls, pll or pll-word (whole-word masking, word-l2r)
+        #[arg(long, default_value = "cls")]
+        method: Method,
+        /// Cut hypotheses longer than the model's positions instead of refusing them
+        #[arg(long)]
+        truncate: bool,
+    }
+
+    #[derive(Args)]
+    struct ScoreArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Texts to score
+        texts: Vec<String>,
+        /// Read texts from a file, one per line
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print the final [CLS] vectors instead of scores
+        #[arg(long)]
+        vectors: bool,
+        #[arg(long)]
+        json: bool,
+    }
+
+    #[derive(Args)]
+    struct ListArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// N-best file: JSON Lines (gzip or plain) or SCORE<TAB>TEXT lines
+        #[arg(long)]
+        nbest: PathBuf,
+        /// Weight λ of s2 in s1 + λ·s2
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        /// First-pass score s1 as a weighted sum of fields, e.g. "0.6*decoder+0.4*ctc"
+        #[arg(long, default_value = "score")]
+        s1: FirstPass,
+        /// Use only the first N utterances
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output file for `rescore` (default: standard output)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    }
+
+    #[derive(Args)]
+    struct TuneArgs {
+        #[command(flatten)]
+        list: ListArgs,
+        /// λ grid as LO:HI:STEP
+        #[arg(long, default_value = "0:1:0.05")]
+        grid: String,
+    }
+
+    #[derive(Args)]
+    struct BenchArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// N-best file whose first lists are scored (default: the ESPnet 30-best dev_clean)
+        #[arg(long)]
+        nbest: Option<PathBuf>,
+        /// Lists to time (after one warm-up list)
+        #[arg(long, default_value_t = 5)]
+        lists: usize,
+        /// Skip PLL (slow on CPU)
+        #[arg(long)]
+        no_pll: bool,
+        #[arg(long)]
+        json: bool,
+    }
+
+    pub fn main() -> i32 {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        let cli = Cli::parse();
+        let r = match cli.cmd {
+            Cmd::Score(a) => score(a),
+            Cmd::Rescore(a) => rescore(a),
+            Cmd::Eval(a) => eval(a),
+            Cmd::Tune(a) => tune(a),
+            Cmd::Bench(a) => bench(a),
+        };
+        match r {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("lorb: error [{}]: {e}", e.kind());
+                1
+            }
+        }
+    }
+
+    /// The default model folder: $LORB_MODEL, else models/all-MiniLM-L6-v2 here or in the repo.
+    fn model_dir(m: &ModelArgs) -> PathBuf {
+        if let Some(d) = &m.model {
+            return d.clone();
+        }
+        let local = PathBuf::from("models/all-MiniLM-L6-v2");
+        if local.exists() {
+            return local;
+        }
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+    }
+
+    fn load(m: &ModelArgs) -> Result<Scorer> {
+        let dir = model_dir(m);
+        if !dir.join("config.json").exists() {
+            return Err(Error::Input(format!(
+                "no model at {} (run scripts/fetch_model.sh for the default model, or pass --model DIR)",
+                dir.display()
+            )));
+        }
+        let mut s = pollster::block_on(Scorer::load_dir(&dir, m.backend))?;
+        if let Some(h) = &m.head {
+            s.cls_head = Some(ClsHead::load(h, s.model().config.hidden)?);
+        }
+        if m.truncate {
+            s.encoder.policy = LongPolicy::Truncate;
+        }
+        eprintln!("lorb: {} on {}", dir.display(), s.backend.describe());
+        Ok(s)
+    }
+
+    fn progress(n: usize, what: &str) -> ProgressBar {
+        let pb = ProgressBar::new(n as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_message(what.to_string());
+        pb
+    }
+
+    fn read_lists(path: &Path, limit: Option<usize>) -> Result<Vec<NBest>> {
+        let mut lists = nbest::read_file(path)?;
+        if let Some(n) = limit {
+            lists.truncate(n);
+        }
+        Ok(lists)
+    }
+
+    /// s2 for every hypothesis of every list, one batch per list.
+    fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Result<Vec<Vec<f64>>> {
+        let pb = progress(lists.len(), "scoring");
+        let mut out = Vec::with_capacity(lists.len());
+        for nb in lists {
+            let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
+            let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| match e {
+                Error::EmptyNBest(_) => Error::EmptyNBest(nb.utt.clone()),
+                Error::NBestTooLarge { n, max, .. } => Error::NBestTooLarge { utt: nb.utt.clone(), n, max },
+                e => e,
+            })?;
+            out.push(s);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(out)
+    }
+
+    fn score(a: ScoreArgs) -> Result<()> {
+        let mut texts = a.texts.clone();
+        if let Some(f) = &a.file {
+            let s = std::fs::read(f).map_err(|e| Error::Io { path: f.display().to_string(), source: e })?;
+            let s = String::from_utf8(s).map_err(|_| Error::Input(format!("{} is not valid UTF-8", f.display())))?;
+            texts.extend(s.lines().map(str::to_string));
+        }
+        if texts.is_empty() {
+            return Err(Error::Input("no texts to score".into()));
+        }
+        let mut scorer = load(&a.m)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if a.vectors {
+            let v = pollster::block_on(scorer.cls_vectors(&refs))?;
+            for (t, v) in texts.iter().zip(v) {
+                if a.json {
+                    println!("{}", json!({"text": t, "cls": v}));
+                } else {
+                    println!("{t}\t{}", v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(" "));
+                }
+            }
+        } else {
+            let s = pollster::block_on(scorer.score_texts(&refs, a.m.method))?;
+            for (t, s) in texts.iter().zip(s) {
+                if a.json {
+                    println!("{}", json!({"text": t, "score": s}));
+                } else {
+                    println!("{s:.6}\t{t}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn s1_all(lists: &[NBest], fp: &FirstPass) -> Result<Vec<Vec<f64>>> {
+        lists.iter().map(|nb| first_pass_scores(nb, fp)).collect()
+    }
+
+    fn rescore(a: ListArgs) -> Result<()> {
+        let lists = read_lists(&a.nbest, a.limit)?;
+        let mut scorer = load(&a.m)?;
+        let s2 = second_pass(&mut scorer, &lists, a.m.method)?;
+        let s1 = s1_all(&lists, &a.s1)?;
+        let mut w: Box<dyn Write> = match &a.out {
+            Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
+            let r = rescore_list(nb, a1, b2, a.weight);
+            writeln!(w, "{}", serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?)
+                .map_err(|e| Error::Io { path: "output".into(), source: e })?;
+        }
+        Ok(())
+    }
+
+    fn eval(a: ListArgs) -> Result<()> {
+        let t0 = Instant::now();
+        let lists = read_lists(&a.nbest, a.limit)?;
+        let s1 = s1_all(&lists, &a.s1)?;
+        // λ = 0 needs no model: the first pass alone decides.
+        let (s2, backend) = if a.weight == 0.0 {
+            (lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(), "none".to_string())
+        } else {
+            let mut scorer = load(&a.m)?;
+            let d = scorer.backend.describe();
+            (second_pass(&mut scorer, &lists, a.m.method)?, d)
+        };
+        let r = EvalSet::new(&lists, s1, s2).report(a.weight);
+        let secs = t0.elapsed().as_secs_f64();
+        if a.json {
+            let mut v = serde_json::to_value(&r).map_err(|e| Error::Input(e.to_string()))?;
+            v["seconds"] = json!(secs);
+            v["method"] = json!(format!("{:?}", a.m.method).to_lowercase());
+            v["backend"] = json!(backend);
+            v["nbest"] = json!(a.nbest.display().to_string());
+            println!("{v}");
+        } else {
+            println!("{} utterances, {} words ({})", r.utterances, r.words, a.nbest.display());
+            println!("first-pass WER  {:.2}%", r.first_pass_wer);
+            println!("rescored WER    {:.2}%  (λ = {}, {:?}, {backend})", r.rescored_wer, r.weight, a.m.method);
+            println!("oracle WER      {:.2}%", r.oracle_wer);
+            println!("{secs:.1} s");
+        }
+        Ok(())
+    }
+
+    fn parse_grid(s: &str) -> Result<Vec<f64>> {
+        let p: Vec<f64> = s.split(':').map(|x| x.parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
+        match p.as_slice() {
+            [lo, hi, step] if *step > 0.0 && hi >= lo => Ok(grid(*lo, *hi, *step)),
+            _ => Err(Error::Input(format!("grid {s:?}: expected LO:HI:STEP with STEP > 0"))),
+        }
+    }
+
+    fn tune(a: TuneArgs) -> Result<()> {
+        let g = parse_grid(&a.grid)?;
+        let l = &a.list;
+        let lists = read_lists(&l.nbest, l.limit)?;
+        let mut scorer = load(&l.m)?;
+        let s2 = second_pass(&mut scorer, &lists, l.m.method)?;
+        let set = EvalSet::new(&lists, s1_all(&lists, &l.s1)?, s2);
+        let (curve, best) = set.tune(&g);
+        let r = set.report(best);
+        if l.json {
+            let c: Vec<_> = curve.iter().map(|(w, e)| json!({"weight": w, "wer": e})).collect();
+            println!("{}", json!({"weight": best, "dev_wer": r.rescored_wer, "first_pass_wer": r.first_pass_wer, "oracle_wer": r.oracle_wer, "curve": c}));
+        } else {
+            for (w, e) in &curve {
+                println!("λ = {w:<8.4} WER {e:.3}%");
+            }
+            println!("chosen λ = {best} (dev WER {:.3}%, first pass {:.3}%)", r.rescored_wer, r.first_pass_wer);
+        }
+        Ok(())
+    }
+
+    fn bench(a: BenchArgs) -> Result<()> {
+        let path = a.nbest.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-espnet-30best/dev_clean.jsonl.gz")
+        });
+        let lists = read_lists(&path, Some(a.lists + 1))?;
+        let mut scorer = load(&a.m)?;
+        let synthetic = lorb::bench::ensure_heads(&mut scorer);
+        let h = scorer.model().config.hidden;
+        let texts: Vec<Vec<&str>> = lists.iter().map(|nb| nb.hyps.iter().map(|h| h.text.as_str()).collect()).collect();
+        let tokens: usize = texts[1..].iter().flatten().map(|t| scorer.encoder.encode(0, t).map(|x| x.len()).unwrap_or(0)).sum();
+        let n_hyps: usize = texts[1..].iter().map(|t| t.len()).sum();
+        let mut time = |method: Method| -> Result<f64> {
+            pollster::block_on(scorer.score_list(&texts[0], method))?; // warm-up: pipelines, buffers
+            let t0 = Instant::now();
+            for t in &texts[1..] {
+                pollster::block_on(scorer.score_list(t, method))?;
+            }
+            Ok(t0.elapsed().as_secs_f64() * 1000.0 / (texts.len() - 1) as f64)
+        };
+        let cls = time(Method::Cls)?;
+        let pll = if a.no_pll { None } else { Some(time(Method::Pll)?) };
+        let c = &scorer.model().config;
+        let v = json!({
+            "backend": scorer.backend.describe(),
+            "model": model_dir(&a.m).display().to_string(),
+            "shape": {"layers": c.layers, "hidden": h, "heads": c.heads, "intermediate": c.intermediate, "vocab": c.vocab_size},
+            "nbest": path.display().to_string(),
+            "lists": texts.len() - 1,
+            "hyps_per_list": n_hyps as f64 / (texts.len() - 1) as f64,
+            "mean_tokens": tokens as f64 / n_hyps as f64,
+            "cls_ms_per_list": cls,
+            "pll_ms_per_list": pll,
+            "synthetic_heads": synthetic,
+        });
+        if a.json {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Ok(())
+    }
+}
