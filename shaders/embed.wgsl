@@ -1,5 +1,7 @@
 // Token embeddings: out[t, :] = word[id_t] + position[pos_t] + token_type[0].
-// One invocation per output element; LayerNorm follows in layernorm.wgsl.
+// One invocation per output element; LayerNorm follows in layernorm.wgsl. A vocabulary too large
+// for one binding is split into row shards: one dispatch per shard, each writing the tokens
+// whose ids fall in [vocab_lo, vocab_hi).
 
 struct Params {
     n: u32,          // tokens × hidden in this chunk
@@ -7,9 +9,9 @@ struct Params {
     seq: u32,
     pos_offset: u32, // RoBERTa: pad_token_id + 1
     tok_offset: u32, // index of this chunk's first token in `ids`
+    vocab_lo: u32,
+    vocab_hi: u32,
     _p0: u32,
-    _p1: u32,
-    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,5 +32,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = idx % p.hidden;
     let t = tok % p.seq;
     let id = ids[p.tok_offset + tok];
-    out[idx] = word[id * p.hidden + d] + pos[(t + p.pos_offset) * p.hidden + d] + typ[d];
+    if (id < p.vocab_lo || id >= p.vocab_hi) {
+        return;
+    }
+    out[idx] = word[(id - p.vocab_lo) * p.hidden + d] + pos[(t + p.pos_offset) * p.hidden + d] + typ[d];
 }

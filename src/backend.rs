@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
-    /// The GPU when an adapter is found, else the CPU.
+    /// A hardware GPU when one is found, else the CPU backend (which beats software GPUs).
     #[default]
     Auto,
     Gpu,
@@ -39,7 +39,7 @@ impl Backend {
         match kind {
             BackendKind::Cpu => Ok(Backend::Cpu(CpuBackend::new(model))),
             BackendKind::Gpu => Ok(Backend::Gpu(Box::new(GpuBackend::new(model).await?))),
-            BackendKind::Auto => match GpuBackend::new(model.clone()).await {
+            BackendKind::Auto => match GpuBackend::new_hardware(model.clone()).await {
                 Ok(g) => Ok(Backend::Gpu(Box::new(g))),
                 Err(e) => {
                     log::warn!("no usable GPU ({e}); using the CPU backend");

@@ -21,10 +21,21 @@ pub struct GpuContext {
     params: Option<wgpu::Buffer>,
     staging: Option<wgpu::Buffer>,
     pub dummy: wgpu::Buffer,
+    budget: u64,
 }
 
 /// A whole buffer bound to one binding slot.
 pub type Buf = wgpu::Buffer;
+
+/// Rows `lo..hi` of a matrix too large for one binding, in a buffer of their own.
+#[derive(Clone)]
+pub struct Shard {
+    pub lo: u32,
+    pub hi: u32,
+    pub buf: Buf,
+    /// The matching slice of a bias vector, when the matrix has one.
+    pub bias: Option<Buf>,
+}
 
 enum Step {
     Dispatch { kernel: Kernel, params: Vec<u8>, bufs: Vec<Buf>, groups: [u32; 3] },
@@ -65,7 +76,9 @@ fn align(n: u64, a: u64) -> u64 {
 }
 
 impl GpuContext {
-    pub async fn new() -> Result<Self> {
+    /// `allow_software`: accept a CPU-emulated adapter (lavapipe, SwiftShader). Tests want it;
+    /// automatic backend choice does not, since the CPU backend is faster there.
+    pub async fn new(allow_software: bool) -> Result<Self> {
         #[cfg(target_arch = "wasm32")]
         {
             let has_gpu = web_sys::window()
@@ -86,6 +99,9 @@ impl GpuContext {
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
+        if !allow_software && info.device_type == wgpu::DeviceType::Cpu {
+            return Err(Error::Gpu(format!("only a software adapter is available ({})", info.name)));
+        }
         let alimits = adapter.limits();
         let mut limits = wgpu::Limits::downlevel_defaults();
         limits.max_storage_buffer_binding_size = alimits.max_storage_buffer_binding_size;
@@ -143,18 +159,25 @@ impl GpuContext {
             device,
             queue,
             adapter_name: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
-            limits,
+            limits: limits.clone(),
             pipelines,
             pool: HashMap::new(),
             params: None,
             staging: None,
             dummy,
+            budget: PORTABLE_BINDING.min(limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size),
         })
     }
 
     /// Largest size one storage binding may have here.
     pub fn binding_budget(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size).min(PORTABLE_BINDING)
+        self.budget
+    }
+
+    /// Lowers the per-binding budget (tests use this to exercise chunking and sharding on tiny
+    /// models); it never rises above the device's limit.
+    pub fn set_binding_budget(&mut self, bytes: u64) {
+        self.budget = bytes.clamp(1024, self.budget);
     }
 
     /// An immutable storage buffer holding `data` (weights).
@@ -172,6 +195,28 @@ impl GpuContext {
             contents,
             usage: wgpu::BufferUsages::STORAGE,
         }))
+    }
+
+    /// Uploads a `[rows, cols]` matrix (and optionally its `[rows]` bias) as row shards that
+    /// each fit one binding.
+    pub fn upload_sharded(&self, label: &str, data: &[f32], cols: usize, bias: Option<&[f32]>) -> Result<Vec<Shard>> {
+        let rows = data.len() / cols;
+        let per = ((self.budget / (cols as u64 * 4)) as usize).min(rows).max(1);
+        (0..rows)
+            .step_by(per)
+            .map(|lo| {
+                let hi = (lo + per).min(rows);
+                Ok(Shard {
+                    lo: lo as u32,
+                    hi: hi as u32,
+                    buf: self.upload(&format!("{label}[{lo}..{hi}]"), &data[lo * cols..hi * cols])?,
+                    bias: match bias {
+                        Some(b) => Some(self.upload(&format!("{label}.bias[{lo}..{hi}]"), &b[lo..hi])?),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// A pooled work buffer of at least `bytes`, reused across calls and grown when too small.

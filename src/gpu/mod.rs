@@ -11,7 +11,7 @@ pub mod ops;
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, LayerNorm, Linear, Model};
-use context::{Buf, GpuContext, Plan};
+use context::{Buf, GpuContext, Plan, Shard};
 use ops::matmul::{Act, In, Out};
 use ops::{attention, embed, gather, layernorm, logsoftmax, matmul};
 use std::sync::Arc;
@@ -38,14 +38,14 @@ struct GLayer {
 struct GMlm {
     dense: GLinear,
     ln: GLn,
-    decoder: Buf,
-    bias: Buf,
+    /// Decoder rows (vocabulary entries) with their bias slices, sharded to fit bindings.
+    decoder: Vec<Shard>,
 }
 
 pub struct GpuBackend {
     model: Arc<Model>,
     ctx: GpuContext,
-    word: Buf,
+    word: Vec<Shard>,
     pos: Buf,
     typ: Buf,
     emb_ln: GLn,
@@ -63,19 +63,37 @@ enum Job<'a> {
 }
 
 impl GpuBackend {
+    /// Any adapter, software ones (lavapipe, SwiftShader) included.
     pub async fn new(model: Arc<Model>) -> Result<Self> {
+        Self::with_options(model, true, None).await
+    }
+
+    /// A hardware adapter only.
+    pub async fn new_hardware(model: Arc<Model>) -> Result<Self> {
+        Self::with_options(model, false, None).await
+    }
+
+    /// `budget`: a per-binding budget below the device's (tests use a tiny one to exercise
+    /// chunking and sharding).
+    pub async fn with_options(model: Arc<Model>, allow_software: bool, budget: Option<u64>) -> Result<Self> {
         let c = &model.config;
         if c.head_dim() > attention::MAX_HEAD_DIM {
             return Err(Error::GpuLimit(format!("head dimension {} exceeds the attention kernel's {}", c.head_dim(), attention::MAX_HEAD_DIM)));
         }
-        let ctx = GpuContext::new().await?;
+        if c.hidden > 128 * 8 {
+            return Err(Error::GpuLimit(format!("hidden size {} is above the supported 1024", c.hidden)));
+        }
+        let mut ctx = GpuContext::new(allow_software).await?;
+        if let Some(b) = budget {
+            ctx.set_binding_budget(b);
+        }
         let lin = |name: &str, l: &Linear| -> Result<GLinear> {
             Ok(GLinear { w: ctx.upload(&format!("{name}.weight"), &l.weight.data)?, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
         };
         let ln = |name: &str, l: &LayerNorm| -> Result<GLn> {
             Ok(GLn { g: ctx.upload(&format!("{name}.weight"), &l.gamma.data)?, b: ctx.upload(&format!("{name}.bias"), &l.beta.data)? })
         };
-        let word = ctx.upload("word_embeddings", &model.word_emb.data)?;
+        let word = ctx.upload_sharded("word_embeddings", &model.word_emb.data, c.hidden, None)?;
         let mut layers = Vec::new();
         for (i, l) in model.layers.iter().enumerate() {
             layers.push(GLayer {
@@ -91,11 +109,20 @@ impl GpuBackend {
             Some(m) => Some(GMlm {
                 dense: lin("mlm.dense", &m.dense)?,
                 ln: ln("mlm.ln", &m.ln)?,
-                decoder: match &m.decoder {
-                    Some(d) => ctx.upload("mlm.decoder", &d.data)?,
-                    None => word.clone(),
+                decoder: {
+                    let mut shards = Vec::new();
+                    if m.decoder.is_none() {
+                        // Tied: reuse the embedding shards, adding the bias slices.
+                        for s in &word {
+                            let b = ctx.upload("mlm.bias", &m.bias.data[s.lo as usize..s.hi as usize])?;
+                            shards.push(Shard { bias: Some(b), ..s.clone() });
+                        }
+                    } else {
+                        let d = m.decoder.as_ref().expect("untied decoder");
+                        shards = ctx.upload_sharded("mlm.decoder", &d.data, c.hidden, Some(&m.bias.data))?;
+                    }
+                    shards
                 },
-                bias: ctx.upload("mlm.bias", &m.bias.data)?,
             }),
             None => None,
         };
@@ -256,8 +283,11 @@ impl GpuBackend {
                     layernorm::record(&mut plan, &t, &mlm.ln.g, &mlm.ln.b, ns, h, c.layer_norm_eps);
                     for r0 in (0..ns).step_by(logit_rows) {
                         let nr = (ns - r0).min(logit_rows as u32);
-                        let o = Out { buf: &logits, ldc: v, offset: 0 };
-                        matmul::record(&mut plan, In { buf: &t, offset: r0 * h }, &mlm.decoder, &mlm.bias, None, o, nr, v, h, Act::None, &dummy);
+                        for s in &mlm.decoder {
+                            let o = Out { buf: &logits, ldc: v, offset: s.lo };
+                            let bias = s.bias.as_ref().expect("decoder shards carry their bias");
+                            matmul::record(&mut plan, In { buf: &t, offset: r0 * h }, &s.buf, bias, None, o, nr, s.hi - s.lo, h, Act::None, &dummy);
+                        }
                         let first = done_slots + r0;
                         let out_off = if *full { first * v } else { first };
                         logsoftmax::record(&mut plan, &logits, &tgt_buf, &out, nr, v, *full, s0 as u32 + r0, out_off);

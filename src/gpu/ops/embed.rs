@@ -1,6 +1,6 @@
 //! Token + position + token-type embeddings (shaders/embed.wgsl).
 use super::Kernel;
-use crate::gpu::context::{grid, Buf, Plan};
+use crate::gpu::context::{grid, Buf, Plan, Shard};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/embed.wgsl");
 
@@ -12,13 +12,18 @@ struct Params {
     seq: u32,
     pos_offset: u32,
     tok_offset: u32,
-    _p: [u32; 3],
+    vocab_lo: u32,
+    vocab_hi: u32,
+    _p: u32,
 }
 
-/// `out[t] = word[ids[tok_offset + t]] + pos[t % seq + pos_offset] + typ` for `tokens` tokens.
+/// `out[t] = word[ids[tok_offset + t]] + pos[t % seq + pos_offset] + typ` for `tokens` tokens,
+/// one dispatch per shard `(lo, hi, rows lo..hi of the table)` of the word embeddings.
 #[allow(clippy::too_many_arguments)]
-pub fn record(plan: &mut Plan, ids: &Buf, word: &Buf, pos: &Buf, typ: &Buf, out: &Buf, tokens: u32, hidden: u32, seq: u32, pos_offset: u32, tok_offset: u32) {
+pub fn record(plan: &mut Plan, ids: &Buf, word: &[Shard], pos: &Buf, typ: &Buf, out: &Buf, tokens: u32, hidden: u32, seq: u32, pos_offset: u32, tok_offset: u32) {
     let n = tokens * hidden;
-    let p = Params { n, hidden, seq, pos_offset, tok_offset, _p: [0; 3] };
-    plan.dispatch(Kernel::Embed, &p, &[ids, word, pos, typ, out], grid(n.div_ceil(256)));
+    for s in word {
+        let p = Params { n, hidden, seq, pos_offset, tok_offset, vocab_lo: s.lo, vocab_hi: s.hi, _p: 0 };
+        plan.dispatch(Kernel::Embed, &p, &[ids, &s.buf, pos, typ, out], grid(n.div_ceil(256)));
+    }
 }

@@ -1,0 +1,109 @@
+//! GPU against CPU on random inputs: varied lengths and padding, random MLM slots, and a tiny
+//! per-binding budget that forces row chunking, logits chunking and vocabulary sharding.
+//! Tolerance: 1e-4 max abs error on hidden states, CLS scores and log-probabilities.
+
+mod common;
+use common::*;
+use lorb::gpu::GpuBackend;
+use lorb::{Backend, Batch, ClsHead, Model, Slot};
+use std::sync::Arc;
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+fn random_batch(rng: &mut Lcg, rows: usize, max_len: usize, vocab: usize, pad: u32) -> Batch {
+    let seqs: Vec<Vec<u32>> = (0..rows)
+        .map(|_| {
+            let len = 1 + rng.next(max_len);
+            (0..len).map(|_| 5 + rng.next(vocab - 5) as u32).collect()
+        })
+        .collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    Batch::pad(&refs, pad).unwrap()
+}
+
+fn random_slots(rng: &mut Lcg, batch: &Batch, vocab: usize) -> Vec<Slot> {
+    (0..batch.rows() * 20)
+        .map(|_| {
+            let row = rng.next(batch.rows());
+            Slot { row: row as u32, pos: rng.next(batch.lens[row] as usize) as u32, target: rng.next(vocab) as u32 }
+        })
+        .collect()
+}
+
+fn compare(arch: &str, budget: Option<u64>) {
+    let model = Arc::new(Model::load_dir(fixture_dir(arch)).unwrap());
+    let c = model.config.clone();
+    let gpu = match block(GpuBackend::with_options(model.clone(), true, budget)) {
+        Ok(g) => g,
+        Err(e) => {
+            assert!(std::env::var("LORB_REQUIRE_GPU").as_deref() != Ok("1"), "GPU required: {e}");
+            eprintln!("note: no GPU ({e}); skipping");
+            return;
+        }
+    };
+    let mut gpu = Backend::Gpu(Box::new(gpu));
+    let mut cpu = block(Backend::new(model.clone(), lorb::BackendKind::Cpu)).unwrap();
+    let head = ClsHead { weight: (0..c.hidden).map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0).collect(), bias: 0.3 };
+    let mut rng = Lcg(42);
+    for (rows, max_len) in [(1, 1), (3, 9), (7, 23), (12, 40)] {
+        let b = random_batch(&mut rng, rows, max_len.min(c.max_tokens()), c.vocab_size, c.pad_token_id);
+        let what = format!("{arch}, {rows} rows up to {max_len} tokens, budget {budget:?}");
+        if budget.is_none() {
+            let (g, r) = (block(gpu.hidden_states(&b)).unwrap(), block(cpu.hidden_states(&b)).unwrap());
+            for row in 0..rows {
+                let n = b.lens[row] as usize * c.hidden;
+                let o = row * b.seq * c.hidden;
+                let d = max_abs_diff(&g[o..o + n], &r[o..o + n]);
+                assert!(d <= 1e-4, "{what}: hidden states differ by {d}");
+            }
+        }
+        let d = max_abs_diff(&block(gpu.cls_scores(&b, &head)).unwrap(), &block(cpu.cls_scores(&b, &head)).unwrap());
+        assert!(d <= 1e-4, "{what}: CLS scores differ by {d}");
+        let d = max_abs_diff(&block(gpu.cls_vectors(&b)).unwrap(), &block(cpu.cls_vectors(&b)).unwrap());
+        assert!(d <= 1e-4, "{what}: CLS vectors differ by {d}");
+        let slots = random_slots(&mut rng, &b, c.vocab_size);
+        let (g, r) = (block(gpu.masked_logprobs(&b, &slots)).unwrap(), block(cpu.masked_logprobs(&b, &slots)).unwrap());
+        let d = max_abs_diff(&g, &r);
+        assert!(d <= 1e-4 * r.iter().fold(1f32, |a, x| a.max(x.abs())), "{what}: log-probs differ by {d}");
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_bert() {
+    compare("bert", None);
+}
+
+#[test]
+fn gpu_matches_cpu_roberta() {
+    compare("roberta", None);
+}
+
+#[test]
+fn gpu_matches_cpu_distilbert() {
+    compare("distilbert", None);
+}
+
+/// 48 KiB bindings: 2-3 sequences per chunk, the 400-row vocabulary in shards, logits in pieces.
+#[test]
+fn gpu_chunked_and_sharded_matches_cpu() {
+    compare("bert", Some(48 << 10));
+    compare("distilbert", Some(64 << 10));
+}
+
+/// A sequence that cannot fit the binding budget is a typed GPU-limit error, not a panic.
+#[test]
+fn gpu_budget_too_small_is_a_typed_error() {
+    let model = Arc::new(Model::load_dir(fixture_dir("bert")).unwrap());
+    let Ok(gpu) = block(GpuBackend::with_options(model.clone(), true, Some(20 << 10))) else { return };
+    let mut gpu = Backend::Gpu(Box::new(gpu));
+    let ids: Vec<u32> = (0..60).map(|i| 5 + i).collect();
+    let b = Batch::pad(&[&ids], 0).unwrap();
+    let e = block(gpu.cls_vectors(&b)).unwrap_err();
+    assert_eq!(e.kind(), lorb::ErrorKind::Gpu, "{e}");
+}

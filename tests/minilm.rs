@@ -1,0 +1,85 @@
+//! The real default model, all-MiniLM-L6-v2, against HF transformers (tests/fixtures/
+//! minilm_expected.json): the [CLS] vector through `lorb score --vectors` and the last row and
+//! sums of all hidden states through the library, on every backend; ≤ 1e-4 max abs error.
+//! Needs `scripts/fetch_model.sh` (CI runs it and sets LORB_REQUIRE_MODEL=1).
+
+mod common;
+use common::*;
+use lorb::{Batch, Model, TextEncoder};
+use std::process::Command;
+use std::sync::Arc;
+
+fn model_dir() -> Option<std::path::PathBuf> {
+    let d = root().join("models/all-MiniLM-L6-v2");
+    if d.join("model.safetensors").exists() {
+        return Some(d);
+    }
+    assert!(std::env::var("LORB_REQUIRE_MODEL").as_deref() != Ok("1"), "model missing: run scripts/fetch_model.sh");
+    eprintln!("note: all-MiniLM-L6-v2 not fetched; skipping");
+    None
+}
+
+fn expected_sentences() -> Vec<serde_json::Value> {
+    let p = root().join("tests/fixtures/minilm_expected.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    v["sentences"].as_array().unwrap().clone()
+}
+
+#[test]
+fn minilm_hidden_states_match_transformers() {
+    let Some(dir) = model_dir() else { return };
+    let model = Arc::new(Model::load_dir(&dir).unwrap());
+    let enc = TextEncoder::load(dir.join("tokenizer.json"), &model.config).unwrap();
+    let sents = expected_sentences();
+    let toks: Vec<Vec<u32>> = sents.iter().enumerate().map(|(i, s)| enc.encode(i, s["text"].as_str().unwrap()).unwrap().ids).collect();
+    for (s, t) in sents.iter().zip(&toks) {
+        let want: Vec<u32> = s["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(&want, t);
+    }
+    let refs: Vec<&[u32]> = toks.iter().map(|t| t.as_slice()).collect();
+    let batch = Batch::pad(&refs, 0).unwrap();
+    let h = model.config.hidden;
+    for mut b in backends(model.clone()) {
+        let x = block(b.hidden_states(&batch)).unwrap();
+        for (r, s) in sents.iter().enumerate() {
+            let len = toks[r].len();
+            let rows = &x[r * batch.seq * h..][..len * h];
+            let d = max_abs_diff(&rows[..h], &floats(&s["cls"]));
+            assert!(d <= 1e-4, "{}: CLS row of sentence {r} differs by {d}", b.describe());
+            let d = max_abs_diff(&rows[(len - 1) * h..], &floats(&s["last"]));
+            assert!(d <= 1e-4, "{}: last row of sentence {r} differs by {d}", b.describe());
+            let sum: f64 = rows.iter().map(|&v| v as f64).sum();
+            let abs: f64 = rows.iter().map(|&v| v.abs() as f64).sum();
+            let n = rows.len() as f64;
+            assert!((sum - s["sum"].as_f64().unwrap()).abs() <= 1e-4 * n, "{}: sum differs", b.describe());
+            assert!((abs - s["abs_sum"].as_f64().unwrap()).abs() <= 1e-4 * n, "{}: abs sum differs", b.describe());
+        }
+    }
+}
+
+#[test]
+fn lorb_score_prints_transformers_cls_vectors() {
+    let Some(dir) = model_dir() else { return };
+    let sents = expected_sentences();
+    let mut kinds = vec!["cpu"];
+    if block(lorb::gpu::GpuBackend::new(Arc::new(Model::load_dir(&dir).unwrap()))).is_ok() {
+        kinds.push("gpu");
+    } else {
+        assert!(std::env::var("LORB_REQUIRE_GPU").as_deref() != Ok("1"), "GPU required");
+    }
+    for backend in kinds {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lorb"));
+        cmd.args(["score", "--vectors", "--json", "--backend", backend, "--model"]).arg(&dir);
+        for s in &sents {
+            cmd.arg(s["text"].as_str().unwrap());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), sents.len());
+        for (l, s) in lines.iter().zip(&sents) {
+            let d = max_abs_diff(&floats(&l["cls"]), &floats(&s["cls"]));
+            assert!(d <= 1e-4, "lorb score --backend {backend}: CLS vector of {:?} differs by {d}", s["text"]);
+        }
+    }
+}
