@@ -4,12 +4,11 @@
 //! Path of one hypothesis: text → [`TextEncoder::encode`] → token ids → [`Batch`] (one batch per
 //! n-best list, padded to the list's longest hypothesis) → [`Backend`] → one score.
 
-use crate::backend::{Backend, BackendKind};
+use crate::backend::Backend;
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, Model};
 use crate::tokenize::{TextEncoder, Tokens};
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -76,13 +75,13 @@ impl Scorer {
     /// Loads `config.json`, `model.safetensors`, `tokenizer.json` (and `cls_head.safetensors`
     /// when the folder has one) from a model folder.
     #[cfg(not(target_arch = "wasm32"))]
-    pub async fn load_dir(dir: impl AsRef<std::path::Path>, kind: BackendKind) -> Result<Self> {
+    pub async fn load_dir(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind) -> Result<Self> {
         let dir = dir.as_ref();
         let model = Model::load_dir(dir)?;
         let encoder = TextEncoder::load(dir.join("tokenizer.json"), &model.config)?;
         let head_path = dir.join("cls_head.safetensors");
         let head = if head_path.exists() { Some(ClsHead::load(&head_path, model.config.hidden)?) } else { None };
-        let backend = Backend::new(Arc::new(model), kind).await?;
+        let backend = Backend::new(std::sync::Arc::new(model), kind).await?;
         Ok(Scorer::new(encoder, backend, head))
     }
 
