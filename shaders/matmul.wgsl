@@ -1,7 +1,18 @@
-// C = act(A · Wᵀ + bias) (+ R): A [m, k] row-major from a[a_off], W [n, k] (PyTorch Linear layout), C written
-// at c[c_off + row * ldc + col]. act: 0 none, 1 exact GELU (erf). R is added when has_res = 1.
-// 64×64 output tile per workgroup of 16×16 invocations, each accumulating a 4×4 block in f32;
-// A and W tiles of depth 16 are staged in workgroup memory (8 KiB).
+// C = act(A · Wᵀ + bias) (+ R): A [m, k] row-major from a[a_off], W [n, k] (PyTorch Linear
+// layout), C written at c[c_off + row * ldc + col]. act: 0 none, 1 exact GELU (erf); R [m, n] is
+// added after the activation when has_res = 1.
+//
+// A workgroup of 16×16 invocations computes a (16·TM)×(16·TN) tile of C; each invocation holds a
+// TM×TN block of f32 accumulators, at rows ty + 16·i and columns tx + 16·j (strided, so that
+// workgroup-memory reads are conflict-free and stores coalesce). A and W tiles of depth BK are
+// staged in workgroup memory. TM and TN are set per pipeline by the launcher (src/gpu/ops/
+// matmul.rs): 4×4 (64×64 tiles) for small products, 8×8 (128×128 tiles) for large ones.
+
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+const BK: u32 = 16u;
+const BM: u32 = 16u * TM;
+const BN: u32 = 16u * TN;
 
 struct Params {
     m: u32,
@@ -21,12 +32,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-
-var<workgroup> a_tile: array<f32, 1024>; // [BK][BM]
-var<workgroup> w_tile: array<f32, 1024>; // [BK][BN]
+var<workgroup> a_tile: array<f32, BK * BM>; // [BK][BM]
+var<workgroup> w_tile: array<f32, BK * BN>; // [BK][BN]
 
 // erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), so GELU is exact in f32.
 fn erf_approx(x: f32) -> f32 {
@@ -47,45 +54,53 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         @builtin(local_invocation_index) li: u32) {
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    var acc: array<array<f32, 4>, 4>;
-    let lr = li / 4u;          // tile row this invocation loads (0..63)
-    let lk = (li % 4u) * 4u;   // first of the 4 depths it loads
+    var acc: array<array<f32, TN>, TM>;
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let kk = k0 + lk + j;
-            let ar = row0 + lr;
-            var av = 0.0;
-            if (ar < p.m && kk < p.k) {
-                av = a[p.a_off + ar * p.k + kk];
+        // Consecutive invocations read consecutive k of one row: coalesced along K.
+        for (var e = li; e < BM * BK; e = e + 256u) {
+            let r = e / BK;
+            let kk = e % BK;
+            let gr = row0 + r;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gr < p.m && gk < p.k) {
+                v = a[p.a_off + gr * p.k + gk];
             }
-            a_tile[(lk + j) * BM + lr] = av;
-            let wr = col0 + lr;
-            var wv = 0.0;
-            if (wr < p.n && kk < p.k) {
-                wv = w[wr * p.k + kk];
+            a_tile[kk * BM + r] = v;
+        }
+        for (var e = li; e < BN * BK; e = e + 256u) {
+            let r = e / BK;
+            let kk = e % BK;
+            let gr = col0 + r;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gr < p.n && gk < p.k) {
+                v = w[gr * p.k + gk];
             }
-            w_tile[(lk + j) * BN + lr] = wv;
+            w_tile[kk * BN + r] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var av: array<f32, 4>;
-            var wv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                av[i] = a_tile[kk * BM + lid.y * 4u + i];
-                wv[i] = w_tile[kk * BN + lid.x * 4u + i];
+            var av: array<f32, TM>;
+            var wv: array<f32, TN>;
+            for (var i = 0u; i < TM; i = i + 1u) {
+                av[i] = a_tile[kk * BM + lid.y + 16u * i];
             }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
+            for (var j = 0u; j < TN; j = j + 1u) {
+                wv[j] = w_tile[kk * BN + lid.x + 16u * j];
+            }
+            for (var i = 0u; i < TM; i = i + 1u) {
+                for (var j = 0u; j < TN; j = j + 1u) {
                     acc[i][j] = fma(av[i], wv[j], acc[i][j]);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let r = row0 + lid.y * 4u + i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let col = col0 + lid.x * 4u + j;
+    for (var i = 0u; i < TM; i = i + 1u) {
+        let r = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < TN; j = j + 1u) {
+            let col = col0 + lid.x + 16u * j;
             if (r < p.m && col < p.n) {
                 var v = acc[i][j] + bias[col];
                 if (p.act == 1u) {

@@ -37,10 +37,17 @@ fn random_slots(rng: &mut Lcg, batch: &Batch, vocab: usize) -> Vec<Slot> {
 }
 
 fn compare(arch: &str, budget: Option<u64>) {
+    compare_tiles(arch, budget, lorb::gpu::ops::matmul::Tiles::Auto)
+}
+
+fn compare_tiles(arch: &str, budget: Option<u64>, tiles: lorb::gpu::ops::matmul::Tiles) {
     let model = Arc::new(Model::load_dir(fixture_dir(arch)).unwrap());
     let c = model.config.clone();
     let gpu = match block(GpuBackend::with_options(model.clone(), true, budget)) {
-        Ok(g) => g,
+        Ok(mut g) => {
+            g.tiles = tiles;
+            g
+        }
         Err(e) => {
             assert!(std::env::var("LORB_REQUIRE_GPU").as_deref() != Ok("1"), "GPU required: {e}");
             eprintln!("note: no GPU ({e}); skipping");
@@ -94,6 +101,14 @@ fn gpu_matches_cpu_distilbert() {
 fn gpu_chunked_and_sharded_matches_cpu() {
     compare("bert", Some(48 << 10));
     compare("distilbert", Some(64 << 10));
+}
+
+/// Both matmul tile shapes (64×64 and 128×128), whichever the automatic choice would take.
+#[test]
+fn gpu_matmul_tile_variants_match_cpu() {
+    use lorb::gpu::ops::matmul::Tiles;
+    compare_tiles("bert", None, Tiles::Small);
+    compare_tiles("distilbert", None, Tiles::Wide);
 }
 
 /// A sequence that cannot fit the binding budget is a typed GPU-limit error, not a panic.

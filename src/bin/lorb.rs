@@ -120,6 +120,9 @@ mod cli {
         /// Skip PLL (slow on CPU)
         #[arg(long)]
         no_pll: bool,
+        /// GPU matmul tiles: auto, small (64×64) or wide (128×128)
+        #[arg(long, default_value = "auto")]
+        tiles: lorb::gpu::ops::matmul::Tiles,
         #[arg(long)]
         json: bool,
     }
@@ -333,6 +336,9 @@ mod cli {
         let lists = read_lists(&path, Some(a.lists + 1))?;
         let mut scorer = load(&a.m)?;
         let synthetic = lorb::bench::ensure_heads(&mut scorer);
+        if let lorb::Backend::Gpu(g) = &mut scorer.backend {
+            g.tiles = a.tiles;
+        }
         let h = scorer.model().config.hidden;
         let texts: Vec<Vec<&str>> = lists.iter().map(|nb| nb.hyps.iter().map(|h| h.text.as_str()).collect()).collect();
         let tokens: usize = texts[1..].iter().flatten().map(|t| scorer.encoder.encode(0, t).map(|x| x.len()).unwrap_or(0)).sum();
@@ -359,6 +365,7 @@ mod cli {
             "cls_ms_per_list": cls,
             "pll_ms_per_list": pll,
             "synthetic_heads": synthetic,
+            "matmul_tiles": format!("{:?}", a.tiles).to_lowercase(),
         });
         if a.json {
             println!("{v}");

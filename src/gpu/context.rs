@@ -46,6 +46,8 @@ enum Step {
 #[derive(Default)]
 pub struct Plan {
     steps: Vec<Step>,
+    /// Matmul tile choice for this plan's products.
+    pub tiles: super::ops::matmul::Tiles,
 }
 
 impl Plan {

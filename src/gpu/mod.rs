@@ -52,6 +52,8 @@ pub struct GpuBackend {
     layers: Vec<GLayer>,
     mlm: Option<GMlm>,
     head: Option<(ClsHead, GLinear)>,
+    /// Matmul tile policy (benchmarks compare them; all are tested).
+    pub tiles: matmul::Tiles,
 }
 
 /// What a forward produces.
@@ -134,6 +136,7 @@ impl GpuBackend {
             layers,
             mlm,
             head: None,
+            tiles: matmul::Tiles::Auto,
             ctx,
             model,
         })
@@ -244,6 +247,7 @@ impl GpuBackend {
         let dummy = ctx.dummy.clone();
 
         let mut plan = Plan::default();
+        plan.tiles = self.tiles;
         let mut done_slots = 0u32;
         for (ci, &(b0, b1)) in chunks.iter().enumerate() {
             let n_rows = (b1 - b0) as u32;

@@ -36,9 +36,37 @@ pub struct Out<'a> {
     pub offset: u32,
 }
 
+/// Which tile size to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tiles {
+    /// 128×128 tiles once the product has enough of them to fill a large GPU, else 64×64.
+    #[default]
+    Auto,
+    Small,
+    Wide,
+}
+
+impl std::str::FromStr for Tiles {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "auto" => Ok(Tiles::Auto),
+            "small" => Ok(Tiles::Small),
+            "wide" => Ok(Tiles::Wide),
+            _ => Err(crate::Error::Input(format!("matmul tiles {s:?}: expected auto, small or wide"))),
+        }
+    }
+}
+
 /// `A [m, k]`, `W [n, k]`, `bias [n]`, optional residual `R [m, n]`.
 #[allow(clippy::too_many_arguments)]
 pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, res: Option<&Buf>, out: Out<'_>, m: u32, n: u32, k: u32, act: Act, dummy: &Buf) {
     let p = Params { m, n, k, act: act as u32, has_res: res.is_some() as u32, ldc: out.ldc, c_off: out.offset, a_off: a.offset };
-    plan.dispatch(Kernel::Matmul, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(64), m.div_ceil(64), 1]);
+    let wide = match plan.tiles {
+        Tiles::Small => false,
+        Tiles::Wide => true,
+        Tiles::Auto => m.div_ceil(128) as u64 * n.div_ceil(128) as u64 >= 512,
+    };
+    let (kernel, t) = if wide { (Kernel::MatmulWide, 128) } else { (Kernel::Matmul, 64) };
+    plan.dispatch(kernel, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(t), m.div_ceil(t), 1]);
 }
