@@ -18,6 +18,7 @@ pub mod nbest;
 pub mod rescore;
 pub mod score;
 pub mod tokenize;
+pub mod train;
 pub mod wer;
 
 pub use backend::{Backend, BackendKind};

@@ -105,6 +105,26 @@ impl ClsHead {
         let bytes = std::fs::read(path.as_ref()).map_err(|e| Error::io(path.as_ref(), e))?;
         Self::from_safetensors(&bytes, hidden)
     }
+
+    /// `weight` `[1, H]` and `bias` `[1]`, F32, as safetensors bytes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let w: Vec<u8> = self.weight.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = self.bias.to_le_bytes().to_vec();
+        let bad = |e: safetensors::SafeTensorError| Error::MalformedWeights(e.to_string());
+        let views = vec![
+            ("weight".to_string(), safetensors::tensor::TensorView::new(Dtype::F32, vec![1, self.weight.len()], &w).map_err(bad)?),
+            ("bias".to_string(), safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &b).map_err(bad)?),
+        ];
+        safetensors::serialize(views, None).map_err(bad)
+    }
+
+    /// Writes the head atomically (a temporary file, then a rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let p = path.as_ref();
+        let tmp = p.with_extension("safetensors.part");
+        std::fs::write(&tmp, self.to_safetensors()?).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, p).map_err(|e| Error::io(p, e))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -145,6 +145,14 @@ impl Scorer {
         self.score_list(texts, method).await
     }
 
+    /// Final [CLS] vectors, `[texts, H]`, of hypotheses from any number of lists in one batch
+    /// (empty hypotheses allowed, as in n-best lists).
+    pub async fn cls_matrix(&mut self, texts: &[&str]) -> Result<Vec<f32>> {
+        let tokens = self.tokenize(texts)?;
+        let batch = self.batch(&tokens)?;
+        self.backend.cls_vectors(&batch).await
+    }
+
     /// Final [CLS] vectors of texts, one `Vec` of H values each.
     pub async fn cls_vectors(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {

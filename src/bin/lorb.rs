@@ -38,6 +38,46 @@ mod cli {
         Tune(TuneArgs),
         /// Milliseconds per n-best list for CLS and PLL scoring (JSON)
         Bench(BenchArgs),
+        /// Fit a CLS head on a frozen encoder with MWER (RescoreBERT's head; LoRB's head-only baseline)
+        FitHead(FitHeadArgs),
+    }
+
+    #[derive(Args)]
+    struct FitHeadArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Training n-best files (JSONL with references); repeat for several
+        #[arg(long, required = true)]
+        train: Vec<PathBuf>,
+        /// Leave out the utterances of this n-best file (e.g. a demo sample)
+        #[arg(long)]
+        exclude: Option<PathBuf>,
+        /// Utterances held out (after a seeded shuffle) for early stopping and tuning λ
+        #[arg(long, default_value_t = 500)]
+        holdout: usize,
+        /// Use only the first N utterances of each training file
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "score")]
+        s1: FirstPass,
+        /// Scale of s1 inside the MWER softmax (λ = 1/κ at inference, then tuned)
+        #[arg(long, default_value_t = 1.0)]
+        kappa: f64,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 0.01)]
+        lr: f64,
+        /// Lists per optimiser step
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Hypotheses per encoder batch when computing [CLS] vectors
+        #[arg(long, default_value_t = 1024)]
+        group: usize,
+        /// Output head (.safetensors); a .json beside it records λ and the training log
+        #[arg(long)]
+        out: PathBuf,
     }
 
     #[derive(Args, Clone)]
@@ -82,9 +122,9 @@ mod cli {
         /// N-best file: JSON Lines (gzip or plain) or SCORE<TAB>TEXT lines
         #[arg(long)]
         nbest: PathBuf,
-        /// Weight λ of s2 in s1 + λ·s2
-        #[arg(long, default_value_t = 1.0)]
-        weight: f64,
+        /// Weight λ of s2 in s1 + λ·s2 (default: the λ tuned with the head, else 1)
+        #[arg(long)]
+        weight: Option<f64>,
         /// First-pass score s1 as a weighted sum of fields, e.g. "0.6*decoder+0.4*ctc"
         #[arg(long, default_value = "score")]
         s1: FirstPass,
@@ -136,6 +176,7 @@ mod cli {
             Cmd::Eval(a) => eval(a),
             Cmd::Tune(a) => tune(a),
             Cmd::Bench(a) => bench(a),
+            Cmd::FitHead(a) => fit_head(a),
         };
         match r {
             Ok(()) => 0,
@@ -156,6 +197,27 @@ mod cli {
             return local;
         }
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+    }
+
+    /// The head file in use: --head, else the model folder's cls_head.safetensors.
+    fn head_path(m: &ModelArgs) -> PathBuf {
+        m.head.clone().unwrap_or_else(|| model_dir(m).join("cls_head.safetensors"))
+    }
+
+    /// λ: given, else the one tuned with the CLS head (its .json sidecar), else 1.
+    fn weight(a: &ListArgs) -> f64 {
+        if let Some(w) = a.weight {
+            return w;
+        }
+        if a.m.method == Method::Cls {
+            let side = head_path(&a.m).with_extension("json");
+            if let Ok(b) = std::fs::read(&side) {
+                if let Some(w) = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["weight"].as_f64()) {
+                    return w;
+                }
+            }
+        }
+        1.0
     }
 
     fn load(m: &ModelArgs) -> Result<Scorer> {
@@ -262,7 +324,7 @@ mod cli {
             None => Box::new(std::io::stdout().lock()),
         };
         for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
-            let r = rescore_list(nb, a1, b2, a.weight);
+            let r = rescore_list(nb, a1, b2, weight(&a));
             writeln!(w, "{}", serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?)
                 .map_err(|e| Error::Io { path: "output".into(), source: e })?;
         }
@@ -273,15 +335,16 @@ mod cli {
         let t0 = Instant::now();
         let lists = read_lists(&a.nbest, a.limit)?;
         let s1 = s1_all(&lists, &a.s1)?;
+        let w = weight(&a);
         // λ = 0 needs no model: the first pass alone decides.
-        let (s2, backend) = if a.weight == 0.0 {
+        let (s2, backend) = if w == 0.0 {
             (lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(), "none".to_string())
         } else {
             let mut scorer = load(&a.m)?;
             let d = scorer.backend.describe();
             (second_pass(&mut scorer, &lists, a.m.method)?, d)
         };
-        let r = EvalSet::new(&lists, s1, s2).report(a.weight);
+        let r = EvalSet::new(&lists, s1, s2).report(w);
         let secs = t0.elapsed().as_secs_f64();
         if a.json {
             let mut v = serde_json::to_value(&r).map_err(|e| Error::Input(e.to_string()))?;
@@ -372,6 +435,88 @@ mod cli {
         } else {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
+        Ok(())
+    }
+
+    fn fit_head(a: FitHeadArgs) -> Result<()> {
+        use lorb::train::{fit_cls_head, HeadFitOptions, ListFeatures};
+        use lorb::wer::{word_count, word_errors};
+        let t0 = Instant::now();
+        let exclude: std::collections::HashSet<String> = match &a.exclude {
+            Some(p) => nbest::read_file(p)?.into_iter().map(|nb| nb.utt).collect(),
+            None => Default::default(),
+        };
+        let mut lists = Vec::new();
+        for f in &a.train {
+            lists.extend(read_lists(f, a.limit)?.into_iter().filter(|nb| nb.reference.is_some() && !exclude.contains(&nb.utt)));
+        }
+        if lists.len() < 2 {
+            return Err(Error::Input("fit-head needs at least two training lists with references".into()));
+        }
+        let mut scorer = load(&a.m)?;
+        let hidden = scorer.model().config.hidden;
+        let pb = progress(lists.len(), "[CLS] vectors");
+        let mut feats: Vec<ListFeatures> = Vec::with_capacity(lists.len());
+        let mut i = 0;
+        while i < lists.len() {
+            let mut j = i;
+            let mut n = 0;
+            while j < lists.len() && (j == i || n + lists[j].hyps.len() <= a.group) {
+                n += lists[j].hyps.len();
+                j += 1;
+            }
+            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
+            let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
+            let mut off = 0;
+            for nb in &lists[i..j] {
+                let r = nb.reference.as_deref().unwrap_or_default();
+                let n = nb.hyps.len();
+                feats.push(ListFeatures {
+                    s1: first_pass_scores(nb, &a.s1)?,
+                    errors: nb.hyps.iter().map(|h| word_errors(r, &h.text) as f64).collect(),
+                    words: word_count(r),
+                    cls: cls[off * hidden..(off + n) * hidden].to_vec(),
+                });
+                off += n;
+            }
+            pb.inc((j - i) as u64);
+            i = j;
+        }
+        pb.finish_and_clear();
+        let feature_secs = t0.elapsed().as_secs_f64();
+        // Seeded shuffle, then hold out the last `holdout` lists.
+        let mut rng = a.seed.wrapping_add(0x9e3779b97f4a7c15);
+        for k in (1..feats.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            feats.swap(k, (rng >> 33) as usize % (k + 1));
+        }
+        let hold = a.holdout.min(feats.len() / 2).max(1);
+        let dev = feats.split_off(feats.len() - hold);
+        let opts = HeadFitOptions { kappa: a.kappa, lr: a.lr, epochs: a.epochs, batch_lists: a.batch, weight_decay: 0.0, seed: a.seed };
+        let fit = fit_cls_head(&feats, &dev, hidden, &opts, |l| {
+            eprintln!("epoch {:3}  train MWER {:+.4}  held-out WER {:.3}%", l.epoch, l.train_loss, l.dev_wer)
+        });
+        fit.head.save(&a.out)?;
+        let log = json!({
+            "weight": fit.weight,
+            "kappa": a.kappa,
+            "method": "cls",
+            "objective": "mwer",
+            "model": model_dir(&a.m).display().to_string(),
+            "backend": scorer.backend.describe(),
+            "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "exclude": a.exclude.as_ref().map(|p| p.display().to_string()),
+            "s1": format!("{:?}", a.s1.terms),
+            "train_lists": feats.len(),
+            "heldout_lists": dev.len(),
+            "options": opts,
+            "fit": fit,
+            "feature_seconds": feature_secs,
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        let side = a.out.with_extension("json");
+        std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+        println!("{log}");
         Ok(())
     }
 }
