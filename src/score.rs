@@ -90,7 +90,12 @@ impl Scorer {
     }
 
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>> {
-        texts.iter().enumerate().map(|(i, t)| self.encoder.encode(i, t)).collect()
+        let t: Vec<Tokens> = texts.iter().enumerate().map(|(i, t)| self.encoder.encode(i, t)).collect::<Result<_>>()?;
+        let cut = t.iter().filter(|t| t.truncated).count();
+        if cut > 0 {
+            log::warn!("{cut} of {} hypotheses truncated to {} tokens", t.len(), self.encoder.max_tokens());
+        }
+        Ok(t)
     }
 
     fn batch(&self, tokens: &[Tokens]) -> Result<Batch> {

@@ -99,7 +99,7 @@ impl TextEncoder {
                     return Err(Error::TooLong { index, tokens: t.ids.len(), max: self.max_tokens, text: text.to_string() })
                 }
                 LongPolicy::Truncate => {
-                    log::warn!("hypothesis {index} has {} tokens; truncated to {}", t.ids.len(), self.max_tokens);
+                    log::debug!("hypothesis {index} has {} tokens; truncated to {}", t.ids.len(), self.max_tokens);
                     let last = t.ids.len() - 1;
                     let keep = self.max_tokens - 1;
                     for v in [&mut t.ids] {

@@ -258,10 +258,47 @@ mod cli {
         Ok(lists)
     }
 
-    /// s2 for every hypothesis of every list, one batch per list.
+    /// Hypotheses per encoder batch when CLS-scoring several short lists together.
+    const CLS_GROUP: usize = 2048;
+
+    /// s2 for every hypothesis of every list: PLL one list per batch (all its masked copies),
+    /// CLS several lists per batch (up to CLS_GROUP hypotheses; results do not depend on it).
     fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Result<Vec<Vec<f64>>> {
         let pb = progress(lists.len(), "scoring");
         let mut out = Vec::with_capacity(lists.len());
+        if method == Method::Cls {
+            let head = scorer.cls_head.clone().ok_or_else(|| Error::NoClsHead("pass --head FILE or add cls_head.safetensors to the model folder".into()))?;
+            let h = scorer.model().config.hidden;
+            let mut i = 0;
+            while i < lists.len() {
+                if lists[i].hyps.is_empty() {
+                    return Err(Error::EmptyNBest(lists[i].utt.clone()));
+                }
+                let (mut j, mut n) = (i, 0);
+                while j < lists.len() && (j == i || n + lists[j].hyps.len() <= CLS_GROUP) {
+                    n += lists[j].hyps.len();
+                    j += 1;
+                }
+                let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
+                let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
+                let mut k = 0;
+                for nb in &lists[i..j] {
+                    out.push(
+                        (0..nb.hyps.len())
+                            .map(|r| {
+                                let v = &cls[(k + r) * h..(k + r + 1) * h];
+                                v.iter().zip(&head.weight).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() + head.bias as f64
+                            })
+                            .collect(),
+                    );
+                    k += nb.hyps.len();
+                }
+                pb.inc((j - i) as u64);
+                i = j;
+            }
+            pb.finish_and_clear();
+            return Ok(out);
+        }
         for nb in lists {
             let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
             let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| match e {
