@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use lorb::gpu::GpuBackend;
+use lorb::gpu::{GpuBackend, GpuOptions};
 use lorb::{Backend, Batch, ClsHead, Model, Slot};
 use std::sync::Arc;
 
@@ -43,7 +43,8 @@ fn compare(arch: &str, budget: Option<u64>) {
 fn compare_tiles(arch: &str, budget: Option<u64>, tiles: lorb::gpu::ops::matmul::Tiles) {
     let model = Arc::new(Model::load_dir(fixture_dir(arch)).unwrap());
     let c = model.config.clone();
-    let gpu = match block(GpuBackend::with_options(model.clone(), true, budget)) {
+    let opts = GpuOptions { allow_software: true, binding_budget: budget, ..Default::default() };
+    let gpu = match block(GpuBackend::with_options(model.clone(), &opts)) {
         Ok(mut g) => {
             g.tiles = tiles;
             g
@@ -103,6 +104,29 @@ fn gpu_chunked_and_sharded_matches_cpu() {
     compare("distilbert", Some(64 << 10));
 }
 
+/// Kernels compiled without wgpu's injected bounds checks (the native default, as
+/// `Backend::new` builds it) compute the same results; the other tests here run them checked.
+#[test]
+fn gpu_trusted_shaders_match_cpu() {
+    let model = Arc::new(Model::load_dir(fixture_dir("distilbert")).unwrap());
+    let opts = GpuOptions { allow_software: true, trusted_shaders: true, profile: true, ..Default::default() };
+    let Ok(gpu) = block(GpuBackend::with_options(model.clone(), &opts)) else { return };
+    let mut gpu = Backend::Gpu(Box::new(gpu));
+    let mut cpu = block(Backend::new(model.clone(), lorb::BackendKind::Cpu)).unwrap();
+    let mut rng = Lcg(9);
+    let b = random_batch(&mut rng, 5, 30, model.config.vocab_size, 0);
+    let slots = random_slots(&mut rng, &b, model.config.vocab_size);
+    let d = max_abs_diff(&block(gpu.masked_logprobs(&b, &slots)).unwrap(), &block(cpu.masked_logprobs(&b, &slots)).unwrap());
+    assert!(d <= 1e-3, "log-probs differ by {d}");
+    if let Backend::Gpu(g) = &gpu {
+        // Profiling (timestamp queries) saw every kernel of the forward.
+        let names: Vec<&str> = g.profile().iter().map(|p| p.0).collect();
+        for k in ["embed", "layernorm", "matmul", "attention", "gather", "logsoftmax"] {
+            assert!(names.contains(&k), "{k} missing from the profile {names:?}");
+        }
+    }
+}
+
 /// Both matmul tile shapes (64×64 and 128×128), whichever the automatic choice would take.
 #[test]
 fn gpu_matmul_tile_variants_match_cpu() {
@@ -115,7 +139,8 @@ fn gpu_matmul_tile_variants_match_cpu() {
 #[test]
 fn gpu_budget_too_small_is_a_typed_error() {
     let model = Arc::new(Model::load_dir(fixture_dir("bert")).unwrap());
-    let Ok(gpu) = block(GpuBackend::with_options(model.clone(), true, Some(20 << 10))) else { return };
+    let opts = GpuOptions { allow_software: true, binding_budget: Some(20 << 10), ..Default::default() };
+    let Ok(gpu) = block(GpuBackend::with_options(model.clone(), &opts)) else { return };
     let mut gpu = Backend::Gpu(Box::new(gpu));
     let ids: Vec<u32> = (0..60).map(|i| 5 + i).collect();
     let b = Batch::pad(&[&ids], 0).unwrap();

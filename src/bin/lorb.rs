@@ -163,6 +163,12 @@ mod cli {
         /// GPU matmul tiles: auto, small (64×64) or wide (128×128)
         #[arg(long, default_value = "auto")]
         tiles: lorb::gpu::ops::matmul::Tiles,
+        /// Keep wgpu's injected bounds checks in the kernels (slower; the default trusts them)
+        #[arg(long)]
+        checked_shaders: bool,
+        /// Report GPU time per kernel (timestamp queries; one compute pass per dispatch)
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     }
@@ -258,24 +264,27 @@ mod cli {
         Ok(lists)
     }
 
-    /// Hypotheses per encoder batch when CLS-scoring several short lists together.
+    /// Hypotheses per encoder batch when CLS-scoring several short lists together on the GPU.
     const CLS_GROUP: usize = 2048;
 
-    /// s2 for every hypothesis of every list: PLL one list per batch (all its masked copies),
-    /// CLS several lists per batch (up to CLS_GROUP hypotheses; results do not depend on it).
+    /// s2 for every hypothesis of every list: PLL one list per batch (all its masked copies);
+    /// CLS on the GPU several lists per batch (up to CLS_GROUP hypotheses: fewer, fuller
+    /// submissions), on the CPU one list per batch (padding to a group's longest costs real
+    /// arithmetic there). Results do not depend on the grouping.
     fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Result<Vec<Vec<f64>>> {
         let pb = progress(lists.len(), "scoring");
         let mut out = Vec::with_capacity(lists.len());
         if method == Method::Cls {
             let head = scorer.cls_head.clone().ok_or_else(|| Error::NoClsHead("pass --head FILE or add cls_head.safetensors to the model folder".into()))?;
             let h = scorer.model().config.hidden;
+            let group = if scorer.backend.is_gpu() { CLS_GROUP } else { 1 };
             let mut i = 0;
             while i < lists.len() {
                 if lists[i].hyps.is_empty() {
                     return Err(Error::EmptyNBest(lists[i].utt.clone()));
                 }
                 let (mut j, mut n) = (i, 0);
-                while j < lists.len() && (j == i || n + lists[j].hyps.len() <= CLS_GROUP) {
+                while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
                     n += lists[j].hyps.len();
                     j += 1;
                 }
@@ -436,20 +445,41 @@ mod cli {
         let lists = read_lists(&path, Some(a.lists + 1))?;
         let mut scorer = load(&a.m)?;
         let synthetic = lorb::bench::ensure_heads(&mut scorer);
+        if scorer.backend.is_gpu() && (a.checked_shaders || a.profile) {
+            let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, ..Default::default() };
+            let model = std::sync::Arc::new(scorer.model().clone());
+            scorer.backend = lorb::Backend::Gpu(Box::new(pollster::block_on(lorb::gpu::GpuBackend::with_options(model, &opts))?));
+        }
         if let lorb::Backend::Gpu(g) = &mut scorer.backend {
             g.tiles = a.tiles;
         }
+        let mut profiles = serde_json::Map::new();
         let h = scorer.model().config.hidden;
         let texts: Vec<Vec<&str>> = lists.iter().map(|nb| nb.hyps.iter().map(|h| h.text.as_str()).collect()).collect();
         let tokens: usize = texts[1..].iter().flatten().map(|t| scorer.encoder.encode(0, t).map(|x| x.len()).unwrap_or(0)).sum();
         let n_hyps: usize = texts[1..].iter().map(|t| t.len()).sum();
+        let lists_timed = (texts.len() - 1) as f64;
         let mut time = |method: Method| -> Result<f64> {
             pollster::block_on(scorer.score_list(&texts[0], method))?; // warm-up: pipelines, buffers
+            if let lorb::Backend::Gpu(g) = &mut scorer.backend {
+                g.reset_profile();
+            }
             let t0 = Instant::now();
             for t in &texts[1..] {
                 pollster::block_on(scorer.score_list(t, method))?;
             }
-            Ok(t0.elapsed().as_secs_f64() * 1000.0 / (texts.len() - 1) as f64)
+            let ms = t0.elapsed().as_secs_f64() * 1000.0 / lists_timed;
+            if let lorb::Backend::Gpu(g) = &scorer.backend {
+                let p: serde_json::Map<String, serde_json::Value> = g
+                    .profile()
+                    .into_iter()
+                    .map(|(k, n, ms)| (k.to_string(), json!({"dispatches_per_list": n as f64 / lists_timed, "gpu_ms_per_list": ms / lists_timed})))
+                    .collect();
+                if !p.is_empty() {
+                    profiles.insert(format!("{method:?}").to_lowercase(), serde_json::Value::Object(p));
+                }
+            }
+            Ok(ms)
         };
         let cls = time(Method::Cls)?;
         let pll = if a.no_pll { None } else { Some(time(Method::Pll)?) };
@@ -466,6 +496,8 @@ mod cli {
             "pll_ms_per_list": pll,
             "synthetic_heads": synthetic,
             "matmul_tiles": format!("{:?}", a.tiles).to_lowercase(),
+            "trusted_shaders": scorer.backend.is_gpu() && !a.checked_shaders,
+            "profile": profiles,
         });
         if a.json {
             println!("{v}");

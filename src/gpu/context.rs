@@ -11,6 +11,23 @@ use wgpu::util::DeviceExt;
 /// (128 MiB), so that chunking behaves the same natively and in WebGPU.
 const PORTABLE_BINDING: u64 = 128 << 20;
 
+/// How to set the GPU up.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Accept a CPU-emulated adapter (lavapipe, SwiftShader). Tests want it; automatic backend
+    /// choice does not, since the CPU backend is faster there.
+    pub allow_software: bool,
+    /// A per-binding budget below the device's (tests use a tiny one to exercise chunking).
+    pub binding_budget: Option<u64>,
+    /// Compile kernels without wgpu's injected bounds checks (native only: browsers always
+    /// check). Every kernel guards its own indices against its parameters and the backend
+    /// validates ids, lengths and slots before any dispatch; the test suite runs the kernels
+    /// both ways. On an H200 the checks cost 14× on a CLS forward (98 → 6.9 ms per list).
+    pub trusted_shaders: bool,
+    /// Time every dispatch with timestamp queries (one compute pass each), for `lorb bench`.
+    pub profile: bool,
+}
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -22,7 +39,19 @@ pub struct GpuContext {
     staging: Option<wgpu::Buffer>,
     pub dummy: wgpu::Buffer,
     budget: u64,
+    profiler: Option<Profiler>,
+    /// Per kernel: dispatches and total GPU nanoseconds (when profiling).
+    pub profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
 }
+
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    period_ns: f64,
+}
+
+const MAX_TIMED: u32 = 2048;
 
 /// A whole buffer bound to one binding slot.
 pub type Buf = wgpu::Buffer;
@@ -78,9 +107,7 @@ fn align(n: u64, a: u64) -> u64 {
 }
 
 impl GpuContext {
-    /// `allow_software`: accept a CPU-emulated adapter (lavapipe, SwiftShader). Tests want it;
-    /// automatic backend choice does not, since the CPU backend is faster there.
-    pub async fn new(allow_software: bool) -> Result<Self> {
+    pub async fn new(opts: &GpuOptions) -> Result<Self> {
         #[cfg(target_arch = "wasm32")]
         {
             let has_gpu = web_sys::window()
@@ -90,7 +117,12 @@ impl GpuContext {
                 return Err(Error::Gpu("WebGPU is not available here (navigator.gpu is missing)".into()));
             }
         }
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if std::env::var_os("WGPU_BACKEND").is_none() {
+            // Compute needs no GL probe (which only adds noise on headless machines).
+            desc.backends = if cfg!(target_arch = "wasm32") { wgpu::Backends::BROWSER_WEBGPU } else { wgpu::Backends::PRIMARY };
+        }
+        let instance = wgpu::Instance::new(desc);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -101,7 +133,7 @@ impl GpuContext {
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
-        if !allow_software && info.device_type == wgpu::DeviceType::Cpu {
+        if !opts.allow_software && info.device_type == wgpu::DeviceType::Cpu {
             return Err(Error::Gpu(format!("only a software adapter is available ({})", info.name)));
         }
         let alimits = adapter.limits();
@@ -119,10 +151,11 @@ impl GpuContext {
                 info.name, alimits.max_compute_invocations_per_workgroup, alimits.max_storage_buffers_per_shader_stage
             )));
         }
+        let profile = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lorb"),
-                required_features: wgpu::Features::empty(),
+                required_features: if profile { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -134,10 +167,14 @@ impl GpuContext {
         let pipelines = Kernel::ALL
             .iter()
             .map(|k| {
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(k.name()),
-                    source: wgpu::ShaderSource::Wgsl(k.source().into()),
-                });
+                let desc = wgpu::ShaderModuleDescriptor { label: Some(k.name()), source: wgpu::ShaderSource::Wgsl(k.source().into()) };
+                let module = if opts.trusted_shaders && !cfg!(target_arch = "wasm32") {
+                    // SAFETY: every kernel bounds-checks its own indices against its parameters,
+                    // and the launchers size every binding for the indices they pass.
+                    unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+                } else {
+                    device.create_shader_module(desc)
+                };
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(k.name()),
                     layout: None,
@@ -157,7 +194,25 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let profiler = profile.then(|| Profiler {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("timestamps"), ty: wgpu::QueryType::Timestamp, count: 2 * MAX_TIMED }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16 * MAX_TIMED as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            read: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps-read"),
+                size: 16 * MAX_TIMED as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            period_ns: queue.get_timestamp_period() as f64,
+        });
         Ok(GpuContext {
+            profiler,
+            profile: Default::default(),
             device,
             queue,
             adapter_name: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
@@ -288,14 +343,25 @@ impl GpuContext {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lorb") });
         let mut slot = 0u64;
         let mut i = 0;
+        let mut timed: Vec<&'static str> = Vec::new();
         while i < plan.steps.len() {
             match &plan.steps[i] {
                 Step::Copy { src, src_off, dst, dst_off, size } => {
                     encoder.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
                     i += 1;
                 }
-                Step::Dispatch { .. } => {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                Step::Dispatch { kernel: first, .. } => {
+                    // Profiling: one pass per dispatch, timed at its start and end.
+                    let time = self.profiler.as_ref().filter(|_| (timed.len() as u32) < MAX_TIMED);
+                    let tw = time.map(|p| wgpu::ComputePassTimestampWrites {
+                        query_set: &p.queries,
+                        beginning_of_pass_write_index: Some(2 * timed.len() as u32),
+                        end_of_pass_write_index: Some(2 * timed.len() as u32 + 1),
+                    });
+                    if time.is_some() {
+                        timed.push(first.name());
+                    }
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: tw });
                     while let Some(Step::Dispatch { kernel, params: p, bufs, groups }) = plan.steps.get(i) {
                         let off = slot * stride;
                         arena[off as usize..off as usize + p.len()].copy_from_slice(p);
@@ -321,17 +387,36 @@ impl GpuContext {
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                         slot += 1;
                         i += 1;
+                        if time.is_some() {
+                            break;
+                        }
                     }
                 }
             }
         }
         encoder.copy_buffer_to_buffer(out, 0, &staging, 0, read_bytes);
+        if let Some(p) = self.profiler.as_ref().filter(|_| !timed.is_empty()) {
+            let n = 2 * timed.len() as u32;
+            encoder.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
+            encoder.copy_buffer_to_buffer(&p.resolve, 0, &p.read, 0, n as u64 * 8);
+        }
         self.queue.write_buffer(&params, 0, &arena);
         self.queue.submit([encoder.finish()]);
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(e.to_string()));
         }
-        read_back(&self.device, &staging, read_bytes).await
+        let out = read_back(&self.device, &staging, read_bytes).await?;
+        if let Some(p) = self.profiler.as_ref().filter(|_| !timed.is_empty()) {
+            let words = read_back(&self.device, &p.read, timed.len() as u64 * 16).await?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
+            for (k, name) in timed.iter().enumerate() {
+                let ns = ticks[2 * k + 1].saturating_sub(ticks[2 * k]) as f64 * p.period_ns;
+                let e = self.profile.entry(name).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += ns;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, LayerNorm, Linear, Model};
 use context::{Buf, GpuContext, Plan, Shard};
+pub use context::GpuOptions;
 use ops::matmul::{Act, In, Out};
 use ops::{attention, embed, gather, layernorm, logsoftmax, matmul};
 use std::sync::Arc;
@@ -65,19 +66,19 @@ enum Job<'a> {
 }
 
 impl GpuBackend {
-    /// Any adapter, software ones (lavapipe, SwiftShader) included.
+    /// Any adapter, software ones (lavapipe, SwiftShader) included, kernels trusted (see
+    /// [`GpuOptions::trusted_shaders`]: wgpu's injected bounds checks made the forward 14×
+    /// slower on an H200).
     pub async fn new(model: Arc<Model>) -> Result<Self> {
-        Self::with_options(model, true, None).await
+        Self::with_options(model, &GpuOptions { allow_software: true, trusted_shaders: true, ..Default::default() }).await
     }
 
-    /// A hardware adapter only.
+    /// A hardware adapter only, kernels trusted.
     pub async fn new_hardware(model: Arc<Model>) -> Result<Self> {
-        Self::with_options(model, false, None).await
+        Self::with_options(model, &GpuOptions { trusted_shaders: true, ..Default::default() }).await
     }
 
-    /// `budget`: a per-binding budget below the device's (tests use a tiny one to exercise
-    /// chunking and sharding).
-    pub async fn with_options(model: Arc<Model>, allow_software: bool, budget: Option<u64>) -> Result<Self> {
+    pub async fn with_options(model: Arc<Model>, opts: &GpuOptions) -> Result<Self> {
         let c = &model.config;
         if c.head_dim() > attention::MAX_HEAD_DIM {
             return Err(Error::GpuLimit(format!("head dimension {} exceeds the attention kernel's {}", c.head_dim(), attention::MAX_HEAD_DIM)));
@@ -85,8 +86,8 @@ impl GpuBackend {
         if c.hidden > 128 * 8 {
             return Err(Error::GpuLimit(format!("hidden size {} is above the supported 1024", c.hidden)));
         }
-        let mut ctx = GpuContext::new(allow_software).await?;
-        if let Some(b) = budget {
+        let mut ctx = GpuContext::new(opts).await?;
+        if let Some(b) = opts.binding_budget {
             ctx.set_binding_budget(b);
         }
         let lin = |name: &str, l: &Linear| -> Result<GLinear> {
@@ -148,6 +149,15 @@ impl GpuBackend {
 
     pub fn adapter_name(&self) -> String {
         self.ctx.adapter_name.clone()
+    }
+
+    /// Per kernel: (dispatches, GPU milliseconds), when created with `profile`.
+    pub fn profile(&self) -> Vec<(&'static str, u64, f64)> {
+        self.ctx.profile.iter().map(|(k, (n, ns))| (*k, *n, ns / 1e6)).collect()
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.ctx.profile.clear();
     }
 
     pub async fn hidden_states(&mut self, batch: &Batch) -> Result<Vec<f32>> {
