@@ -68,6 +68,18 @@ impl Backend {
         matches!(self, Backend::Gpu(_))
     }
 
+    /// Merges a LoRA adapter into the weights, removing the one merged before (hot-swap);
+    /// `None` restores the base weights.
+    pub async fn set_adapter(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) -> Result<()> {
+        match self {
+            Backend::Cpu(c) => {
+                c.set_adapter(adapter);
+                Ok(())
+            }
+            Backend::Gpu(g) => g.set_adapter(adapter).await,
+        }
+    }
+
     fn check(&self, batch: &Batch) -> Result<()> {
         let c = &self.model().config;
         batch.validate(c.vocab_size, c.max_tokens())

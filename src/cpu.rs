@@ -7,7 +7,9 @@ use crate::model::{ClsHead, LayerNorm, Linear, Model};
 use std::sync::Arc;
 
 pub struct CpuBackend {
+    /// The weights in use (an adapter, when set, is merged into them).
     pub model: Arc<Model>,
+    adapter: Option<Arc<crate::adapter::Adapter>>,
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout).
@@ -55,7 +57,19 @@ pub fn gelu(x: f32) -> f32 {
 
 impl CpuBackend {
     pub fn new(model: Arc<Model>) -> Self {
-        CpuBackend { model }
+        CpuBackend { model, adapter: None }
+    }
+
+    /// Merges `adapter` into the weights after removing the one merged before (hot-swap).
+    pub fn set_adapter(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) {
+        let m = Arc::make_mut(&mut self.model);
+        if let Some(old) = self.adapter.take() {
+            m.merge_lora(&old, -1.0);
+        }
+        if let Some(new) = &adapter {
+            m.merge_lora(new, 1.0);
+        }
+        self.adapter = adapter;
     }
 
     /// Final hidden states `[rows × seq, H]` (padding rows hold finite, meaningless values).

@@ -12,6 +12,7 @@ pub enum ErrorKind {
     Tokenizer,
     Input,
     Gpu,
+    Adapter,
     Unsupported,
 }
 
@@ -24,6 +25,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Tokenizer => "tokenizer",
             ErrorKind::Input => "input",
             ErrorKind::Gpu => "gpu",
+            ErrorKind::Adapter => "adapter",
             ErrorKind::Unsupported => "unsupported",
         };
         f.write_str(s)
@@ -70,6 +72,8 @@ pub enum Error {
     Gpu(String),
     #[error("GPU limit: {0}")]
     GpuLimit(String),
+    #[error("adapter: {0}")]
+    Adapter(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
 }
@@ -93,6 +97,7 @@ impl Error {
             | Error::Parse { .. }
             | Error::Input(_) => ErrorKind::Input,
             Error::Gpu(_) | Error::GpuLimit(_) => ErrorKind::Gpu,
+            Error::Adapter(_) => ErrorKind::Adapter,
             Error::Unsupported(_) => ErrorKind::Unsupported,
         }
     }

@@ -5,6 +5,7 @@
 //! list into a batch, [`backend`] runs the encoder ([`gpu`] or [`cpu`]), [`score`] turns outputs
 //! into s2, [`rescore`] combines s1 + λ·s2, re-ranks and measures WER ([`wer`]).
 
+pub mod adapter;
 pub mod backend;
 pub mod batch;
 #[cfg(not(target_arch = "wasm32"))]
@@ -21,6 +22,7 @@ pub mod tokenize;
 pub mod train;
 pub mod wer;
 
+pub use adapter::Adapter;
 pub use backend::{Backend, BackendKind};
 pub use batch::{Batch, Slot};
 pub use config::{Arch, ModelConfig};

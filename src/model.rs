@@ -88,7 +88,7 @@ impl ClsHead {
         let find = |names: &[&str]| -> Result<Tensor> {
             for n in names {
                 if let Ok(t) = st.tensor(n) {
-                    return to_f32(n, &t);
+                    return tensor_to_f32(n, &t);
                 }
             }
             Err(Error::MissingTensor { name: names[0].into(), tried: names.join(", ") })
@@ -141,7 +141,7 @@ pub struct Model {
     pub mlm: Option<MlmHead>,
 }
 
-fn to_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+pub(crate) fn tensor_to_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
     let b = t.data();
     let data: Vec<f32> = match t.dtype() {
         Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -195,7 +195,7 @@ impl<'a> Names<'a> {
         let cands = self.candidates(name);
         for n in &cands {
             if let Ok(t) = self.st.tensor(n) {
-                let t = to_f32(n, &t)?;
+                let t = tensor_to_f32(n, &t)?;
                 if t.shape != shape {
                     return Err(Error::ShapeMismatch { name: n.clone(), expected: shape.to_vec(), got: t.shape });
                 }
@@ -324,6 +324,48 @@ impl Model {
             None
         };
         Ok(Model { config, word_emb, pos_emb, type_emb, emb_ln, layers, mlm })
+    }
+
+    /// The weight a LoRA target lives in, and the row where its block starts.
+    pub fn lora_weight_mut(&mut self, layer: usize, target: crate::adapter::Target) -> (&mut Tensor, usize) {
+        use crate::adapter::Target;
+        let off = target.row_offset(&self.config);
+        let l = &mut self.layers[layer];
+        let w = match target {
+            Target::Query | Target::Key | Target::Value => &mut l.qkv.weight,
+            Target::AttnOut => &mut l.attn_out.weight,
+            Target::FfnIn => &mut l.ffn_in.weight,
+            Target::FfnOut => &mut l.ffn_out.weight,
+        };
+        (w, off)
+    }
+
+    /// The rows of the weight that a LoRA target addresses.
+    pub fn lora_block(&self, layer: usize, target: crate::adapter::Target) -> &[f32] {
+        use crate::adapter::Target;
+        let l = &self.layers[layer];
+        let w = match target {
+            Target::Query | Target::Key | Target::Value => &l.qkv.weight,
+            Target::AttnOut => &l.attn_out.weight,
+            Target::FfnIn => &l.ffn_in.weight,
+            Target::FfnOut => &l.ffn_out.weight,
+        };
+        let (out, inp) = target.shape(&self.config);
+        let off = target.row_offset(&self.config);
+        &w.data[off * inp..(off + out) * inp]
+    }
+
+    /// Adds `sign · s·B·A` of every pair into the weights (sign −1 removes a merged adapter).
+    pub fn merge_lora(&mut self, adapter: &crate::adapter::Adapter, sign: f64) {
+        let scale = sign * adapter.scale();
+        for p in &adapter.pairs {
+            let d = p.delta(scale);
+            let (w, off) = self.lora_weight_mut(p.layer, p.target);
+            let cols = w.shape[1];
+            for (x, dx) in w.data[off * cols..off * cols + d.len()].iter_mut().zip(&d) {
+                *x += dx;
+            }
+        }
     }
 
     /// The decoder weight of the MLM head, `[V, H]` (the word embeddings when tied).

@@ -89,6 +89,15 @@ impl Scorer {
         self.backend.model()
     }
 
+    /// Applies a LoRA adapter (merged into the weights, replacing any earlier one); its CLS
+    /// head, when it has one, becomes the scoring head.
+    pub async fn set_adapter(&mut self, adapter: crate::adapter::Adapter) -> Result<()> {
+        if let Some(h) = &adapter.cls_head {
+            self.cls_head = Some(h.clone());
+        }
+        self.backend.set_adapter(Some(std::sync::Arc::new(adapter))).await
+    }
+
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>> {
         let t: Vec<Tokens> = texts.iter().enumerate().map(|(i, t)| self.encoder.encode(i, t)).collect::<Result<_>>()?;
         let cut = t.iter().filter(|t| t.truncated).count();

@@ -40,6 +40,23 @@ mod cli {
         Bench(BenchArgs),
         /// Fit a CLS head on a frozen encoder with MWER (RescoreBERT's head; LoRB's head-only baseline)
         FitHead(FitHeadArgs),
+        /// Inspect LoRA adapters
+        #[command(subcommand)]
+        Adapter(AdapterCmd),
+    }
+
+    #[derive(Subcommand)]
+    enum AdapterCmd {
+        /// Rank, α, targets and trainable parameters (count and fraction of the base model)
+        Info {
+            /// Adapter folder (adapter_config.json, adapter_model.safetensors)
+            dir: PathBuf,
+            /// The base model (default: the default model)
+            #[arg(long, env = "LORB_MODEL")]
+            model: Option<PathBuf>,
+            #[arg(long)]
+            json: bool,
+        },
     }
 
     #[derive(Args)]
@@ -88,6 +105,9 @@ mod cli {
         /// CLS head file (safetensors with `weight` [1,H] and `bias` [1]); overrides the model's
         #[arg(long)]
         head: Option<PathBuf>,
+        /// LoRA adapter folder in PEFT's format (merged into the weights; its CLS head is used)
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// gpu, cpu or auto (GPU when an adapter is found)
         #[arg(long, default_value = "auto")]
         backend: BackendKind,
@@ -183,6 +203,7 @@ mod cli {
             Cmd::Tune(a) => tune(a),
             Cmd::Bench(a) => bench(a),
             Cmd::FitHead(a) => fit_head(a),
+            Cmd::Adapter(AdapterCmd::Info { dir, model, json }) => adapter_info(&dir, model, json),
         };
         match r {
             Ok(()) => 0,
@@ -240,6 +261,10 @@ mod cli {
         }
         if m.truncate {
             s.encoder.policy = LongPolicy::Truncate;
+        }
+        if let Some(a) = &m.adapter {
+            let adapter = lorb::Adapter::load_dir(a, &s.model().config)?;
+            pollster::block_on(s.set_adapter(adapter))?;
         }
         eprintln!("lorb: {} on {}", dir.display(), s.backend.describe());
         Ok(s)
@@ -586,6 +611,40 @@ mod cli {
         let side = a.out.with_extension("json");
         std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
         println!("{log}");
+        Ok(())
+    }
+
+    fn adapter_info(dir: &Path, model: Option<PathBuf>, as_json: bool) -> Result<()> {
+        let m = ModelArgs { model, head: None, adapter: None, backend: BackendKind::Cpu, method: Method::Cls, truncate: false };
+        let mdir = model_dir(&m);
+        let bytes = std::fs::read(mdir.join("config.json")).map_err(|e| Error::Io { path: mdir.join("config.json").display().to_string(), source: e })?;
+        let config = lorb::ModelConfig::from_json(&bytes)?;
+        let adapter = lorb::Adapter::load_dir(dir, &config)?;
+        let base = lorb::Model::load_dir(&mdir)?.parameter_count();
+        let n = adapter.parameter_count();
+        let lora: usize = adapter.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum();
+        let targets: serde_json::Map<String, serde_json::Value> = adapter.targets().into_iter().map(|(t, l)| (t.to_string(), json!(l))).collect();
+        let v = json!({
+            "adapter": dir.display().to_string(),
+            "base_model": mdir.display().to_string(),
+            "r": adapter.r,
+            "lora_alpha": adapter.alpha,
+            "use_rslora": adapter.use_rslora,
+            "scale": adapter.scale(),
+            "targets": targets,
+            "pairs": adapter.pairs.len(),
+            "cls_head": adapter.cls_head.is_some(),
+            "lora_parameters": lora,
+            "trainable_parameters": n,
+            "base_parameters": base,
+            "trainable_percent": 100.0 * n as f64 / base as f64,
+            "lora_percent": 100.0 * lora as f64 / base as f64,
+        });
+        if as_json {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
         Ok(())
     }
 }

@@ -191,7 +191,7 @@ impl GpuContext {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let profiler = profile.then(|| Profiler {
@@ -250,7 +250,7 @@ impl GpuContext {
         Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         }))
     }
 
@@ -316,6 +316,12 @@ impl GpuContext {
         let b = device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: align(bytes, 256), usage, mapped_at_creation: false });
         *slot = Some(b.clone());
         b
+    }
+
+    /// Runs a plan that writes no output (e.g. merging weights) and waits for it.
+    pub async fn submit(&mut self, plan: Plan) -> Result<()> {
+        let dummy = self.dummy.clone();
+        self.run(plan, &dummy, 4).await.map(|_| ())
     }
 
     /// Encodes the plan into one command buffer, submits it, and reads back `read_bytes` from

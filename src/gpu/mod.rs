@@ -14,7 +14,8 @@ use crate::model::{ClsHead, LayerNorm, Linear, Model};
 use context::{Buf, GpuContext, Plan, Shard};
 pub use context::GpuOptions;
 use ops::matmul::{Act, In, Out};
-use ops::{attention, embed, gather, layernorm, logsoftmax, matmul};
+use crate::adapter::{Adapter, Target};
+use ops::{attention, embed, gather, layernorm, logsoftmax, lora, matmul};
 use std::sync::Arc;
 
 struct GLinear {
@@ -55,6 +56,8 @@ pub struct GpuBackend {
     head: Option<(ClsHead, GLinear)>,
     /// Matmul tile policy (benchmarks compare them; all are tested).
     pub tiles: matmul::Tiles,
+    /// The adapter merged into the weights on the GPU.
+    adapter: Option<Arc<Adapter>>,
 }
 
 /// What a forward produces.
@@ -138,6 +141,7 @@ impl GpuBackend {
             mlm,
             head: None,
             tiles: matmul::Tiles::Auto,
+            adapter: None,
             ctx,
             model,
         })
@@ -158,6 +162,56 @@ impl GpuBackend {
 
     pub fn reset_profile(&mut self) {
         self.ctx.profile.clear();
+    }
+
+    /// Removes the merged adapter (if any) and merges `adapter` (if any), in place on the GPU
+    /// with the lora_merge kernel: hot-swap without reloading the base weights.
+    pub async fn set_adapter(&mut self, adapter: Option<Arc<Adapter>>) -> Result<()> {
+        let mut plan = Plan::default();
+        if let Some(old) = self.adapter.take() {
+            self.record_merge(&mut plan, &old, -1.0)?;
+        }
+        if let Some(new) = &adapter {
+            self.record_merge(&mut plan, new, 1.0)?;
+        }
+        self.ctx.submit(plan).await?;
+        self.adapter = adapter;
+        Ok(())
+    }
+
+    fn record_merge(&self, plan: &mut Plan, adapter: &Adapter, sign: f64) -> Result<()> {
+        let c = &self.model.config;
+        let scale = (sign * adapter.scale()) as f32;
+        for p in &adapter.pairs {
+            let l = &self.layers[p.layer];
+            let w = match p.target {
+                Target::Query | Target::Key | Target::Value => &l.qkv.w,
+                Target::AttnOut => &l.attn_out.w,
+                Target::FfnIn => &l.ffn_in.w,
+                Target::FfnOut => &l.ffn_out.w,
+            };
+            let (out, cols) = p.target.shape(c);
+            let a = self.ctx.upload("lora_A", &p.a.data)?;
+            let b = self.ctx.upload("lora_B", &p.b.data)?;
+            lora::record(plan, w, &a, &b, out as u32, cols as u32, adapter.r as u32, p.target.row_offset(c) as u32, scale);
+        }
+        Ok(())
+    }
+
+    /// Reads a weight back (tests: merge/unmerge round trips).
+    pub async fn read_weight(&mut self, layer: usize, target: Target) -> Result<Vec<f32>> {
+        let l = &self.layers[layer];
+        let w = match target {
+            Target::Query | Target::Key | Target::Value => l.qkv.w.clone(),
+            Target::AttnOut => l.attn_out.w.clone(),
+            Target::FfnIn => l.ffn_in.w.clone(),
+            Target::FfnOut => l.ffn_out.w.clone(),
+        };
+        let n = w.size();
+        let out = self.ctx.work("weight_copy", n)?;
+        let mut plan = Plan::default();
+        plan.copy(&w, 0, &out, 0, n);
+        self.ctx.run(plan, &out, n).await
     }
 
     pub async fn hidden_states(&mut self, batch: &Batch) -> Result<Vec<f32>> {

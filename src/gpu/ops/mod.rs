@@ -5,6 +5,7 @@ pub mod embed;
 pub mod gather;
 pub mod layernorm;
 pub mod logsoftmax;
+pub mod lora;
 pub mod matmul;
 
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
@@ -20,12 +21,21 @@ pub enum Kernel {
     Attention,
     Gather,
     LogSoftmax,
+    LoraMerge,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 7] =
-        [Kernel::Embed, Kernel::LayerNorm, Kernel::Matmul, Kernel::MatmulWide, Kernel::Attention, Kernel::Gather, Kernel::LogSoftmax];
+    pub const ALL: [Kernel; 8] = [
+        Kernel::Embed,
+        Kernel::LayerNorm,
+        Kernel::Matmul,
+        Kernel::MatmulWide,
+        Kernel::Attention,
+        Kernel::Gather,
+        Kernel::LogSoftmax,
+        Kernel::LoraMerge,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +46,7 @@ impl Kernel {
             Kernel::Attention => "attention",
             Kernel::Gather => "gather",
             Kernel::LogSoftmax => "logsoftmax",
+            Kernel::LoraMerge => "lora_merge",
         }
     }
 
@@ -47,6 +58,7 @@ impl Kernel {
             Kernel::Attention => attention::SOURCE,
             Kernel::Gather => gather::SOURCE,
             Kernel::LogSoftmax => logsoftmax::SOURCE,
+            Kernel::LoraMerge => lora::SOURCE,
         }
     }
 

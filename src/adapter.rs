@@ -1,0 +1,308 @@
+//! LoRA adapters in Hugging Face PEFT's format: a folder (or two byte buffers) with
+//! `adapter_config.json` and `adapter_model.safetensors` holding
+//! `base_model.model.<module path>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]`, and
+//! `modules_to_save` tensors (RescoreBERT's CLS head is the module `score`).
+//!
+//! A pair adds `ΔW = s·B·A` to its linear layer, `s = α/r` (`α/√r` with rsLoRA). For inference
+//! the pairs are merged into the weights ([`crate::Backend::set_adapter`]), so scoring costs
+//! nothing extra; removing them restores the base weights.
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{Error, Result};
+use crate::model::{tensor_to_f32, ClsHead, Tensor};
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::path::Path;
+
+/// The linear layers of an encoder layer that can carry a LoRA pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Query,
+    Key,
+    Value,
+    AttnOut,
+    FfnIn,
+    FfnOut,
+}
+
+impl Target {
+    pub const ALL: [Target; 6] = [Target::Query, Target::Key, Target::Value, Target::AttnOut, Target::FfnIn, Target::FfnOut];
+
+    /// The module path inside `encoder.layer.N.` (BERT, RoBERTa) or `transformer.layer.N.`
+    /// (DistilBERT).
+    pub fn module(self, arch: Arch) -> &'static str {
+        match (arch, self) {
+            (Arch::DistilBert, Target::Query) => "attention.q_lin",
+            (Arch::DistilBert, Target::Key) => "attention.k_lin",
+            (Arch::DistilBert, Target::Value) => "attention.v_lin",
+            (Arch::DistilBert, Target::AttnOut) => "attention.out_lin",
+            (Arch::DistilBert, Target::FfnIn) => "ffn.lin1",
+            (Arch::DistilBert, Target::FfnOut) => "ffn.lin2",
+            (_, Target::Query) => "attention.self.query",
+            (_, Target::Key) => "attention.self.key",
+            (_, Target::Value) => "attention.self.value",
+            (_, Target::AttnOut) => "attention.output.dense",
+            (_, Target::FfnIn) => "intermediate.dense",
+            (_, Target::FfnOut) => "output.dense",
+        }
+    }
+
+    fn layers_prefix(arch: Arch) -> &'static str {
+        if arch == Arch::DistilBert {
+            "transformer.layer."
+        } else {
+            "encoder.layer."
+        }
+    }
+
+    /// `(out, in)` of the linear layer.
+    pub fn shape(self, c: &ModelConfig) -> (usize, usize) {
+        match self {
+            Target::FfnIn => (c.intermediate, c.hidden),
+            Target::FfnOut => (c.hidden, c.intermediate),
+            _ => (c.hidden, c.hidden),
+        }
+    }
+
+    /// Rows of this target inside lorb's weight (Q, K, V share the fused `[3H, H]` projection).
+    pub fn row_offset(self, c: &ModelConfig) -> usize {
+        match self {
+            Target::Key => c.hidden,
+            Target::Value => 2 * c.hidden,
+            _ => 0,
+        }
+    }
+}
+
+/// One low-rank pair on one layer's linear map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraPair {
+    pub layer: usize,
+    pub target: Target,
+    /// `[r, in]`
+    pub a: Tensor,
+    /// `[out, r]`
+    pub b: Tensor,
+}
+
+impl LoraPair {
+    /// `ΔW = scale · B·A`, `[out, in]`, accumulated in f64.
+    pub fn delta(&self, scale: f64) -> Vec<f32> {
+        let (out, r, inp) = (self.b.shape[0], self.a.shape[0], self.a.shape[1]);
+        let mut d = vec![0f32; out * inp];
+        for i in 0..out {
+            for j in 0..inp {
+                let mut acc = 0f64;
+                for k in 0..r {
+                    acc += self.b.data[i * r + k] as f64 * self.a.data[k * inp + j] as f64;
+                }
+                d[i * inp + j] = (scale * acc) as f32;
+            }
+        }
+        d
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adapter {
+    pub r: usize,
+    pub alpha: f64,
+    pub use_rslora: bool,
+    pub pairs: Vec<LoraPair>,
+    /// RescoreBERT's CLS head, stored as PEFT `modules_to_save` module `score`.
+    pub cls_head: Option<ClsHead>,
+    /// `adapter_config.json` as read (kept so that saving round-trips every field).
+    pub config_json: Value,
+    /// What precedes the encoder's module paths in tensor names, e.g. `base_model.model.bert.`.
+    pub key_prefix: String,
+    arch: Arch,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Adapter(msg.into())
+}
+
+impl Adapter {
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+
+    pub fn load_dir(dir: impl AsRef<Path>, config: &ModelConfig) -> Result<Self> {
+        let d = dir.as_ref();
+        let read = |n: &str| std::fs::read(d.join(n)).map_err(|e| Error::io(d.join(n), e));
+        Self::from_bytes(&read("adapter_config.json")?, &read("adapter_model.safetensors")?, config)
+    }
+
+    /// Parses and validates an adapter against the model it is meant for.
+    pub fn from_bytes(config_json: &[u8], tensors: &[u8], config: &ModelConfig) -> Result<Self> {
+        let cj: Value = serde_json::from_slice(config_json).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
+        let peft_type = cj.get("peft_type").and_then(Value::as_str).unwrap_or("");
+        if peft_type != "LORA" {
+            return Err(bad(format!("peft_type {peft_type:?}: lorb reads LORA adapters")));
+        }
+        let r = cj.get("r").and_then(Value::as_i64).unwrap_or(0);
+        let alpha = cj.get("lora_alpha").and_then(Value::as_f64).unwrap_or(0.0);
+        if r <= 0 || alpha <= 0.0 || !alpha.is_finite() {
+            return Err(bad(format!("r = {r} and lora_alpha = {alpha} must both be positive")));
+        }
+        for (key, what) in [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out")] {
+            if cj.get(key).and_then(Value::as_bool) == Some(true) {
+                return Err(Error::Unsupported(format!("adapter uses {what}")));
+            }
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if cj.get(key).and_then(Value::as_object).map(|o| !o.is_empty()).unwrap_or(false) {
+                return Err(Error::Unsupported(format!("adapter has a non-empty {key}")));
+            }
+        }
+        if let Some(b) = cj.get("bias").and_then(Value::as_str) {
+            if b != "none" {
+                return Err(Error::Unsupported(format!("adapter trains biases (bias = {b:?})")));
+            }
+        }
+        let r = r as usize;
+        let st = SafeTensors::deserialize(tensors).map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
+        let layers = Target::layers_prefix(config.arch);
+        let mut a_parts: std::collections::BTreeMap<(usize, Target), Tensor> = Default::default();
+        let mut b_parts: std::collections::BTreeMap<(usize, Target), Tensor> = Default::default();
+        let mut head_w = None;
+        let mut head_b = None;
+        let mut key_prefix = None;
+        for (name, view) in st.tensors() {
+            if let Some(module) = name.strip_suffix(".lora_A.weight").or_else(|| name.strip_suffix(".lora_B.weight")) {
+                let is_a = name.ends_with(".lora_A.weight");
+                let pos = module.find(layers).ok_or_else(|| bad(format!("{name}: not a module of a {:?} encoder layer", config.arch)))?;
+                let rest = &module[pos + layers.len()..];
+                let (idx, path) = rest.split_once('.').ok_or_else(|| bad(format!("{name}: no layer index")))?;
+                let layer: usize = idx.parse().map_err(|_| bad(format!("{name}: bad layer index {idx:?}")))?;
+                if layer >= config.layers {
+                    return Err(bad(format!("{name}: layer {layer} but the model has {}", config.layers)));
+                }
+                let target = Target::ALL
+                    .into_iter()
+                    .find(|t| t.module(config.arch) == path)
+                    .ok_or_else(|| bad(format!("{name}: unknown target module {path:?}")))?;
+                key_prefix.get_or_insert_with(|| module[..pos].to_string());
+                let t = tensor_to_f32(&name, &view)?;
+                let (out, inp) = target.shape(config);
+                let want = if is_a { vec![r, inp] } else { vec![out, r] };
+                if t.shape != want {
+                    return Err(Error::ShapeMismatch { name, expected: want, got: t.shape });
+                }
+                if is_a { &mut a_parts } else { &mut b_parts }.insert((layer, target), t);
+            } else if name.ends_with("score.weight") {
+                head_w = Some(tensor_to_f32(&name, &view)?);
+            } else if name.ends_with("score.bias") {
+                head_b = Some(tensor_to_f32(&name, &view)?);
+            } else {
+                return Err(Error::Unsupported(format!("adapter tensor {name:?} (lorb reads LoRA pairs and the `score` CLS head)")));
+            }
+        }
+        let mut pairs = Vec::new();
+        for ((layer, target), a) in a_parts {
+            let b = b_parts.remove(&(layer, target)).ok_or_else(|| bad(format!("layer {layer} {target:?}: lora_A without lora_B")))?;
+            pairs.push(LoraPair { layer, target, a, b });
+        }
+        if let Some(((layer, target), _)) = b_parts.into_iter().next() {
+            return Err(bad(format!("layer {layer} {target:?}: lora_B without lora_A")));
+        }
+        let cls_head = match (head_w, head_b) {
+            (Some(w), Some(b)) => {
+                if w.data.len() != config.hidden || b.data.len() != 1 {
+                    return Err(Error::ShapeMismatch { name: "score.weight".into(), expected: vec![1, config.hidden], got: w.shape });
+                }
+                Some(ClsHead { weight: w.data, bias: b.data[0] })
+            }
+            (None, None) => None,
+            _ => return Err(bad("the score head needs both weight and bias")),
+        };
+        if pairs.is_empty() && cls_head.is_none() {
+            return Err(bad("adapter has no LoRA pairs and no CLS head"));
+        }
+        let use_rslora = cj.get("use_rslora").and_then(Value::as_bool).unwrap_or(false);
+        Ok(Adapter {
+            r,
+            alpha,
+            use_rslora,
+            pairs,
+            cls_head,
+            config_json: cj,
+            key_prefix: key_prefix.unwrap_or_else(|| "base_model.model.".into()),
+            arch: config.arch,
+        })
+    }
+
+    /// `adapter_config.json` and `adapter_model.safetensors` bytes, PEFT's names.
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let layers = Target::layers_prefix(self.arch);
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let bytes = |t: &[f32]| t.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        for p in &self.pairs {
+            let stem = format!("{}{layers}{}.{}", self.key_prefix, p.layer, p.target.module(self.arch));
+            owned.push((format!("{stem}.lora_A.weight"), p.a.shape.clone(), bytes(&p.a.data)));
+            owned.push((format!("{stem}.lora_B.weight"), p.b.shape.clone(), bytes(&p.b.data)));
+        }
+        if let Some(h) = &self.cls_head {
+            owned.push(("base_model.model.score.weight".into(), vec![1, h.weight.len()], bytes(&h.weight)));
+            owned.push(("base_model.model.score.bias".into(), vec![1], bytes(&[h.bias])));
+        }
+        let e = |e: safetensors::SafeTensorError| bad(e.to_string());
+        let views = owned
+            .iter()
+            .map(|(n, s, d)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).map_err(e)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let st = safetensors::serialize(views, None).map_err(e)?;
+        // The config as read, with the fields lorb owns brought up to date where they differ.
+        let mut cj = self.config_json.clone();
+        if !cj.is_object() {
+            cj = Value::Object(Default::default());
+        }
+        cj["peft_type"] = "LORA".into();
+        if cj["r"].as_u64() != Some(self.r as u64) {
+            cj["r"] = self.r.into();
+        }
+        if cj["lora_alpha"].as_f64() != Some(self.alpha) {
+            cj["lora_alpha"] = self.alpha.into();
+        }
+        if cj["use_rslora"].as_bool().unwrap_or(false) != self.use_rslora {
+            cj["use_rslora"] = self.use_rslora.into();
+        }
+        let cfg = serde_json::to_vec_pretty(&cj).map_err(|e| bad(e.to_string()))?;
+        Ok((cfg, st))
+    }
+
+    /// Writes the adapter folder; each file is written to a temporary name, then renamed.
+    pub fn save_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let d = dir.as_ref();
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        let (cfg, st) = self.to_bytes()?;
+        for (name, data) in [("adapter_model.safetensors", st), ("adapter_config.json", cfg)] {
+            let tmp = d.join(format!(".{name}.part"));
+            std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, d.join(name)).map_err(|e| Error::io(d.join(name), e))?;
+        }
+        Ok(())
+    }
+
+    /// Trainable parameters: the LoRA pairs and the CLS head.
+    pub fn parameter_count(&self) -> usize {
+        self.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum::<usize>()
+            + self.cls_head.as_ref().map(|h| h.weight.len() + 1).unwrap_or(0)
+    }
+
+    /// Targets present, as `(module name, layers)`.
+    pub fn targets(&self) -> Vec<(&'static str, Vec<usize>)> {
+        let mut out: Vec<(&'static str, Vec<usize>)> = Vec::new();
+        for t in Target::ALL {
+            let layers: Vec<usize> = self.pairs.iter().filter(|p| p.target == t).map(|p| p.layer).collect();
+            if !layers.is_empty() {
+                out.push((t.module(self.arch), layers));
+            }
+        }
+        out
+    }
+}
