@@ -1,6 +1,7 @@
 // C = act(A · Wᵀ + bias) (+ R): A [m, k] row-major from a[a_off], W [n, k] (PyTorch Linear
-// layout), C written at c[c_off + row * ldc + col]. act: 0 none, 1 exact GELU (erf); R [m, n] is
-// added after the activation when has_res = 1.
+// layout), C written at c[c_off + row * ldc + col]. act: 0 none, 1 exact GELU (erf). has_res: 0
+// none; 1 adds R [m, n] after the activation; 2 adds C's previous value (accumulates: the
+// unmerged LoRA branch adds s·(x·Aᵀ)·Bᵀ onto the base product this way).
 //
 // A workgroup of 16×16 invocations computes a (16·TM)×(16·TN) tile of C; each invocation holds a
 // TM×TN block of f32 accumulators, at rows ty + 16·i and columns tx + 16·j (strided, so that
@@ -35,19 +36,7 @@ struct Params {
 var<workgroup> a_tile: array<f32, BK * BM>; // [BK][BM]
 var<workgroup> w_tile: array<f32, BK * BN>; // [BK][BN]
 
-// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), so GELU is exact in f32.
-fn erf_approx(x: f32) -> f32 {
-    let z = abs(x);
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-        t * (-0.82215223 + t * 0.17087277)))))))));
-    return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
-fn gelu(x: f32) -> f32 {
-    return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
-}
+// #include "gelu_fn.wgsl"
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
@@ -106,10 +95,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                 if (p.act == 1u) {
                     v = gelu(v);
                 }
+                let idx = p.c_off + r * p.ldc + col;
                 if (p.has_res == 1u) {
                     v = v + res[r * p.n + col];
+                } else if (p.has_res == 2u) {
+                    v = v + c[idx];
                 }
-                c[p.c_off + r * p.ldc + col] = v;
+                c[idx] = v;
             }
         }
     }

@@ -80,6 +80,18 @@ impl Backend {
         }
     }
 
+    /// Applies a LoRA adapter unmerged (base products plus low-rank branches: the training
+    /// path); a merged adapter is removed first. `None` removes it.
+    pub async fn set_adapter_unmerged(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) -> Result<()> {
+        match self {
+            Backend::Cpu(c) => {
+                c.set_adapter_unmerged(adapter);
+                Ok(())
+            }
+            Backend::Gpu(g) => g.set_adapter_unmerged(adapter).await,
+        }
+    }
+
     fn check(&self, batch: &Batch) -> Result<()> {
         let c = &self.model().config;
         batch.validate(c.vocab_size, c.max_tokens())

@@ -10,6 +10,8 @@ pub struct CpuBackend {
     /// The weights in use (an adapter, when set, is merged into them).
     pub model: Arc<Model>,
     adapter: Option<Arc<crate::adapter::Adapter>>,
+    /// An adapter applied as separate low-rank branches (the training path).
+    unmerged: Option<Arc<crate::adapter::Adapter>>,
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout).
@@ -57,7 +59,7 @@ pub fn gelu(x: f32) -> f32 {
 
 impl CpuBackend {
     pub fn new(model: Arc<Model>) -> Self {
-        CpuBackend { model, adapter: None }
+        CpuBackend { model, adapter: None, unmerged: None }
     }
 
     /// Merges `adapter` into the weights after removing the one merged before (hot-swap).
@@ -70,6 +72,34 @@ impl CpuBackend {
             m.merge_lora(new, 1.0);
         }
         self.adapter = adapter;
+        self.unmerged = None;
+    }
+
+    /// Applies `adapter` as separate branches `s·(x·Aᵀ)·Bᵀ` beside the base products; any
+    /// merged adapter is removed first.
+    pub fn set_adapter_unmerged(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) {
+        self.set_adapter(None);
+        self.unmerged = adapter;
+    }
+
+    /// Adds the unmerged LoRA branches of layer `li` for `targets`: `out[:, off..] += s·(in·Aᵀ)·Bᵀ`
+    /// (f64 sums), `input` `[n, in]`, `out` rows of stride `ldc`.
+    fn lora_branch(&self, li: usize, targets: &[crate::adapter::Target], input: &[f32], n: usize, out: &mut [f32], ldc: usize) {
+        let Some(a) = &self.unmerged else { return };
+        let c = &self.model.config;
+        let s = a.scale();
+        for p in a.pairs.iter().filter(|p| p.layer == li && targets.contains(&p.target)) {
+            let (o, inp) = p.target.shape(c);
+            let off = p.target.row_offset(c);
+            for row in 0..n {
+                let x = &input[row * inp..(row + 1) * inp];
+                let t: Vec<f64> = (0..a.r).map(|k| p.a.data[k * inp..(k + 1) * inp].iter().zip(x).map(|(u, v)| *u as f64 * *v as f64).sum()).collect();
+                for i in 0..o {
+                    let d: f64 = (0..a.r).map(|k| p.b.data[i * a.r + k] as f64 * t[k]).sum();
+                    out[row * ldc + off + i] += (s * d) as f32;
+                }
+            }
+        }
     }
 
     /// Final hidden states `[rows × seq, H]` (padding rows hold finite, meaningless values).
@@ -90,8 +120,10 @@ impl CpuBackend {
 
         let (nh, dh) = (c.heads, c.head_dim());
         let scale = 1.0 / (dh as f64).sqrt();
-        for layer in &m.layers {
-            let qkv = linear(&x, n, &layer.qkv);
+        use crate::adapter::Target;
+        for (li, layer) in m.layers.iter().enumerate() {
+            let mut qkv = linear(&x, n, &layer.qkv);
+            self.lora_branch(li, &[Target::Query, Target::Key, Target::Value], &x, n, &mut qkv, 3 * h);
             let mut ctx = vec![0f32; n * h];
             let mut scores = vec![0f64; t];
             for b in 0..rows {
@@ -123,11 +155,14 @@ impl CpuBackend {
                 }
             }
             let mut y = linear(&ctx, n, &layer.attn_out);
+            self.lora_branch(li, &[Target::AttnOut], &ctx, n, &mut y, h);
             y.iter_mut().zip(&x).for_each(|(a, b)| *a += b);
             layer_norm(&mut y, h, &layer.attn_ln, c.layer_norm_eps);
             let mut f = linear(&y, n, &layer.ffn_in);
+            self.lora_branch(li, &[Target::FfnIn], &y, n, &mut f, c.intermediate);
             f.iter_mut().for_each(|v| *v = gelu(*v));
             let mut z = linear(&f, n, &layer.ffn_out);
+            self.lora_branch(li, &[Target::FfnOut], &f, n, &mut z, h);
             z.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
             layer_norm(&mut z, h, &layer.ffn_ln, c.layer_norm_eps);
             x = z;

@@ -21,9 +21,12 @@ fn check_peft(arch: &str) {
     let exp: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture_dir(arch).join("adapter_expected.json")).unwrap()).unwrap();
     let sents = exp["sentences"].as_array().unwrap();
     let texts: Vec<&str> = sents.iter().map(|s| s["text"].as_str().unwrap()).collect();
-    for mut scorer in scorers(&fixture_dir(arch)) {
-        let name = format!("{arch} + adapter on {}", scorer.backend.describe());
+    for (mut scorer, unmerged) in scorers(&fixture_dir(arch)).into_iter().flat_map(|s| [(s, false)]).chain(scorers(&fixture_dir(arch)).into_iter().map(|s| (s, true))) {
+        let name = format!("{arch} + adapter ({}) on {}", if unmerged { "unmerged" } else { "merged" }, scorer.backend.describe());
         block(scorer.set_adapter(adapter(arch))).unwrap();
+        if unmerged {
+            block(scorer.backend.set_adapter_unmerged(Some(Arc::new(adapter(arch))))).unwrap();
+        }
         let h = scorer.model().config.hidden;
         let toks: Vec<Vec<u32>> = texts.iter().enumerate().map(|(i, t)| scorer.encoder.encode(i, t).unwrap().ids).collect();
         let refs: Vec<&[u32]> = toks.iter().map(|t| t.as_slice()).collect();
@@ -81,6 +84,33 @@ fn minilm_adapter_matches_peft() {
             assert!(d <= 1e-4, "{}: CLS vector differs by {d}", s.backend.describe());
             let sc = block(s.score_texts(&[t], Method::Cls)).unwrap()[0];
             assert!((sc - e["cls_score"].as_f64().unwrap()).abs() <= 1e-4, "{}: CLS score", s.backend.describe());
+        }
+    }
+}
+
+/// The unmerged path (base products plus low-rank branches, as training runs it) gives the same
+/// outputs as the merged weights, on every backend, for every target module.
+#[test]
+fn unmerged_forward_matches_merged() {
+    for arch in ["bert", "distilbert"] {
+        let model = Arc::new(Model::load_dir(fixture_dir(arch)).unwrap());
+        let a = Arc::new(adapter(arch));
+        let ids: Vec<u32> = vec![2, 40, 51, 60, 77, 90, 3];
+        let batch = Batch::pad(&[&ids, &ids[..5], &ids[..3]], 0).unwrap();
+        let slots = [lorb::Slot { row: 0, pos: 2, target: 51 }, lorb::Slot { row: 1, pos: 1, target: 9 }];
+        for mut b in backends(model.clone()) {
+            block(b.set_adapter(Some(a.clone()))).unwrap();
+            let merged = (block(b.cls_vectors(&batch)).unwrap(), block(b.masked_logprobs(&batch, &slots)).unwrap());
+            block(b.set_adapter_unmerged(Some(a.clone()))).unwrap();
+            let unmerged = (block(b.cls_vectors(&batch)).unwrap(), block(b.masked_logprobs(&batch, &slots)).unwrap());
+            let d = max_abs_diff(&merged.0, &unmerged.0);
+            assert!(d <= 1e-4, "{arch} on {}: CLS vectors merged vs unmerged differ by {d}", b.describe());
+            let d = max_abs_diff(&merged.1, &unmerged.1);
+            assert!(d <= 1e-3, "{arch} on {}: log-probs merged vs unmerged differ by {d}", b.describe());
+            block(b.set_adapter_unmerged(None)).unwrap();
+            let mut base = block(Backend::new(model.clone(), lorb::BackendKind::Cpu)).unwrap();
+            let d = max_abs_diff(&block(b.cls_vectors(&batch)).unwrap(), &block(base.cls_vectors(&batch)).unwrap());
+            assert!(d <= 1e-4, "{arch} on {}: removing the unmerged adapter left {d}", b.describe());
         }
     }
 }

@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::model::{ClsHead, LayerNorm, Linear, Model};
 use context::{Buf, GpuContext, Plan, Shard};
 pub use context::GpuOptions;
-use ops::matmul::{Act, In, Out};
+use ops::matmul::{Act, Add, In, Out};
 use crate::adapter::{Adapter, Target};
-use ops::{attention, embed, gather, layernorm, logsoftmax, lora, matmul};
+use ops::{attention, embed, gather, gelu, layernorm, logsoftmax, lora, matmul};
 use std::sync::Arc;
 
 struct GLinear {
@@ -58,6 +58,24 @@ pub struct GpuBackend {
     pub tiles: matmul::Tiles,
     /// The adapter merged into the weights on the GPU.
     adapter: Option<Arc<Adapter>>,
+    /// An adapter applied as separate low-rank branches (the training path).
+    unmerged: Option<Unmerged>,
+    /// Zeros, as the bias of the low-rank products.
+    zeros: Buf,
+}
+
+struct GPair {
+    layer: usize,
+    target: Target,
+    /// `[r, in]`
+    a: Buf,
+    /// `s·B`, `[out, r]`
+    sb: Buf,
+}
+
+struct Unmerged {
+    r: u32,
+    pairs: Vec<GPair>,
 }
 
 /// What a forward produces.
@@ -142,6 +160,8 @@ impl GpuBackend {
             head: None,
             tiles: matmul::Tiles::Auto,
             adapter: None,
+            unmerged: None,
+            zeros: ctx.upload("zeros", &vec![0.0; c.hidden.max(c.intermediate)])?,
             ctx,
             model,
         })
@@ -176,6 +196,31 @@ impl GpuBackend {
         }
         self.ctx.submit(plan).await?;
         self.adapter = adapter;
+        self.unmerged = None;
+        Ok(())
+    }
+
+    /// Applies `adapter` unmerged: every forward adds `s·(x·Aᵀ)·Bᵀ` beside each base product
+    /// (the path training uses). Any merged adapter is removed first.
+    pub async fn set_adapter_unmerged(&mut self, adapter: Option<Arc<Adapter>>) -> Result<()> {
+        if self.adapter.is_some() {
+            self.set_adapter(None).await?;
+        }
+        self.unmerged = match adapter {
+            None => None,
+            Some(a) => {
+                let s = a.scale() as f32;
+                let pairs = a
+                    .pairs
+                    .iter()
+                    .map(|p| {
+                        let sb: Vec<f32> = p.b.data.iter().map(|x| x * s).collect();
+                        Ok(GPair { layer: p.layer, target: p.target, a: self.ctx.upload("lora_A", &p.a.data)?, sb: self.ctx.upload("lora_sB", &sb)? })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Unmerged { r: a.r as u32, pairs })
+            }
+        };
         Ok(())
     }
 
@@ -297,6 +342,10 @@ impl GpuBackend {
         let qkv = ctx.work("qkv", max_tokens * 3 * h as u64 * 4)?;
         let ffn = ctx.work("ffn", max_tokens * im as u64 * 4)?;
         let out = ctx.work("out", out_len as u64 * 4)?;
+        let lora_t = match &self.unmerged {
+            Some(u) => ctx.work("lora_t", max_tokens * u.r as u64 * 4)?,
+            None => ctx.dummy.clone(),
+        };
         let most_slots = chunk_slots.iter().map(|(a, b)| b - a).max().unwrap_or(0) as u64;
         let (g, t) = if most_slots > 0 {
             (ctx.work("head_in", most_slots * h as u64 * 4)?, ctx.work("head_mid", most_slots * h as u64 * 4)?)
@@ -318,15 +367,37 @@ impl GpuBackend {
             let tokens = n_rows * seq as u32;
             embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, &x, tokens, h, seq as u32, c.position_offset as u32, (b0 * seq) as u32);
             layernorm::record(&mut plan, &x, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
-            for l in &self.layers {
+            for (li, l) in self.layers.iter().enumerate() {
                 let to = |buf, ldc| Out { buf, ldc, offset: 0 };
                 let from = |buf| In { buf, offset: 0 };
-                matmul::record(&mut plan, from(&x), &l.qkv.w, &l.qkv.b, None, to(&qkv, 3 * h), tokens, 3 * h, h, Act::None, &dummy);
+                // Unmerged LoRA: s·(input·Aᵀ)·Bᵀ accumulated onto the base product's columns.
+                let branch = |plan: &mut Plan, targets: &[Target], input: &Buf, dest: &Buf, ldc: u32| {
+                    let Some(u) = &self.unmerged else { return };
+                    for p in u.pairs.iter().filter(|p| p.layer == li && targets.contains(&p.target)) {
+                        let (out, inp) = p.target.shape(&c);
+                        let t = Out { buf: &lora_t, ldc: u.r, offset: 0 };
+                        matmul::record(plan, In { buf: input, offset: 0 }, &p.a, &self.zeros, Add::Nothing, t, tokens, u.r, inp as u32, Act::None, &dummy);
+                        let o = Out { buf: dest, ldc, offset: p.target.row_offset(&c) as u32 };
+                        matmul::record(plan, In { buf: &lora_t, offset: 0 }, &p.sb, &self.zeros, Add::Previous, o, tokens, out as u32, u.r, Act::None, &dummy);
+                    }
+                };
+                let has = |t: Target| self.unmerged.as_ref().is_some_and(|u| u.pairs.iter().any(|p| p.layer == li && p.target == t));
+                matmul::record(&mut plan, from(&x), &l.qkv.w, &l.qkv.b, Add::Nothing, to(&qkv, 3 * h), tokens, 3 * h, h, Act::None, &dummy);
+                branch(&mut plan, &[Target::Query, Target::Key, Target::Value], &x, &qkv, 3 * h);
                 attention::record(&mut plan, &qkv, &lens, &ctxb, n_rows, seq as u32, h, c.heads as u32, b0 as u32);
-                matmul::record(&mut plan, from(&ctxb), &l.attn_out.w, &l.attn_out.b, Some(&x), to(&y, h), tokens, h, h, Act::None, &dummy);
+                matmul::record(&mut plan, from(&ctxb), &l.attn_out.w, &l.attn_out.b, Add::Residual(&x), to(&y, h), tokens, h, h, Act::None, &dummy);
+                branch(&mut plan, &[Target::AttnOut], &ctxb, &y, h);
                 layernorm::record(&mut plan, &y, &l.attn_ln.g, &l.attn_ln.b, tokens, h, c.layer_norm_eps);
-                matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, None, to(&ffn, im), tokens, im, h, Act::Gelu, &dummy);
-                matmul::record(&mut plan, from(&ffn), &l.ffn_out.w, &l.ffn_out.b, Some(&y), to(&x, h), tokens, h, im, Act::None, &dummy);
+                if has(Target::FfnIn) {
+                    // The branch must join the product before the activation.
+                    matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(&ffn, im), tokens, im, h, Act::None, &dummy);
+                    branch(&mut plan, &[Target::FfnIn], &y, &ffn, im);
+                    gelu::record(&mut plan, &ffn, tokens * im);
+                } else {
+                    matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(&ffn, im), tokens, im, h, Act::Gelu, &dummy);
+                }
+                matmul::record(&mut plan, from(&ffn), &l.ffn_out.w, &l.ffn_out.b, Add::Residual(&y), to(&x, h), tokens, h, im, Act::None, &dummy);
+                branch(&mut plan, &[Target::FfnOut], &ffn, &x, h);
                 layernorm::record(&mut plan, &x, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
             }
             let (s0, s1) = chunk_slots[ci];
@@ -338,7 +409,7 @@ impl GpuBackend {
                     let head = &self.head.as_ref().expect("cls_scores uploads the head").1;
                     gather::record(&mut plan, &x, &idx_buf, &g, n_rows, h, s0 as u32, 0);
                     let o = Out { buf: &out, ldc: 1, offset: b0 as u32 };
-                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &head.w, &head.b, None, o, n_rows, 1, h, Act::None, &dummy);
+                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &head.w, &head.b, Add::Nothing, o, n_rows, 1, h, Act::None, &dummy);
                 }
                 Job::Mlm { full, .. } => {
                     if ns == 0 {
@@ -347,14 +418,14 @@ impl GpuBackend {
                     let mlm = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
                     gather::record(&mut plan, &x, &idx_buf, &g, ns, h, s0 as u32, 0);
                     let o = Out { buf: &t, ldc: h, offset: 0 };
-                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &mlm.dense.w, &mlm.dense.b, None, o, ns, h, h, Act::Gelu, &dummy);
+                    matmul::record(&mut plan, In { buf: &g, offset: 0 }, &mlm.dense.w, &mlm.dense.b, Add::Nothing, o, ns, h, h, Act::Gelu, &dummy);
                     layernorm::record(&mut plan, &t, &mlm.ln.g, &mlm.ln.b, ns, h, c.layer_norm_eps);
                     for r0 in (0..ns).step_by(logit_rows) {
                         let nr = (ns - r0).min(logit_rows as u32);
                         for s in &mlm.decoder {
                             let o = Out { buf: &logits, ldc: v, offset: s.lo };
                             let bias = s.bias.as_ref().expect("decoder shards carry their bias");
-                            matmul::record(&mut plan, In { buf: &t, offset: r0 * h }, &s.buf, bias, None, o, nr, s.hi - s.lo, h, Act::None, &dummy);
+                            matmul::record(&mut plan, In { buf: &t, offset: r0 * h }, &s.buf, bias, Add::Nothing, o, nr, s.hi - s.lo, h, Act::None, &dummy);
                         }
                         let first = done_slots + r0;
                         let out_off = if *full { first * v } else { first };

@@ -60,10 +60,24 @@ impl std::str::FromStr for Tiles {
     }
 }
 
-/// `A [m, k]`, `W [n, k]`, `bias [n]`, optional residual `R [m, n]`.
+/// What is added to the product after the activation.
+pub enum Add<'a> {
+    Nothing,
+    /// A residual `R [m, n]`.
+    Residual(&'a Buf),
+    /// C's previous contents (accumulate).
+    Previous,
+}
+
+/// `A [m, k]`, `W [n, k]`, `bias [n]`.
 #[allow(clippy::too_many_arguments)]
-pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, res: Option<&Buf>, out: Out<'_>, m: u32, n: u32, k: u32, act: Act, dummy: &Buf) {
-    let p = Params { m, n, k, act: act as u32, has_res: res.is_some() as u32, ldc: out.ldc, c_off: out.offset, a_off: a.offset };
+pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out: Out<'_>, m: u32, n: u32, k: u32, act: Act, dummy: &Buf) {
+    let (has_res, res) = match add {
+        Add::Nothing => (0, None),
+        Add::Residual(r) => (1, Some(r)),
+        Add::Previous => (2, None),
+    };
+    let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset };
     let wide = match plan.tiles {
         Tiles::Small => false,
         Tiles::Wide => true,

@@ -3,12 +3,14 @@
 pub mod attention;
 pub mod embed;
 pub mod gather;
+pub mod gelu;
 pub mod layernorm;
 pub mod logsoftmax;
 pub mod lora;
 pub mod matmul;
 
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+const GELU_FN: &str = include_str!("../../../shaders/gelu_fn.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -22,11 +24,12 @@ pub enum Kernel {
     Gather,
     LogSoftmax,
     LoraMerge,
+    Gelu,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -35,6 +38,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::LogSoftmax,
         Kernel::LoraMerge,
+        Kernel::Gelu,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Kernel {
             Kernel::Gather => "gather",
             Kernel::LogSoftmax => "logsoftmax",
             Kernel::LoraMerge => "lora_merge",
+            Kernel::Gelu => "gelu",
         }
     }
 
@@ -59,16 +64,18 @@ impl Kernel {
             Kernel::Gather => gather::SOURCE,
             Kernel::LogSoftmax => logsoftmax::SOURCE,
             Kernel::LoraMerge => lora::SOURCE,
+            Kernel::Gelu => gelu::SOURCE,
         }
     }
 
-    /// WGSL with `// #include "reduce.wgsl"` lines replaced by the shared file, and the
+    /// WGSL with `// #include "…"` lines replaced by the shared files, and the
     /// matmul tile constants set for the wide variant.
     pub fn source(self) -> String {
         self.raw()
             .lines()
             .map(|l| match l.trim() {
                 "// #include \"reduce.wgsl\"" => REDUCE,
+                "// #include \"gelu_fn.wgsl\"" => GELU_FN,
                 "const TM: u32 = 4u;" if self == Kernel::MatmulWide => "const TM: u32 = 8u;",
                 "const TN: u32 = 4u;" if self == Kernel::MatmulWide => "const TN: u32 = 8u;",
                 _ => l,

@@ -1,0 +1,24 @@
+// In-place exact GELU over n elements: x = x·Φ(x). Used where a product must be completed
+// (the unmerged LoRA branch added) before the activation.
+
+// #include "gelu_fn.wgsl"
+
+struct Params {
+    n: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (e >= p.n) {
+        return;
+    }
+    x[e] = gelu(x[e]);
+}

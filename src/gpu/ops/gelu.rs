@@ -1,0 +1,16 @@
+//! In-place exact GELU (shaders/gelu.wgsl).
+use super::Kernel;
+use crate::gpu::context::{grid, Buf, Plan};
+
+pub(super) const SOURCE: &str = include_str!("../../../shaders/gelu.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    _p: [u32; 3],
+}
+
+pub fn record(plan: &mut Plan, x: &Buf, n: u32) {
+    plan.dispatch(Kernel::Gelu, &Params { n, _p: [0; 3] }, &[x], grid(n.div_ceil(256)));
+}
