@@ -74,6 +74,75 @@ impl Target {
     }
 }
 
+/// Trained masked-LM head parameters stored as PEFT `modules_to_save` (the transform dense and
+/// LayerNorm, and the output bias; the decoder stays tied to the word embeddings). They replace
+/// the model's own values while the adapter is set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MlmHeadUpdate {
+    pub dense_weight: Option<Tensor>,
+    pub dense_bias: Option<Tensor>,
+    pub ln_gamma: Option<Tensor>,
+    pub ln_beta: Option<Tensor>,
+    pub bias: Option<Tensor>,
+}
+
+impl MlmHeadUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == MlmHeadUpdate::default()
+    }
+
+    /// Tensor-name suffixes of each part, per architecture (PEFT keeps the module path).
+    fn names(arch: Arch) -> [(&'static str, usize); 5] {
+        match arch {
+            Arch::Bert => [
+                ("cls.predictions.transform.dense.weight", 0),
+                ("cls.predictions.transform.dense.bias", 1),
+                ("cls.predictions.transform.LayerNorm.weight", 2),
+                ("cls.predictions.transform.LayerNorm.bias", 3),
+                ("cls.predictions.bias", 4),
+            ],
+            Arch::Roberta => [
+                ("lm_head.dense.weight", 0),
+                ("lm_head.dense.bias", 1),
+                ("lm_head.layer_norm.weight", 2),
+                ("lm_head.layer_norm.bias", 3),
+                ("lm_head.bias", 4),
+            ],
+            Arch::DistilBert => [
+                ("vocab_transform.weight", 0),
+                ("vocab_transform.bias", 1),
+                ("vocab_layer_norm.weight", 2),
+                ("vocab_layer_norm.bias", 3),
+                ("vocab_projector.bias", 4),
+            ],
+        }
+    }
+
+    fn slot(&mut self, i: usize) -> &mut Option<Tensor> {
+        match i {
+            0 => &mut self.dense_weight,
+            1 => &mut self.dense_bias,
+            2 => &mut self.ln_gamma,
+            3 => &mut self.ln_beta,
+            _ => &mut self.bias,
+        }
+    }
+
+    /// Writes the parts present over `head`.
+    pub fn apply(&self, head: &mut crate::model::MlmHead) {
+        let put = |dst: &mut Tensor, src: &Option<Tensor>| {
+            if let Some(s) = src {
+                dst.data.copy_from_slice(&s.data);
+            }
+        };
+        put(&mut head.dense.weight, &self.dense_weight);
+        put(&mut head.dense.bias, &self.dense_bias);
+        put(&mut head.ln.gamma, &self.ln_gamma);
+        put(&mut head.ln.beta, &self.ln_beta);
+        put(&mut head.bias, &self.bias);
+    }
+}
+
 /// One low-rank pair on one layer's linear map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraPair {
@@ -111,6 +180,8 @@ pub struct Adapter {
     pub pairs: Vec<LoraPair>,
     /// RescoreBERT's CLS head, stored as PEFT `modules_to_save` module `score`.
     pub cls_head: Option<ClsHead>,
+    /// Trained MLM head parameters (`modules_to_save`), if any.
+    pub mlm_head: MlmHeadUpdate,
     /// `adapter_config.json` as read (kept so that saving round-trips every field).
     pub config_json: Value,
     /// What precedes the encoder's module paths in tensor names, e.g. `base_model.model.bert.`.
@@ -171,6 +242,8 @@ impl Adapter {
         let mut b_parts: std::collections::BTreeMap<(usize, Target), Tensor> = Default::default();
         let mut head_w = None;
         let mut head_b = None;
+        let mut mlm_head = MlmHeadUpdate::default();
+        let mlm_names = MlmHeadUpdate::names(config.arch);
         let mut key_prefix = None;
         for (name, view) in st.tensors() {
             if let Some(module) = name.strip_suffix(".lora_A.weight").or_else(|| name.strip_suffix(".lora_B.weight")) {
@@ -194,6 +267,18 @@ impl Adapter {
                     return Err(Error::ShapeMismatch { name, expected: want, got: t.shape });
                 }
                 if is_a { &mut a_parts } else { &mut b_parts }.insert((layer, target), t);
+            } else if let Some(&(_, i)) = mlm_names.iter().find(|(n, _)| name == *n || name.ends_with(&format!(".{n}"))) {
+                let t = tensor_to_f32(&name, &view)?;
+                let (h, v) = (config.hidden, config.vocab_size);
+                let want = match i {
+                    0 => vec![h, h],
+                    4 => vec![v],
+                    _ => vec![h],
+                };
+                if t.shape != want {
+                    return Err(Error::ShapeMismatch { name, expected: want, got: t.shape });
+                }
+                *mlm_head.slot(i) = Some(t);
             } else if name.ends_with("score.weight") {
                 head_w = Some(tensor_to_f32(&name, &view)?);
             } else if name.ends_with("score.bias") {
@@ -220,8 +305,8 @@ impl Adapter {
             (None, None) => None,
             _ => return Err(bad("the score head needs both weight and bias")),
         };
-        if pairs.is_empty() && cls_head.is_none() {
-            return Err(bad("adapter has no LoRA pairs and no CLS head"));
+        if pairs.is_empty() && cls_head.is_none() && mlm_head.is_empty() {
+            return Err(bad("adapter has no LoRA pairs and no trained head"));
         }
         let use_rslora = cj.get("use_rslora").and_then(Value::as_bool).unwrap_or(false);
         Ok(Adapter {
@@ -230,6 +315,7 @@ impl Adapter {
             use_rslora,
             pairs,
             cls_head,
+            mlm_head,
             config_json: cj,
             key_prefix: key_prefix.unwrap_or_else(|| "base_model.model.".into()),
             arch: config.arch,
@@ -245,6 +331,12 @@ impl Adapter {
             let stem = format!("{}{layers}{}.{}", self.key_prefix, p.layer, p.target.module(self.arch));
             owned.push((format!("{stem}.lora_A.weight"), p.a.shape.clone(), bytes(&p.a.data)));
             owned.push((format!("{stem}.lora_B.weight"), p.b.shape.clone(), bytes(&p.b.data)));
+        }
+        for (name, i) in MlmHeadUpdate::names(self.arch) {
+            let mut m = self.mlm_head.clone();
+            if let Some(t) = m.slot(i).take() {
+                owned.push((format!("{}{name}", self.mlm_prefix()), t.shape.clone(), bytes(&t.data)));
+            }
         }
         if let Some(h) = &self.cls_head {
             owned.push(("base_model.model.score.weight".into(), vec![1, h.weight.len()], bytes(&h.weight)));
@@ -288,10 +380,22 @@ impl Adapter {
         Ok(())
     }
 
-    /// Trainable parameters: the LoRA pairs and the CLS head.
+    /// The path in front of the MLM head's module names: the encoder prefix without its
+    /// family part (`base_model.model.mlm.bert.` → `base_model.model.mlm.`).
+    fn mlm_prefix(&self) -> String {
+        let family = match self.arch {
+            Arch::Bert => "bert.",
+            Arch::Roberta => "roberta.",
+            Arch::DistilBert => "distilbert.",
+        };
+        self.key_prefix.strip_suffix(family).unwrap_or(&self.key_prefix).to_string()
+    }
+
+    /// Trainable parameters: the LoRA pairs and the trained heads.
     pub fn parameter_count(&self) -> usize {
-        self.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum::<usize>()
-            + self.cls_head.as_ref().map(|h| h.weight.len() + 1).unwrap_or(0)
+        let m = &self.mlm_head;
+        let mlm: usize = [&m.dense_weight, &m.dense_bias, &m.ln_gamma, &m.ln_beta, &m.bias].iter().filter_map(|t| t.as_ref()).map(|t| t.data.len()).sum();
+        self.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum::<usize>() + self.cls_head.as_ref().map(|h| h.weight.len() + 1).unwrap_or(0) + mlm
     }
 
     /// Targets present, as `(module name, layers)`.

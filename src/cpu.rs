@@ -12,6 +12,8 @@ pub struct CpuBackend {
     adapter: Option<Arc<crate::adapter::Adapter>>,
     /// An adapter applied as separate low-rank branches (the training path).
     unmerged: Option<Arc<crate::adapter::Adapter>>,
+    /// The base MLM head while an adapter's trained head parameters replace it.
+    saved_mlm: Option<crate::model::MlmHead>,
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout).
@@ -59,7 +61,7 @@ pub fn gelu(x: f32) -> f32 {
 
 impl CpuBackend {
     pub fn new(model: Arc<Model>) -> Self {
-        CpuBackend { model, adapter: None, unmerged: None }
+        CpuBackend { model, adapter: None, unmerged: None, saved_mlm: None }
     }
 
     /// Merges `adapter` into the weights after removing the one merged before (hot-swap).
@@ -71,14 +73,30 @@ impl CpuBackend {
         if let Some(new) = &adapter {
             m.merge_lora(new, 1.0);
         }
+        self.set_mlm_head(adapter.as_deref());
         self.adapter = adapter;
         self.unmerged = None;
+    }
+
+    /// Restores the base MLM head, then writes the adapter's trained parts over it.
+    fn set_mlm_head(&mut self, adapter: Option<&crate::adapter::Adapter>) {
+        let m = Arc::make_mut(&mut self.model);
+        if let (Some(saved), Some(head)) = (self.saved_mlm.take(), m.mlm.as_mut()) {
+            *head = saved;
+        }
+        if let (Some(a), Some(head)) = (adapter, m.mlm.as_mut()) {
+            if !a.mlm_head.is_empty() {
+                self.saved_mlm = Some(head.clone());
+                a.mlm_head.apply(head);
+            }
+        }
     }
 
     /// Applies `adapter` as separate branches `s·(x·Aᵀ)·Bᵀ` beside the base products; any
     /// merged adapter is removed first.
     pub fn set_adapter_unmerged(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) {
         self.set_adapter(None);
+        self.set_mlm_head(adapter.as_deref());
         self.unmerged = adapter;
     }
 

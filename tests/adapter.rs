@@ -111,6 +111,9 @@ fn unmerged_forward_matches_merged() {
             let mut base = block(Backend::new(model.clone(), lorb::BackendKind::Cpu)).unwrap();
             let d = max_abs_diff(&block(b.cls_vectors(&batch)).unwrap(), &block(base.cls_vectors(&batch)).unwrap());
             assert!(d <= 1e-4, "{arch} on {}: removing the unmerged adapter left {d}", b.describe());
+            // The adapter's trained MLM head parameters are gone again too.
+            let d = max_abs_diff(&block(b.masked_logprobs(&batch, &slots)).unwrap(), &block(base.masked_logprobs(&batch, &slots)).unwrap());
+            assert!(d <= 1e-3, "{arch} on {}: MLM head not restored ({d})", b.describe());
         }
     }
 }

@@ -194,10 +194,30 @@ impl GpuBackend {
         if let Some(new) = &adapter {
             self.record_merge(&mut plan, new, 1.0)?;
         }
+        self.write_mlm_head(adapter.as_deref());
         self.ctx.submit(plan).await?;
         self.adapter = adapter;
         self.unmerged = None;
         Ok(())
+    }
+
+    /// The MLM head's trained parameters: the base model's, overwritten by the adapter's parts.
+    fn write_mlm_head(&self, adapter: Option<&Adapter>) {
+        let (Some(g), Some(base)) = (&self.mlm, &self.model.mlm) else { return };
+        let mut head = base.clone();
+        if let Some(a) = adapter {
+            a.mlm_head.apply(&mut head);
+        }
+        let q = &self.ctx.queue;
+        q.write_buffer(&g.dense.w, 0, bytemuck::cast_slice(&head.dense.weight.data));
+        q.write_buffer(&g.dense.b, 0, bytemuck::cast_slice(&head.dense.bias.data));
+        q.write_buffer(&g.ln.g, 0, bytemuck::cast_slice(&head.ln.gamma.data));
+        q.write_buffer(&g.ln.b, 0, bytemuck::cast_slice(&head.ln.beta.data));
+        for s in &g.decoder {
+            if let Some(b) = &s.bias {
+                q.write_buffer(b, 0, bytemuck::cast_slice(&head.bias.data[s.lo as usize..s.hi as usize]));
+            }
+        }
     }
 
     /// Applies `adapter` unmerged: every forward adds `s·(x·Aᵀ)·Bᵀ` beside each base product
@@ -206,6 +226,7 @@ impl GpuBackend {
         if self.adapter.is_some() {
             self.set_adapter(None).await?;
         }
+        self.write_mlm_head(adapter.as_deref());
         self.unmerged = match adapter {
             None => None,
             Some(a) => {
