@@ -100,19 +100,16 @@ impl TextEncoder {
                 }
                 LongPolicy::Truncate => {
                     log::debug!("hypothesis {index} has {} tokens; truncated to {}", t.ids.len(), self.max_tokens);
-                    let last = t.ids.len() - 1;
-                    let keep = self.max_tokens - 1;
-                    for v in [&mut t.ids] {
-                        let end = v[last];
+                    // Keep the first max - 1 tokens and the closing one ([SEP], </s>).
+                    fn cut<T: Copy>(v: &mut Vec<T>, keep: usize) {
+                        let end = v[v.len() - 1];
                         v.truncate(keep);
                         v.push(end);
                     }
-                    let end = t.special[last];
-                    t.special.truncate(keep);
-                    t.special.push(end);
-                    let end = t.word_ids[last];
-                    t.word_ids.truncate(keep);
-                    t.word_ids.push(end);
+                    let keep = self.max_tokens - 1;
+                    cut(&mut t.ids, keep);
+                    cut(&mut t.special, keep);
+                    cut(&mut t.word_ids, keep);
                     t.truncated = true;
                 }
             }
