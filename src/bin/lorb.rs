@@ -195,6 +195,11 @@ mod cli {
 
     pub fn main() -> i32 {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        // matrixmultiply counts physical cores (1 on many VMs); use every logical one unless told.
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        }
         let cli = Cli::parse();
         let r = match cli.cmd {
             Cmd::Score(a) => score(a),
