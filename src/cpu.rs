@@ -198,7 +198,7 @@ impl CpuBackend {
         let h = self.model.config.hidden;
         self.cls_vectors(batch)
             .chunks_exact(h)
-            .map(|v| (v.iter().zip(&head.weight).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() + head.bias as f64) as f32)
+            .map(|v| head.score(v) as f32)
             .collect()
     }
 

@@ -82,6 +82,11 @@ pub struct ClsHead {
 }
 
 impl ClsHead {
+    /// `w·h + b` for one final [CLS] vector, summed in f64.
+    pub fn score(&self, cls: &[f32]) -> f64 {
+        cls.iter().zip(&self.weight).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() + self.bias as f64
+    }
+
     /// Reads `weight` `[1, H]` (or `[H]`) and `bias` `[1]` from a safetensors file's bytes.
     pub fn from_safetensors(bytes: &[u8], hidden: usize) -> Result<Self> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| Error::MalformedWeights(e.to_string()))?;

@@ -297,47 +297,50 @@ mod cli {
     /// Hypotheses per encoder batch when CLS-scoring several short lists together on the GPU.
     const CLS_GROUP: usize = 2048;
 
+    /// Final [CLS] vectors of every list's hypotheses (`[hyps × H]` per list), several whole
+    /// lists per encoder batch, up to `group` hypotheses (a longer list forms a batch alone).
+    fn cls_per_list(scorer: &mut Scorer, lists: &[NBest], group: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+        let h = scorer.model().config.hidden;
+        let pb = progress(lists.len(), what);
+        let mut out = Vec::with_capacity(lists.len());
+        let mut i = 0;
+        while i < lists.len() {
+            if lists[i].hyps.is_empty() {
+                return Err(Error::EmptyNBest(lists[i].utt.clone()));
+            }
+            let (mut j, mut n) = (i, 0);
+            while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
+                n += lists[j].hyps.len();
+                j += 1;
+            }
+            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
+            let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
+            let mut off = 0;
+            for nb in &lists[i..j] {
+                out.push(cls[off * h..(off + nb.hyps.len()) * h].to_vec());
+                off += nb.hyps.len();
+            }
+            pb.inc((j - i) as u64);
+            i = j;
+        }
+        pb.finish_and_clear();
+        Ok(out)
+    }
+
     /// s2 for every hypothesis of every list: PLL one list per batch (all its masked copies);
     /// CLS on the GPU several lists per batch (up to CLS_GROUP hypotheses: fewer, fuller
     /// submissions), on the CPU one list per batch (padding to a group's longest costs real
     /// arithmetic there). Results do not depend on the grouping.
     fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Result<Vec<Vec<f64>>> {
-        let pb = progress(lists.len(), "scoring");
-        let mut out = Vec::with_capacity(lists.len());
         if method == Method::Cls {
             let head = scorer.cls_head.clone().ok_or_else(|| Error::NoClsHead("pass --head FILE or add cls_head.safetensors to the model folder".into()))?;
             let h = scorer.model().config.hidden;
             let group = if scorer.backend.is_gpu() { CLS_GROUP } else { 1 };
-            let mut i = 0;
-            while i < lists.len() {
-                if lists[i].hyps.is_empty() {
-                    return Err(Error::EmptyNBest(lists[i].utt.clone()));
-                }
-                let (mut j, mut n) = (i, 0);
-                while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
-                    n += lists[j].hyps.len();
-                    j += 1;
-                }
-                let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
-                let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
-                let mut k = 0;
-                for nb in &lists[i..j] {
-                    out.push(
-                        (0..nb.hyps.len())
-                            .map(|r| {
-                                let v = &cls[(k + r) * h..(k + r + 1) * h];
-                                v.iter().zip(&head.weight).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() + head.bias as f64
-                            })
-                            .collect(),
-                    );
-                    k += nb.hyps.len();
-                }
-                pb.inc((j - i) as u64);
-                i = j;
-            }
-            pb.finish_and_clear();
-            return Ok(out);
+            let cls = cls_per_list(scorer, lists, group, "scoring")?;
+            return Ok(cls.iter().map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect()).collect());
         }
+        let pb = progress(lists.len(), "scoring");
+        let mut out = Vec::with_capacity(lists.len());
         for nb in lists {
             let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
             let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| match e {
@@ -554,34 +557,16 @@ mod cli {
         }
         let mut scorer = load(&a.m)?;
         let hidden = scorer.model().config.hidden;
-        let pb = progress(lists.len(), "[CLS] vectors");
         let mut feats: Vec<ListFeatures> = Vec::with_capacity(lists.len());
-        let mut i = 0;
-        while i < lists.len() {
-            let mut j = i;
-            let mut n = 0;
-            while j < lists.len() && (j == i || n + lists[j].hyps.len() <= a.group) {
-                n += lists[j].hyps.len();
-                j += 1;
-            }
-            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
-            let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
-            let mut off = 0;
-            for nb in &lists[i..j] {
-                let r = nb.reference.as_deref().unwrap_or_default();
-                let n = nb.hyps.len();
-                feats.push(ListFeatures {
-                    s1: first_pass_scores(nb, &a.s1)?,
-                    errors: nb.hyps.iter().map(|h| word_errors(r, &h.text) as f64).collect(),
-                    words: word_count(r),
-                    cls: cls[off * hidden..(off + n) * hidden].to_vec(),
-                });
-                off += n;
-            }
-            pb.inc((j - i) as u64);
-            i = j;
+        for (nb, cls) in lists.iter().zip(cls_per_list(&mut scorer, &lists, a.group, "[CLS] vectors")?) {
+            let r = nb.reference.as_deref().unwrap_or_default();
+            feats.push(ListFeatures {
+                s1: first_pass_scores(nb, &a.s1)?,
+                errors: nb.hyps.iter().map(|h| word_errors(r, &h.text) as f64).collect(),
+                words: word_count(r),
+                cls,
+            });
         }
-        pb.finish_and_clear();
         let feature_secs = t0.elapsed().as_secs_f64();
         // Seeded shuffle, then hold out the last `holdout` lists.
         let mut rng = a.seed.wrapping_add(0x9e3779b97f4a7c15);

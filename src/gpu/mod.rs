@@ -37,6 +37,18 @@ struct GLayer {
     ffn_ln: GLn,
 }
 
+impl GLayer {
+    /// The weight a LoRA target lives in (Q, K and V share the fused projection).
+    fn weight(&self, target: Target) -> &Buf {
+        match target {
+            Target::Query | Target::Key | Target::Value => &self.qkv.w,
+            Target::AttnOut => &self.attn_out.w,
+            Target::FfnIn => &self.ffn_in.w,
+            Target::FfnOut => &self.ffn_out.w,
+        }
+    }
+}
+
 struct GMlm {
     dense: GLinear,
     ln: GLn,
@@ -249,13 +261,7 @@ impl GpuBackend {
         let c = &self.model.config;
         let scale = (sign * adapter.scale()) as f32;
         for p in &adapter.pairs {
-            let l = &self.layers[p.layer];
-            let w = match p.target {
-                Target::Query | Target::Key | Target::Value => &l.qkv.w,
-                Target::AttnOut => &l.attn_out.w,
-                Target::FfnIn => &l.ffn_in.w,
-                Target::FfnOut => &l.ffn_out.w,
-            };
+            let w = self.layers[p.layer].weight(p.target);
             let (out, cols) = p.target.shape(c);
             let a = self.ctx.upload("lora_A", &p.a.data)?;
             let b = self.ctx.upload("lora_B", &p.b.data)?;
@@ -266,13 +272,7 @@ impl GpuBackend {
 
     /// Reads a weight back (tests: merge/unmerge round trips).
     pub async fn read_weight(&mut self, layer: usize, target: Target) -> Result<Vec<f32>> {
-        let l = &self.layers[layer];
-        let w = match target {
-            Target::Query | Target::Key | Target::Value => l.qkv.w.clone(),
-            Target::AttnOut => l.attn_out.w.clone(),
-            Target::FfnIn => l.ffn_in.w.clone(),
-            Target::FfnOut => l.ffn_out.w.clone(),
-        };
+        let w = self.layers[layer].weight(target).clone();
         let n = w.size();
         let out = self.ctx.work("weight_copy", n)?;
         let mut plan = Plan::default();
