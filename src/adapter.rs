@@ -26,6 +26,26 @@ pub enum Target {
 }
 
 impl Target {
+    /// Short names, as the CLI takes them and gradient fixtures are keyed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Query => "query",
+            Target::Key => "key",
+            Target::Value => "value",
+            Target::AttnOut => "attn_out",
+            Target::FfnIn => "ffn_in",
+            Target::FfnOut => "ffn_out",
+        }
+    }
+
+    /// Parses a short name (or any architecture's module name, e.g. `q_lin`, `intermediate.dense`).
+    pub fn parse(s: &str) -> Result<Self> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s || [Arch::Bert, Arch::DistilBert].iter().any(|&a| t.module(a) == s || t.module(a).rsplit('.').next() == Some(s) && s != "dense"))
+            .ok_or_else(|| Error::Input(format!("unknown LoRA target {s:?} (query, key, value, attn_out, ffn_in, ffn_out)")))
+    }
+
     pub const ALL: [Target; 6] = [Target::Query, Target::Key, Target::Value, Target::AttnOut, Target::FfnIn, Target::FfnOut];
 
     /// The module path inside `encoder.layer.N.` (BERT, RoBERTa) or `transformer.layer.N.`
@@ -200,6 +220,60 @@ impl Adapter {
         } else {
             self.alpha / self.r as f64
         }
+    }
+
+    /// A fresh adapter initialised as PEFT does: `A ~ U(−1/√in, 1/√in)` (Kaiming-uniform with
+    /// a = √5), `B = 0`, on `targets` of every layer. Its config is what PEFT writes for it.
+    pub fn new_lora(config: &ModelConfig, r: usize, alpha: f64, use_rslora: bool, targets: &[Target], seed: u64) -> Result<Self> {
+        if r == 0 || alpha <= 0.0 || targets.is_empty() {
+            return Err(bad("a new adapter needs r > 0, lora_alpha > 0 and at least one target"));
+        }
+        let mut rng = crate::train::Rng::new(seed);
+        let mut pairs = Vec::new();
+        for layer in 0..config.layers {
+            for &target in targets {
+                let (out, inp) = target.shape(config);
+                let bound = 1.0 / (inp as f64).sqrt();
+                let a = (0..r * inp).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect();
+                pairs.push(LoraPair { layer, target, a: Tensor::new(vec![r, inp], a), b: Tensor::zeros(vec![out, r]) });
+            }
+        }
+        let modules: Vec<&str> = targets.iter().map(|t| t.module(config.arch).rsplit('.').next().unwrap_or("")).collect();
+        // BERT's `output.dense` and `attention.output.dense` share the last name: give full paths.
+        let modules: Vec<String> = targets.iter().zip(&modules).map(|(t, m)| if *m == "dense" { t.module(config.arch).to_string() } else { m.to_string() }).collect();
+        let family = match config.arch {
+            Arch::Bert => "bert.",
+            Arch::Roberta => "roberta.",
+            Arch::DistilBert => "distilbert.",
+        };
+        let cj = serde_json::json!({
+            "peft_type": "LORA", "r": r, "lora_alpha": alpha, "use_rslora": use_rslora,
+            "target_modules": modules, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false,
+            "init_lora_weights": true, "inference_mode": true, "modules_to_save": null,
+            "task_type": null, "base_model_name_or_path": null, "use_dora": false,
+            "rank_pattern": {}, "alpha_pattern": {},
+        });
+        Ok(Adapter { r, alpha, use_rslora, pairs, cls_head: None, mlm_head: MlmHeadUpdate::default(), config_json: cj, key_prefix: format!("base_model.model.{family}"), arch: config.arch })
+    }
+
+    /// Sets `modules_to_save` in the config from the heads present (`score`, MLM head modules).
+    pub fn sync_modules_to_save(&mut self) {
+        let mut m: Vec<String> = Vec::new();
+        if self.cls_head.is_some() {
+            m.push("score".into());
+        }
+        if !self.mlm_head.is_empty() {
+            let mods: &[&str] = match self.arch {
+                Arch::Bert => &["transform"],
+                Arch::Roberta => &["lm_head.dense", "lm_head.layer_norm"],
+                Arch::DistilBert => &["vocab_transform", "vocab_layer_norm"],
+            };
+            m.extend(mods.iter().map(|s| s.to_string()));
+        }
+        if !self.config_json.is_object() {
+            self.config_json = Value::Object(Default::default());
+        }
+        self.config_json["modules_to_save"] = if m.is_empty() { Value::Null } else { m.into() };
     }
 
     pub fn load_dir(dir: impl AsRef<Path>, config: &ModelConfig) -> Result<Self> {

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     Input,
     Gpu,
     Adapter,
+    Training,
+    Cancelled,
     Unsupported,
 }
 
@@ -26,6 +28,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Input => "input",
             ErrorKind::Gpu => "gpu",
             ErrorKind::Adapter => "adapter",
+            ErrorKind::Training => "training",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unsupported => "unsupported",
         };
         f.write_str(s)
@@ -76,6 +80,12 @@ pub enum Error {
     Adapter(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("training: {0}")]
+    Training(String),
+    #[error("training stopped at step {step}: non-finite {what}; the parameters of step {last_good} are kept")]
+    NonFinite { step: u64, what: String, last_good: u64 },
+    #[error("training cancelled after step {0}")]
+    Cancelled(u64),
 }
 
 impl Error {
@@ -99,6 +109,8 @@ impl Error {
             Error::Gpu(_) | Error::GpuLimit(_) => ErrorKind::Gpu,
             Error::Adapter(_) => ErrorKind::Adapter,
             Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Training(_) | Error::NonFinite { .. } => ErrorKind::Training,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 

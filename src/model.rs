@@ -74,6 +74,23 @@ pub struct MlmHead {
     pub bias: Tensor,
 }
 
+impl MlmHead {
+    /// The head's trainable parts (transform, LayerNorm, output bias; an untied decoder too).
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut v: Vec<(String, &mut Tensor)> = vec![
+            ("mlm.dense.weight".into(), &mut self.dense.weight),
+            ("mlm.dense.bias".into(), &mut self.dense.bias),
+            ("mlm.ln.gamma".into(), &mut self.ln.gamma),
+            ("mlm.ln.beta".into(), &mut self.ln.beta),
+            ("mlm.bias".into(), &mut self.bias),
+        ];
+        if let Some(d) = self.decoder.as_mut() {
+            v.push(("mlm.decoder".into(), d));
+        }
+        v
+    }
+}
+
 /// RescoreBERT's CLS head: `s2 = w·h_CLS + b`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClsHead {
@@ -376,6 +393,37 @@ impl Model {
     /// The decoder weight of the MLM head, `[V, H]` (the word embeddings when tied).
     pub fn decoder_weight(&self) -> Option<&Tensor> {
         self.mlm.as_ref().map(|m| m.decoder.as_ref().unwrap_or(&self.word_emb))
+    }
+
+    /// Every tensor by a stable name (`word_emb`, `layers.3.qkv.weight`, `mlm.dense.bias`, …), in
+    /// a fixed order: what full fine-tuning trains and what gradient fixtures are keyed by.
+    /// DistilBERT's absent token-type row is left out.
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut v: Vec<(String, &mut Tensor)> = vec![("word_emb".into(), &mut self.word_emb), ("pos_emb".into(), &mut self.pos_emb)];
+        if self.config.type_vocab_size > 0 {
+            v.push(("type_emb".into(), &mut self.type_emb));
+        }
+        fn lin<'a>(v: &mut Vec<(String, &'a mut Tensor)>, p: String, l: &'a mut Linear) {
+            v.push((format!("{p}.weight"), &mut l.weight));
+            v.push((format!("{p}.bias"), &mut l.bias));
+        }
+        fn ln<'a>(v: &mut Vec<(String, &'a mut Tensor)>, p: String, l: &'a mut LayerNorm) {
+            v.push((format!("{p}.gamma"), &mut l.gamma));
+            v.push((format!("{p}.beta"), &mut l.beta));
+        }
+        ln(&mut v, "emb_ln".into(), &mut self.emb_ln);
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            lin(&mut v, format!("layers.{i}.qkv"), &mut l.qkv);
+            lin(&mut v, format!("layers.{i}.attn_out"), &mut l.attn_out);
+            ln(&mut v, format!("layers.{i}.attn_ln"), &mut l.attn_ln);
+            lin(&mut v, format!("layers.{i}.ffn_in"), &mut l.ffn_in);
+            lin(&mut v, format!("layers.{i}.ffn_out"), &mut l.ffn_out);
+            ln(&mut v, format!("layers.{i}.ffn_ln"), &mut l.ffn_ln);
+        }
+        if let Some(h) = self.mlm.as_mut() {
+            v.extend(h.tensors_mut());
+        }
+        v
     }
 
     pub fn parameter_count(&self) -> usize {

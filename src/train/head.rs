@@ -1,25 +1,14 @@
-//! Discriminative training. So far: the MWER loss and RescoreBERT's CLS head fitted on a frozen
-//! encoder (LoRB's "CLS head only" baseline), on [CLS] vectors computed once by either backend.
+//! RescoreBERT's CLS head fitted on a frozen encoder (LoRB's "CLS head only" baseline), on [CLS]
+//! vectors computed once by either backend — far cheaper than running the encoder every step.
 //!
 //! Scores inside the loss are `s_j = κ·s1_j + w·h_j`: κ scales the first-pass log-scores, whose
 //! gaps are often so large that the list posterior is one-hot and MWER has no gradient. At
 //! inference the same ranking is `s1 + λ·s2` with `s2 = w·h + b` and `λ = 1/κ` (then tuned).
 
 use crate::model::ClsHead;
+use super::loss::mwer;
 use crate::rescore::argmax;
 use serde::Serialize;
-
-/// MWER of one list: `P = softmax(s)`, `L = Σ_j P_j (ε_j − mean_k ε_k)`. Returns `L` and `∂L/∂s`.
-pub fn mwer(s: &[f64], errors: &[f64]) -> (f64, Vec<f64>) {
-    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-    let z: f64 = e.iter().sum();
-    let p: Vec<f64> = e.iter().map(|x| x / z).collect();
-    let mean = errors.iter().sum::<f64>() / errors.len() as f64;
-    let expected: f64 = p.iter().zip(errors).map(|(p, e)| p * e).sum();
-    let grad = p.iter().zip(errors).map(|(p, e)| p * (e - expected)).collect();
-    (expected - mean, grad)
-}
 
 /// One n-best list reduced to what head training needs.
 #[derive(Debug, Clone)]
@@ -163,25 +152,6 @@ pub fn fit_cls_head(train: &[ListFeatures], dev: &[ListFeatures], hidden: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mwer_gradient_matches_finite_differences() {
-        let s = [-1.3, 0.4, 2.0, -0.2, 0.9];
-        let e = [3.0, 1.0, 0.0, 2.0, 5.0];
-        let (_, g) = mwer(&s, &e);
-        for j in 0..s.len() {
-            let h = 1e-6;
-            let mut a = s;
-            a[j] += h;
-            let mut b = s;
-            b[j] -= h;
-            let fd = (mwer(&a, &e).0 - mwer(&b, &e).0) / (2.0 * h);
-            assert!((fd - g[j]).abs() < 1e-8, "ds_{j}: analytic {} vs numeric {fd}", g[j]);
-        }
-        // Expected errors minus the mean: one-hot on the best hypothesis gives 0 - mean.
-        let (l, _) = mwer(&[100.0, 0.0, 0.0], &[0.0, 3.0, 3.0]);
-        assert!((l + 2.0).abs() < 1e-9);
-    }
 
     fn synthetic(n: usize, seed: u64) -> Vec<ListFeatures> {
         // Feature 0 carries minus the errors plus noise; first-pass scores are noise.

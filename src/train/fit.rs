@@ -1,0 +1,329 @@
+//! The epoch loop around [`Trainer`]: seeded shuffling, gradient accumulation over lists, dev WER
+//! after each epoch with early stopping (the best epoch's parameters are kept), λ tuned on dev at
+//! the end, checkpoints that resume to the same result, cancellation between steps, and a stop
+//! on NaN/Inf that keeps the last good parameters.
+
+use super::{ListExample, Rng, StepLog, TrainConfig, Trainer};
+use crate::adapter::Adapter;
+use crate::error::{Error, Result};
+use crate::model::{tensor_to_f32, ClsHead, Model, Tensor};
+use crate::rescore::argmax;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitOptions {
+    pub epochs: usize,
+    /// Lists whose gradients are accumulated into one optimiser step.
+    pub lists_per_step: usize,
+    /// Stop after this many epochs without a better dev WER (0: never).
+    pub patience: usize,
+    /// Where checkpoints go (and `fit` resumes from, when one is there).
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub steps: u64,
+    pub train_loss: f64,
+    pub dev_wer: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitReport {
+    pub dev_first_pass_wer: f64,
+    pub best_epoch: usize,
+    pub best_dev_wer: f64,
+    /// λ for `s1 + λ·s2`, tuned on dev with the best epoch's parameters.
+    pub weight: f64,
+    pub lambda_curve: Vec<(f64, f64)>,
+    pub curve: Vec<EpochRecord>,
+    /// Every optimiser step's loss.
+    pub losses: Vec<f64>,
+    /// Why training ended early (NaN/Inf, cancellation), if it did.
+    pub stopped: Option<String>,
+    pub trainable_parameters: usize,
+    pub steps: u64,
+}
+
+/// Progress reported to the caller.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Step { epoch: usize, index: usize, of: usize, log: StepLog },
+    Epoch(EpochRecord),
+}
+
+/// WER (%) of `lists` re-ranked by `s1 + λ·s2`.
+pub fn wer_of(lists: &[ListExample], s2: &[Vec<f64>], lambda: f64) -> f64 {
+    let (mut e, mut w) = (0.0, 0usize);
+    for (l, s) in lists.iter().zip(s2) {
+        let best = argmax(l.s1.iter().zip(s).map(|(a, b)| a + lambda * b));
+        e += l.errors[best];
+        w += l.words;
+    }
+    100.0 * e / w.max(1) as f64
+}
+
+/// The trainer's parameters that training changes (a snapshot to restore).
+#[derive(Clone)]
+struct Snapshot {
+    lora: Option<Adapter>,
+    cls: ClsHead,
+    model: Option<Model>,
+    mlm: Option<crate::model::MlmHead>,
+}
+
+impl Snapshot {
+    fn take(t: &Trainer) -> Self {
+        Snapshot { lora: t.lora.clone(), cls: t.cls.clone(), model: t.cfg.full.then(|| t.model.clone()), mlm: t.model.mlm.clone() }
+    }
+    fn restore(self, t: &mut Trainer) {
+        t.lora = self.lora;
+        t.cls = self.cls;
+        if let Some(m) = self.model {
+            t.model = m;
+        }
+        t.model.mlm = self.mlm;
+    }
+}
+
+/// Where an interrupted run stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    config: TrainConfig,
+    step: u64,
+    epoch: usize,
+    /// Position inside the epoch's order.
+    pos: usize,
+    order: Vec<usize>,
+    rng: Rng,
+    epoch_loss: f64,
+    best_epoch: usize,
+    best_dev_wer: f64,
+    dev_first_pass_wer: f64,
+    curve: Vec<EpochRecord>,
+    losses: Vec<f64>,
+}
+
+/// Checkpoint files in a folder: `state.json`, `params.safetensors` (trainable tensors by name),
+/// `optimizer.safetensors` (AdamW moments), `best.safetensors` (the best epoch's tensors).
+pub struct Checkpoint;
+
+fn write_named(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let bad = |e: safetensors::SafeTensorError| Error::Training(format!("{}: {e}", path.display()));
+    let views = bytes
+        .iter()
+        .map(|(n, s, d)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).map_err(bad)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, None).map_err(bad)?;
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn read_named(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
+    st.tensors().into_iter().map(|(n, v)| Ok((n.clone(), tensor_to_f32(&n, &v)?))).collect()
+}
+
+impl Trainer {
+    /// Trainable tensors by name (as [`Trainer::loss_and_grads`] names them).
+    pub fn named_params(&mut self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut g = self.new_grads();
+        let mut gc = super::ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect()
+    }
+
+    /// Writes values back by name; every trainable tensor must be present with its size.
+    pub fn load_named_params(&mut self, src: &[(String, Tensor)]) -> Result<()> {
+        let mut g = self.new_grads();
+        let mut gc = super::ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        for (name, p, _) in self.params(&mut g, &mut gc) {
+            let t = src.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::Training(format!("checkpoint lacks {name}")))?;
+            if t.1.data.len() != p.len() {
+                return Err(Error::Training(format!("checkpoint tensor {name} has {} values, expected {}", t.1.data.len(), p.len())));
+            }
+            p.copy_from_slice(&t.1.data);
+        }
+        Ok(())
+    }
+}
+
+impl Checkpoint {
+    fn save(dir: &Path, t: &mut Trainer, s: &State, best: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_named(&dir.join("params.safetensors"), &t.named_params())?;
+        write_named(&dir.join("best.safetensors"), best)?;
+        let mut moments = Vec::new();
+        for (i, (m, v)) in t.opt.m.iter().zip(&t.opt.v).enumerate() {
+            moments.push((format!("m.{i}"), vec![m.len()], m.clone()));
+            moments.push((format!("v.{i}"), vec![v.len()], v.clone()));
+        }
+        write_named(&dir.join("optimizer.safetensors"), &moments)?;
+        let json = serde_json::to_vec_pretty(s).map_err(|e| Error::Training(e.to_string()))?;
+        let tmp = dir.join("state.json.part");
+        std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, dir.join("state.json")).map_err(|e| Error::io(dir.join("state.json"), e))
+    }
+
+    /// Loads a checkpoint into `t` (whose configuration must match) and returns the run state.
+    fn load(dir: &Path, t: &mut Trainer) -> Result<(State, Vec<(String, Tensor)>)> {
+        let p = dir.join("state.json");
+        let s: State = serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?).map_err(|e| Error::Training(format!("{}: {e}", p.display())))?;
+        let a = serde_json::to_value(&s.config).unwrap_or_default();
+        let b = serde_json::to_value(&t.cfg).unwrap_or_default();
+        if a != b {
+            return Err(Error::Training(format!("checkpoint {} was made with another configuration", dir.display())));
+        }
+        t.load_named_params(&read_named(&dir.join("params.safetensors"))?)?;
+        let moments = read_named(&dir.join("optimizer.safetensors"))?;
+        let n = moments.len() / 2;
+        t.opt.m = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("m.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
+        t.opt.v = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("v.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
+        t.opt.step = s.step;
+        t.step = s.step;
+        t.rng = s.rng.clone();
+        Ok((s, read_named(&dir.join("best.safetensors"))?))
+    }
+}
+
+/// CLS scores of every dev list.
+fn dev_scores(t: &Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>>> {
+    dev.iter().map(|l| t.scores(l)).collect()
+}
+
+/// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
+/// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
+/// writes one after every epoch and when stopped. `cancel` is checked before each step.
+pub fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &AtomicBool, mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
+    if train.is_empty() {
+        return Err(Error::Input("no training lists".into()));
+    }
+    let per = o.lists_per_step.max(1);
+    let lambda0 = 1.0 / t.cfg.kappa;
+    let resume = o.checkpoint.as_ref().filter(|d| d.join("state.json").exists());
+    let (mut s, mut best) = match resume {
+        Some(dir) => {
+            let (s, best) = Checkpoint::load(dir, t)?;
+            (s, best)
+        }
+        None => {
+            let zero: Vec<Vec<f64>> = dev.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+            let first = wer_of(dev, &zero, 0.0);
+            let s = State {
+                config: t.cfg.clone(),
+                step: t.step,
+                epoch: 0,
+                pos: 0,
+                order: Vec::new(),
+                rng: t.rng.clone(),
+                epoch_loss: 0.0,
+                best_epoch: 0,
+                best_dev_wer: first,
+                dev_first_pass_wer: first,
+                curve: Vec::new(),
+                losses: Vec::new(),
+            };
+            let best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+            (s, best)
+        }
+    };
+    let mut stopped = None;
+    let mut last_good = Snapshot::take(t);
+    'epochs: while s.epoch < o.epochs {
+        if s.order.is_empty() {
+            s.order = (0..train.len()).collect();
+            t.rng.shuffle(&mut s.order);
+            s.pos = 0;
+            s.epoch_loss = 0.0;
+        }
+        let started = std::time::Instant::now();
+        let steps_in_epoch = s.order.len().div_ceil(per);
+        while s.pos < s.order.len() {
+            if cancel.load(Ordering::Relaxed) {
+                stopped = Some(format!("cancelled after step {}", t.step));
+                break 'epochs;
+            }
+            let lists: Vec<&ListExample> = s.order[s.pos..(s.pos + per).min(s.order.len())].iter().map(|&i| &train[i]).collect();
+            match t.step_lists(&lists) {
+                Ok(log) => {
+                    s.epoch_loss += log.loss * lists.len() as f64;
+                    s.losses.push(log.loss);
+                    s.pos += lists.len();
+                    s.step = t.step;
+                    last_good = Snapshot::take(t);
+                    progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
+                }
+                Err(e @ Error::NonFinite { .. }) => {
+                    last_good.clone().restore(t);
+                    stopped = Some(e.to_string());
+                    break 'epochs;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let scores = dev_scores(t, dev)?;
+        let dev_wer = wer_of(dev, &scores, lambda0);
+        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, seconds: started.elapsed().as_secs_f64() };
+        progress(&Progress::Epoch(rec.clone()));
+        s.curve.push(rec);
+        s.epoch += 1;
+        s.order.clear();
+        s.pos = 0;
+        if dev_wer < s.best_dev_wer || s.best_epoch == 0 && dev.is_empty() {
+            s.best_dev_wer = dev_wer;
+            s.best_epoch = s.epoch;
+            best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+        }
+        s.rng = t.rng.clone();
+        if let Some(dir) = &o.checkpoint {
+            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
+            Checkpoint::save(dir, t, &s, &b)?;
+        }
+        if o.patience > 0 && s.epoch - s.best_epoch >= o.patience {
+            break;
+        }
+    }
+    if stopped.is_some() {
+        s.rng = t.rng.clone();
+        s.step = t.step;
+        if let Some(dir) = &o.checkpoint {
+            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
+            Checkpoint::save(dir, t, &s, &b)?;
+        }
+    }
+    // Keep the best epoch (or the start, if no epoch beat the first pass) unless stopped mid-way
+    // with nothing evaluated.
+    if s.best_epoch > 0 || stopped.is_none() {
+        t.load_named_params(&best)?;
+    }
+    let scores = dev_scores(t, dev)?;
+    let grid: Vec<f64> = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0].iter().map(|f| f * lambda0).collect();
+    let lambda_curve: Vec<(f64, f64)> = grid.iter().map(|&l| (l, wer_of(dev, &scores, l))).collect();
+    let (weight, _) = lambda_curve.iter().fold((lambda0, f64::INFINITY), |b, &(l, e)| if e < b.1 { (l, e) } else { b });
+    let trainable_parameters = t.trainable_parameters();
+    Ok(FitReport {
+        dev_first_pass_wer: s.dev_first_pass_wer,
+        best_epoch: s.best_epoch,
+        best_dev_wer: s.best_dev_wer,
+        weight,
+        lambda_curve,
+        curve: s.curve,
+        losses: s.losses,
+        stopped,
+        trainable_parameters,
+        steps: t.step,
+    })
+}

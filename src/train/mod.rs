@@ -1,0 +1,496 @@
+//! LoRB training: adapter-only (or full) discriminative training of the rescorer.
+//!
+//! A [`Trainer`] owns the trainable state — LoRA pairs applied unmerged, the CLS head, optionally
+//! the MLM head transform, or every encoder weight in full fine-tuning — and takes one optimiser
+//! step at a time ([`Trainer::step_lists`], [`Trainer::step_texts`]), so that a native loop, a
+//! progress bar or a browser's event loop can drive it and stop it between steps. [`fit`] is the
+//! epoch loop: seeded shuffling, dev WER each epoch, early stopping, checkpoints.
+//!
+//! One list's step: tokens → padded [`Batch`] → encoder forward with a tape → [CLS] vectors →
+//! `s2 = w·h + b` → list loss ([`loss`]) → `∂L/∂h` → encoder backward → gradients of the
+//! trainable tensors → clip → AdamW. Gradients are checked against PyTorch + PEFT autograd in
+//! `tests/training.rs`.
+//!
+//! Scores inside MWER/MWED are `s_j = κ·s1_j + s2_j`: κ scales the first-pass log-scores, whose
+//! gaps are often so large that the list posterior is one-hot and MWER has no gradient. The
+//! matching inference weight is `s1 + λ·s2` with `λ = 1/κ` (then tuned on dev).
+
+pub mod fit;
+pub mod head;
+pub mod loss;
+pub mod optim;
+
+pub use fit::{fit, Checkpoint, EpochRecord, FitOptions, FitReport};
+pub use head::{fit_cls_head, head_loss_grad, wer_with, EpochLog, HeadFit, HeadFitOptions, ListFeatures};
+pub use loss::mwer;
+pub use optim::{AdamW, AdamWConfig};
+
+use crate::adapter::{Adapter, MlmHeadUpdate, Target};
+use crate::batch::{Batch, Slot};
+use crate::cpu::encoder::{self, Grads, Tape};
+use crate::error::{Error, Result};
+use crate::model::{ClsHead, Model, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// SplitMix64: small, seedable, the same on every platform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform() * n as f64) as usize % n.max(1)
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Minimum word error rate over the list (s2 = CLS score).
+    Mwer,
+    /// RescoreBERT's matching word error distribution.
+    Mwed,
+    /// Distillation of the teacher's PLL into the CLS score.
+    Md,
+    /// Masked-LM cross-entropy on text.
+    Mlm,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mwer" => Ok(Objective::Mwer),
+            "mwed" => Ok(Objective::Mwed),
+            "md" => Ok(Objective::Md),
+            "mlm" => Ok(Objective::Mlm),
+            _ => Err(Error::Input(format!("unknown objective {s:?} (mwer, mwed, md, mlm)"))),
+        }
+    }
+}
+
+/// What is trained and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub objective: Objective,
+    /// Scale of s1 inside MWER/MWED.
+    pub kappa: f64,
+    /// Weight of the correlation regulariser L_cor on each list's [CLS] vectors.
+    pub cor_weight: f64,
+    /// Train the CLS head (`score`).
+    pub cls_head: bool,
+    /// Train the MLM head transform (dense + LayerNorm; the decoder stays tied).
+    pub mlm_head: bool,
+    /// Full fine-tuning: every encoder weight is trainable (no LoRA).
+    pub full: bool,
+    pub optim: AdamWConfig,
+    pub warmup_steps: u64,
+    /// Steps over which the learning rate decays to 0 (0: constant after warm-up).
+    pub total_steps: u64,
+    /// Global gradient-norm clip (0: none).
+    pub clip: f64,
+    pub seed: u64,
+    /// Fraction of tokens masked for MLM (80% [MASK], 10% random, 10% unchanged).
+    pub mask_prob: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            objective: Objective::Mwer,
+            kappa: 1.0,
+            cor_weight: 0.0,
+            cls_head: true,
+            mlm_head: false,
+            full: false,
+            optim: AdamWConfig::default(),
+            warmup_steps: 0,
+            total_steps: 0,
+            clip: 1.0,
+            seed: 0,
+            mask_prob: 0.15,
+        }
+    }
+}
+
+/// One n-best list, tokenised.
+#[derive(Debug, Clone)]
+pub struct ListExample {
+    pub ids: Vec<Vec<u32>>,
+    pub s1: Vec<f64>,
+    /// Word errors of each hypothesis against the reference.
+    pub errors: Vec<f64>,
+    /// Reference words (for WER).
+    pub words: usize,
+    /// Teacher PLL of each hypothesis (MD).
+    pub teacher: Option<Vec<f64>>,
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+/// The trainable state and the optimiser.
+pub struct Trainer {
+    /// Base weights (trained in full fine-tuning; frozen otherwise).
+    pub model: Model,
+    /// LoRA pairs, applied unmerged.
+    pub lora: Option<Adapter>,
+    pub cls: ClsHead,
+    pub cfg: TrainConfig,
+    pub opt: AdamW,
+    /// Optimiser steps taken.
+    pub step: u64,
+    pub rng: Rng,
+    pad_id: u32,
+    mask_id: Option<u32>,
+}
+
+/// The CLS head's gradient.
+struct ClsGrad {
+    w: Vec<f32>,
+    b: f32,
+}
+
+impl Trainer {
+    /// `lora`: the pairs to train (e.g. [`Adapter::new_lora`]); `None` with `cfg.full` for full
+    /// fine-tuning, or for head-only training. `cls`: a starting head (zeros if `None`).
+    pub fn new(model: Model, lora: Option<Adapter>, cls: Option<ClsHead>, cfg: TrainConfig, pad_id: u32, mask_id: Option<u32>) -> Result<Self> {
+        if cfg.full && lora.is_some() {
+            return Err(Error::Training("full fine-tuning trains every weight: give no LoRA adapter".into()));
+        }
+        if (cfg.objective == Objective::Mlm || cfg.mlm_head) && model.mlm.is_none() {
+            return Err(Error::NoMlmHead);
+        }
+        if cfg.objective == Objective::Mlm && mask_id.is_none() {
+            return Err(Error::Training("MLM training needs a tokenizer with a mask token".into()));
+        }
+        let h = model.config.hidden;
+        let cls = cls.unwrap_or(ClsHead { weight: vec![0.0; h], bias: 0.0 });
+        if cls.weight.len() != h {
+            return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, h], got: vec![1, cls.weight.len()] });
+        }
+        let rng = Rng::new(cfg.seed);
+        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id })
+    }
+
+    /// Whether gradients flow into the encoder (LoRA or full); otherwise only heads train.
+    fn encoder_trains(&self) -> bool {
+        self.cfg.full || self.lora.as_ref().map(|a| !a.pairs.is_empty()).unwrap_or(false)
+    }
+
+    fn new_grads(&self) -> Grads {
+        Grads::new(&self.model, self.lora.as_ref(), self.cfg.mlm_head, self.cfg.full)
+    }
+
+    /// `[rows, H]` [CLS] vectors of the final hidden states `x`.
+    fn cls_rows(&self, x: &[f32], batch: &Batch) -> Vec<f32> {
+        let h = self.model.config.hidden;
+        (0..batch.rows()).flat_map(|b| x[b * batch.seq * h..][..h].iter().copied()).collect()
+    }
+
+    fn list_batch(&self, ex: &ListExample) -> Result<Batch> {
+        let n = ex.ids.len();
+        if n == 0 || ex.s1.len() != n || ex.errors.len() != n || ex.teacher.as_ref().is_some_and(|t| t.len() != n) {
+            return Err(Error::Input(format!("n-best example: {} hypotheses, {} first-pass scores, {} error counts", n, ex.s1.len(), ex.errors.len())));
+        }
+        let seqs: Vec<&[u32]> = ex.ids.iter().map(|v| v.as_slice()).collect();
+        let b = Batch::pad(&seqs, self.pad_id)?;
+        b.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        Ok(b)
+    }
+
+    /// CLS scores `s2` of a list with the current parameters (no tape).
+    pub fn scores(&self, ex: &ListExample) -> Result<Vec<f64>> {
+        let b = self.list_batch(ex)?;
+        let x = encoder::forward(&self.model, self.lora.as_ref(), &b, None);
+        let h = self.model.config.hidden;
+        Ok(self.cls_rows(&x, &b).chunks_exact(h).map(|v| self.cls.score(v)).collect())
+    }
+
+    /// The list loss `L_disc + λ_cor·L_cor`; with `grads`, adds `weight·∂L/∂θ` to them.
+    fn list_loss(&self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
+        let c = &self.cfg;
+        let batch = self.list_batch(ex)?;
+        let h = self.model.config.hidden;
+        let mut tape = Tape::default();
+        let backprop = grads.is_some() && self.encoder_trains();
+        let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
+        let cls = self.cls_rows(&x, &batch);
+        let s2: Vec<f64> = cls.chunks_exact(h).map(|v| self.cls.score(v)).collect();
+        let (mut loss, ds2) = match c.objective {
+            Objective::Mwer | Objective::Mwed => {
+                let s: Vec<f64> = ex.s1.iter().zip(&s2).map(|(a, b)| c.kappa * a + b).collect();
+                if c.objective == Objective::Mwer { loss::mwer(&s, &ex.errors) } else { loss::mwed(&s, &ex.errors) }
+            }
+            Objective::Md => {
+                let t = ex.teacher.as_ref().ok_or_else(|| Error::Training("MD needs the teacher's PLL scores of every hypothesis".into()))?;
+                loss::md(&s2, t)
+            }
+            Objective::Mlm => return Err(Error::Training("the MLM objective trains on text, not n-best lists".into())),
+        };
+        let mut dcls = vec![0f32; cls.len()];
+        if c.cor_weight > 0.0 {
+            let (lc, dh) = loss::correlation(&cls, batch.rows(), h);
+            loss += c.cor_weight * lc;
+            dcls.iter_mut().zip(&dh).for_each(|(a, b)| *a = (c.cor_weight * weight * *b as f64) as f32);
+        }
+        if let Some((grads, gc)) = grads {
+            for (j, v) in cls.chunks_exact(h).enumerate() {
+                let g = ds2[j] * weight;
+                if c.cls_head {
+                    gc.w.iter_mut().zip(v).for_each(|(a, b)| *a += (g * *b as f64) as f32);
+                    gc.b += g as f32;
+                }
+                dcls[j * h..(j + 1) * h].iter_mut().zip(&self.cls.weight).for_each(|(a, w)| *a += (g * *w as f64) as f32);
+            }
+            if backprop {
+                let mut d_out = vec![0f32; x.len()];
+                for b in 0..batch.rows() {
+                    d_out[b * batch.seq * h..][..h].copy_from_slice(&dcls[b * h..(b + 1) * h]);
+                }
+                encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
+            }
+        }
+        Ok(loss)
+    }
+
+    /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
+    /// [`Trainer::named_grads`]); parameters are not changed.
+    pub fn loss_and_grads(&mut self, lists: &[&ListExample]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
+        let (loss, mut g, mut gc) = self.accumulate_lists(lists)?;
+        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
+    }
+
+    fn accumulate_lists(&self, lists: &[&ListExample]) -> Result<(f64, Grads, ClsGrad)> {
+        if lists.is_empty() {
+            return Err(Error::Input("a training step needs at least one list".into()));
+        }
+        let mut g = self.new_grads();
+        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let w = 1.0 / lists.len() as f64;
+        let mut total = 0.0;
+        for ex in lists {
+            total += w * self.list_loss(ex, w, Some((&mut g, &mut gc)))?;
+        }
+        Ok((total, g, gc))
+    }
+
+    /// One optimiser step on the mean loss of `lists` (gradient accumulation over them).
+    pub fn step_lists(&mut self, lists: &[&ListExample]) -> Result<StepLog> {
+        let (loss, mut g, mut gc) = self.accumulate_lists(lists)?;
+        self.apply(loss, &mut g, &mut gc)
+    }
+
+    /// Masks `texts` for MLM (seeded): `mask_prob` of the non-special positions (at least one per
+    /// text), 80% → [MASK], 10% → a random token, 10% unchanged. Returns the batch and slots.
+    pub fn mask_texts(&mut self, texts: &[&[u32]]) -> Result<(Batch, Vec<Slot>)> {
+        let mask = self.mask_id.ok_or_else(|| Error::Training("no mask token".into()))?;
+        let v = self.model.config.vocab_size;
+        let mut batch = Batch::pad(texts, self.pad_id)?;
+        let mut slots = Vec::new();
+        for (r, t) in texts.iter().enumerate() {
+            let inner: Vec<usize> = (1..t.len().saturating_sub(1)).collect();
+            if inner.is_empty() {
+                continue;
+            }
+            let mut chosen: Vec<usize> = inner.iter().copied().filter(|_| self.rng.uniform() < self.cfg.mask_prob).collect();
+            if chosen.is_empty() {
+                chosen.push(inner[self.rng.below(inner.len())]);
+            }
+            for p in chosen {
+                slots.push(Slot { row: r as u32, pos: p as u32, target: t[p] });
+                let u = self.rng.uniform();
+                let id = &mut batch.ids[r * batch.seq + p];
+                if u < 0.8 {
+                    *id = mask;
+                } else if u < 0.9 {
+                    *id = self.rng.below(v) as u32;
+                }
+            }
+        }
+        if slots.is_empty() {
+            return Err(Error::Input("no maskable tokens in these texts".into()));
+        }
+        Ok((batch, slots))
+    }
+
+    /// Mean masked-LM cross-entropy over `slots` of an already masked batch, with gradients.
+    fn mlm_loss(&self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
+        batch.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
+        let mut g = self.new_grads();
+        let mut tape = Tape::default();
+        let backprop = self.encoder_trains();
+        let x = encoder::forward(&self.model, self.lora.as_ref(), batch, backprop.then_some(&mut tape));
+        let mut dx = vec![0f32; x.len()];
+        let loss = encoder::mlm_loss_backward(&self.model, &x, batch.seq, slots, 1.0 / slots.len() as f32, &mut dx, &mut g);
+        if backprop {
+            encoder::backward(&self.model, self.lora.as_ref(), batch, &tape, dx, &mut g);
+        }
+        Ok((loss, g))
+    }
+
+    /// MLM loss and named gradients of a given masked batch (no update; for tests).
+    pub fn mlm_loss_and_grads(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
+        let (loss, mut g) = self.mlm_loss(batch, slots)?;
+        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
+    }
+
+    /// One MLM optimiser step on `texts` (masked here, seeded).
+    pub fn step_texts(&mut self, texts: &[&[u32]]) -> Result<StepLog> {
+        let (batch, slots) = self.mask_texts(texts)?;
+        self.step_masked(&batch, &slots)
+    }
+
+    /// One MLM optimiser step on an already masked batch.
+    pub fn step_masked(&mut self, batch: &Batch, slots: &[Slot]) -> Result<StepLog> {
+        let (loss, mut g) = self.mlm_loss(batch, slots)?;
+        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        self.apply(loss, &mut g, &mut gc)
+    }
+
+    /// The trainable tensors with their gradients, by name, in a fixed order: LoRA pairs
+    /// (`layers.L.TARGET.lora_A`/`lora_B`), the CLS head (`cls.weight`, `cls.bias`), the MLM head
+    /// transform (`mlm.*`), and in full fine-tuning every encoder tensor ([`Model::tensors_mut`]).
+    fn params<'a>(&'a mut self, g: &'a mut Grads, gc: &'a mut ClsGrad) -> Vec<(String, &'a mut [f32], &'a mut [f32])> {
+        let mut out: Vec<(String, &'a mut [f32], &'a mut [f32])> = Vec::new();
+        if let Some(a) = self.lora.as_mut() {
+            for (p, (ga, gb)) in a.pairs.iter_mut().zip(g.lora.iter_mut()) {
+                let stem = format!("layers.{}.{}", p.layer, p.target.name());
+                out.push((format!("{stem}.lora_A"), &mut p.a.data[..], &mut ga[..]));
+                out.push((format!("{stem}.lora_B"), &mut p.b.data[..], &mut gb[..]));
+            }
+        }
+        if self.cfg.cls_head {
+            out.push(("cls.weight".into(), &mut self.cls.weight[..], &mut gc.w[..]));
+            out.push(("cls.bias".into(), std::slice::from_mut(&mut self.cls.bias), std::slice::from_mut(&mut gc.b)));
+        }
+        if let Some(gm) = g.model.as_mut() {
+            let (full, mlm) = (self.cfg.full, self.cfg.mlm_head || (self.cfg.full && self.cfg.objective == Objective::Mlm));
+            for ((name, p), (_, gt)) in self.model.tensors_mut().into_iter().zip(gm.tensors_mut()) {
+                let is_head = name.starts_with("mlm.");
+                let head_part = is_head && name != "mlm.bias" && name != "mlm.decoder";
+                let take = if is_head { mlm && (full || head_part) } else { full };
+                if take {
+                    out.push((name, &mut p.data[..], &mut gt.data[..]));
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of trainable parameters.
+    pub fn trainable_parameters(&mut self) -> usize {
+        let mut g = self.new_grads();
+        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        self.params(&mut g, &mut gc).iter().map(|(_, p, _)| p.len()).sum()
+    }
+
+    /// Clips, checks for NaN/Inf (then nothing changes and [`Error::NonFinite`] says so), and
+    /// takes the AdamW step.
+    fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad) -> Result<StepLog> {
+        let lr = self.cfg.optim.lr * self.lr_factor();
+        let step = self.step + 1;
+        let (clip, oc) = (self.cfg.clip, self.cfg.optim);
+        let mut opt = std::mem::take(&mut self.opt);
+        let mut params = self.params(g, gc);
+        let norm = {
+            let mut gs: Vec<&mut [f32]> = params.iter_mut().map(|(_, _, g)| &mut **g).collect();
+            optim::clip(&mut gs, clip)
+        };
+        let bad = if !loss.is_finite() { Some("loss") } else if !norm.is_finite() { Some("gradient") } else { None };
+        if let Some(what) = bad {
+            drop(params);
+            self.opt = opt;
+            return Err(Error::NonFinite { step, what: what.into(), last_good: step - 1 });
+        }
+        opt.begin();
+        for (i, (_, p, g)) in params.iter_mut().enumerate() {
+            opt.update(i, p, g, &oc, lr);
+        }
+        drop(params);
+        self.opt = opt;
+        self.step = step;
+        Ok(StepLog { step, loss, grad_norm: norm, lr })
+    }
+
+    /// The learning-rate factor of the next step.
+    pub fn lr_factor(&self) -> f64 {
+        if self.cfg.total_steps == 0 {
+            if self.step < self.cfg.warmup_steps { self.step as f64 / self.cfg.warmup_steps as f64 } else { 1.0 }
+        } else {
+            optim::schedule(self.step, self.cfg.warmup_steps, self.cfg.total_steps)
+        }
+    }
+
+    /// The trained state as a PEFT adapter: the LoRA pairs, the CLS head as `score`, and the MLM
+    /// head transform when it is trained. (Full fine-tuning saves weights instead.)
+    pub fn adapter(&self) -> Result<Adapter> {
+        let mut a = match &self.lora {
+            Some(a) => a.clone(),
+            None if self.cfg.full => return Err(Error::Training("full fine-tuning has no adapter; save the weights".into())),
+            None => Adapter::new_lora(&self.model.config, 1, 1.0, false, &[Target::Query], 0).map(|mut a| {
+                a.pairs.clear();
+                a
+            })?,
+        };
+        a.cls_head = Some(self.cls.clone());
+        if self.cfg.mlm_head {
+            let h = self.model.mlm.as_ref().ok_or(Error::NoMlmHead)?;
+            a.mlm_head = MlmHeadUpdate {
+                dense_weight: Some(h.dense.weight.clone()),
+                dense_bias: Some(h.dense.bias.clone()),
+                ln_gamma: Some(h.ln.gamma.clone()),
+                ln_beta: Some(h.ln.beta.clone()),
+                bias: None,
+            };
+        }
+        a.sync_modules_to_save();
+        Ok(a)
+    }
+}
+
+/// A fresh MLM head for an encoder-only checkpoint (e.g. all-MiniLM-L6-v2): dense `N(0, 0.02²)`
+/// as BERT initialises it, LayerNorm (1, 0), zero output bias, decoder tied to the embeddings.
+pub fn init_mlm_head(model: &mut Model, seed: u64) {
+    let h = model.config.hidden;
+    let v = model.config.vocab_size;
+    let mut rng = Rng::new(seed);
+    let w = (0..h * h).map(|_| (0.02 * rng.normal()) as f32).collect();
+    model.mlm = Some(crate::model::MlmHead {
+        dense: crate::model::Linear { weight: Tensor::new(vec![h, h], w), bias: Tensor::zeros(vec![h]) },
+        ln: crate::model::LayerNorm { gamma: Tensor::new(vec![h], vec![1.0; h]), beta: Tensor::zeros(vec![h]) },
+        decoder: None,
+        bias: Tensor::zeros(vec![v]),
+    });
+}

@@ -1,0 +1,287 @@
+//! Training against PyTorch + PEFT autograd (tests/fixtures/make_training_fixtures.py, float64):
+//! the loss and the gradient of every trainable tensor for MWER, MWED, MD, MWER + L_cor and MLM
+//! with LoRA, and for full fine-tuning; central finite differences on the CPU backend; a
+//! 10-step AdamW loss trajectory; NaN/Inf handling, cancellation and resume.
+
+mod common;
+
+use common::fixture_dir;
+use lorb::adapter::Adapter;
+use lorb::batch::{Batch, Slot};
+use lorb::model::Tensor;
+use lorb::train::{fit, FitOptions, ListExample, Objective, TrainConfig, Trainer};
+use lorb::{Error, Model};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+const ARCHS: [&str; 3] = ["bert", "roberta", "distilbert"];
+
+struct Fixture {
+    model: Model,
+    meta: Value,
+    grads: BTreeMap<String, Vec<f32>>,
+}
+
+fn fixture(arch: &str) -> Fixture {
+    let d = fixture_dir(arch);
+    let model = Model::load_dir(&d).unwrap();
+    let meta: Value = serde_json::from_slice(&std::fs::read(d.join("training.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(d.join("grads.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let grads = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        .collect();
+    Fixture { model, meta, grads }
+}
+
+fn lists(meta: &Value) -> Vec<ListExample> {
+    let f = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    meta["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| ListExample {
+            ids: l["ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect(),
+            s1: f(&l["s1"]),
+            errors: f(&l["errors"]),
+            words: 8,
+            teacher: Some(f(&l["teacher"])),
+        })
+        .collect()
+}
+
+fn mlm_batch(meta: &Value) -> (Batch, Vec<Slot>) {
+    let m = &meta["mlm"];
+    let ids: Vec<Vec<u32>> = m["masked_ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let batch = Batch::pad(&seqs, meta["pad_id"].as_u64().unwrap() as u32).unwrap();
+    let slots = m["slots"].as_array().unwrap().iter().map(|s| Slot { row: s[0].as_u64().unwrap() as u32, pos: s[1].as_u64().unwrap() as u32, target: s[2].as_u64().unwrap() as u32 }).collect();
+    (batch, slots)
+}
+
+/// The fixture's LoRA adapter (without its head) and its `score` head, with its MLM transform
+/// applied to the model.
+fn trainer(arch: &str, f: &Fixture, cfg: TrainConfig, lora: bool) -> Trainer {
+    let mut model = f.model.clone();
+    let mut a = Adapter::load_dir(fixture_dir(arch).join("train_adapter"), &model.config).unwrap();
+    a.mlm_head.apply(model.mlm.as_mut().unwrap());
+    let cls = a.cls_head.take();
+    let pad = f.meta["pad_id"].as_u64().unwrap() as u32;
+    let mask = f.meta["mask_id"].as_u64().unwrap() as u32;
+    Trainer::new(model, lora.then_some(a), cls, cfg, pad, Some(mask)).unwrap()
+}
+
+fn cfg(objective: Objective, cor: f64) -> TrainConfig {
+    TrainConfig { objective, kappa: 0.5, cor_weight: cor, ..Default::default() }
+}
+
+/// Every reference gradient of `case` matches: max |g − ref| ≤ 1e-3 · max |ref| per tensor, and
+/// lorb trains exactly the tensors PyTorch has gradients for.
+fn compare(arch: &str, f: &Fixture, case: &str, loss: f64, grads: &[(String, Vec<f32>)]) {
+    let want = f.meta["losses"][case].as_f64().unwrap();
+    assert!((loss - want).abs() <= 1e-4 * want.abs().max(1.0), "{arch} {case}: loss {loss} vs PyTorch {want}");
+    let prefix = format!("{case}/");
+    let reference: BTreeMap<&str, &Vec<f32>> = f.grads.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n, v))).collect();
+    let ours: BTreeMap<&str, &Vec<f32>> = grads.iter().map(|(n, g)| (n.as_str(), g)).collect();
+    assert_eq!(reference.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "{arch} {case}: trainable tensors");
+    for (name, r) in reference {
+        let g = ours[name];
+        assert_eq!(g.len(), r.len(), "{arch} {case} {name}: size");
+        let scale = r.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let err = g.iter().zip(r.iter()).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(err <= 1e-3 * scale + 1e-7, "{arch} {case} {name}: max |Δ| {err} vs max |ref| {scale}");
+    }
+}
+
+#[test]
+fn lora_gradients_match_pytorch() {
+    for arch in ARCHS {
+        let f = fixture(arch);
+        let ls = lists(&f.meta);
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
+            let mut t = trainer(arch, &f, cfg(obj, cor), true);
+            let (loss, g) = t.loss_and_grads(&refs).unwrap();
+            compare(arch, &f, case, loss, &g);
+        }
+        let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
+        let (b, s) = mlm_batch(&f.meta);
+        let (loss, g) = t.mlm_loss_and_grads(&b, &s).unwrap();
+        compare(arch, &f, "mlm", loss, &g);
+    }
+}
+
+#[test]
+fn full_fine_tuning_gradients_match_pytorch() {
+    for arch in ARCHS {
+        let f = fixture(arch);
+        let ls = lists(&f.meta);
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        let mut t = trainer(arch, &f, TrainConfig { full: true, ..cfg(Objective::Mwer, 0.5) }, false);
+        let (loss, g) = t.loss_and_grads(&refs).unwrap();
+        compare(arch, &f, "full_mwer_cor", loss, &g);
+        let mut t = trainer(arch, &f, TrainConfig { full: true, cls_head: false, objective: Objective::Mlm, ..Default::default() }, false);
+        let (b, s) = mlm_batch(&f.meta);
+        let (loss, g) = t.mlm_loss_and_grads(&b, &s).unwrap();
+        compare(arch, &f, "full_mlm", loss, &g);
+    }
+}
+
+/// Central differences of the f32 CPU forward at a few coordinates of each kind of tensor.
+#[test]
+fn gradients_match_finite_differences() {
+    let f = fixture("bert");
+    let ls = lists(&f.meta);
+    let refs: Vec<&ListExample> = ls.iter().collect();
+    for (full, picks) in [(false, &["layers.0.query.lora_A", "layers.1.ffn_out.lora_B", "cls.weight"][..]), (true, &["layers.0.qkv.weight", "layers.1.ffn_ln.gamma", "word_emb"][..])] {
+        let mut t = trainer("bert", &f, TrainConfig { full, ..cfg(Objective::Mwer, 0.5) }, !full);
+        let (_, grads) = t.loss_and_grads(&refs).unwrap();
+        let base = t.named_params();
+        for name in picks {
+            let g = &grads.iter().find(|(n, _)| n == name).unwrap().1;
+            // The coordinate with the largest gradient, and one in the middle.
+            let top = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+            for k in [top, g.len() / 2] {
+                let h = 1e-2f32;
+                let mut at = |delta: f32| {
+                    let params: Vec<(String, Tensor)> = base
+                        .iter()
+                        .map(|(n, s, d)| {
+                            let mut d = d.clone();
+                            if n == name {
+                                d[k] += delta;
+                            }
+                            (n.clone(), Tensor::new(s.clone(), d))
+                        })
+                        .collect();
+                    t.load_named_params(&params).unwrap();
+                    t.loss_and_grads(&refs).unwrap().0
+                };
+                let fd = (at(h) - at(-h)) / (2.0 * h as f64);
+                let an = g[k] as f64;
+                assert!((fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-4, "{name}[{k}]: analytic {an} vs central difference {fd}");
+            }
+        }
+    }
+}
+
+fn traj_trainer(arch: &str, f: &Fixture) -> Trainer {
+    let tj = &f.meta["trajectory"];
+    let mut a = Adapter::load_dir(fixture_dir(arch).join("traj_adapter"), &f.model.config).unwrap();
+    let cls = a.cls_head.take();
+    let cfg = TrainConfig {
+        objective: Objective::Mwer,
+        kappa: tj["kappa"].as_f64().unwrap(),
+        cor_weight: tj["cor_weight"].as_f64().unwrap(),
+        optim: lorb::train::AdamWConfig { lr: tj["lr"].as_f64().unwrap(), weight_decay: tj["weight_decay"].as_f64().unwrap(), ..Default::default() },
+        warmup_steps: tj["warmup"].as_u64().unwrap(),
+        total_steps: tj["total"].as_u64().unwrap(),
+        clip: tj["clip"].as_f64().unwrap(),
+        ..Default::default()
+    };
+    Trainer::new(f.model.clone(), Some(a), cls, cfg, f.meta["pad_id"].as_u64().unwrap() as u32, None).unwrap()
+}
+
+/// llm.c's check: ten AdamW steps (warm-up, decay, clipping, weight decay) from PEFT's own
+/// initialisation reproduce PyTorch's loss trajectory.
+#[test]
+fn ten_adamw_steps_reproduce_the_pytorch_trajectory() {
+    for arch in ARCHS {
+        let f = fixture(arch);
+        let ls = lists(&f.meta);
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        let mut t = traj_trainer(arch, &f);
+        let want: Vec<f64> = f.meta["trajectory"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let got: Vec<f64> = (0..10).map(|_| t.step_lists(&refs).unwrap().loss).collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-3, "{arch} step {i}: loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
+        }
+        assert!(got[9] < got[0] - 0.05, "{arch}: the loss went down ({got:?})");
+    }
+}
+
+#[test]
+fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
+    let f = fixture("bert");
+    let mut ls = lists(&f.meta);
+    let mut t = traj_trainer("bert", &f);
+    let refs: Vec<&ListExample> = ls.iter().collect();
+    for _ in 0..3 {
+        t.step_lists(&refs).unwrap();
+    }
+    let before = t.named_params();
+    ls[1].s1[2] = f64::NAN;
+    let refs: Vec<&ListExample> = ls.iter().collect();
+    match t.step_lists(&refs) {
+        Err(Error::NonFinite { step: 4, last_good: 3, .. }) => {}
+        other => panic!("expected NonFinite at step 4, got {other:?}"),
+    }
+    assert_eq!(t.step, 3);
+    assert!(before == t.named_params(), "parameters changed by a non-finite step");
+
+    // In the loop: the run stops, says why, and leaves finite parameters.
+    let mut t = traj_trainer("bert", &f);
+    let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
+    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None };
+    let r = fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {}).unwrap();
+    let why = r.stopped.expect("stopped");
+    assert!(why.contains("non-finite"), "{why}");
+    assert!(t.named_params().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = common::root().join("target/tmp").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Cancelling mid-epoch writes a checkpoint; resuming from it finishes with exactly the
+/// parameters of an uninterrupted run with the same seed.
+#[test]
+fn cancel_and_resume_give_the_uninterrupted_result() {
+    let f = fixture("bert");
+    let base = lists(&f.meta);
+    // Six lists: the two fixture lists with shifted first-pass scores.
+    let train: Vec<ListExample> = (0..6)
+        .map(|i| {
+            let mut l = base[i % 2].clone();
+            l.s1.iter_mut().enumerate().for_each(|(j, s)| *s += 0.3 * ((i * 7 + j) % 5) as f64);
+            l
+        })
+        .collect();
+    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck };
+    let never = AtomicBool::new(false);
+
+    let mut straight = traj_trainer("bert", &f);
+    let r0 = fit(&mut straight, &train, &base, &o(None), &never, |_| {}).unwrap();
+    assert_eq!(r0.steps, 6);
+
+    let dir = tmp("lorb-resume");
+    let cancel = AtomicBool::new(false);
+    let mut first = traj_trainer("bert", &f);
+    let r1 = fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
+        if let lorb::train::fit::Progress::Step { log, .. } = p {
+            if log.step == 4 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap();
+    assert!(r1.stopped.as_deref().unwrap_or("").contains("cancelled"), "{:?}", r1.stopped);
+    assert!(dir.join("state.json").exists());
+
+    let mut resumed = traj_trainer("bert", &f);
+    let r2 = fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {}).unwrap();
+    assert_eq!(r2.steps, 6);
+    assert_eq!(r2.losses, r0.losses, "loss curve of the resumed run");
+    assert!(straight.named_params() == resumed.named_params(), "resumed parameters differ from the uninterrupted run");
+
+    // A checkpoint made with another configuration is refused.
+    let mut other = traj_trainer("bert", &f);
+    other.cfg.kappa = 2.0;
+    let e = fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {}).unwrap_err();
+    assert_eq!(e.kind(), lorb::ErrorKind::Training);
+}
