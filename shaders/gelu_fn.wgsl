@@ -13,3 +13,9 @@ fn erf_approx(x: f32) -> f32 {
 fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
 }
+
+// d gelu(x) / dx = Φ(x) + x·φ(x) (the backward of both users above).
+fn gelu_grad(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_approx(x * 0.70710678118654752));
+    return cdf + x * 0.39894228040143268 * exp(-0.5 * x * x);
+}

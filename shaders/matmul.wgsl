@@ -1,7 +1,10 @@
-// C = act(A · Wᵀ + bias) (+ R): A [m, k] row-major from a[a_off], W [n, k] (PyTorch Linear
-// layout), C written at c[c_off + row * ldc + col]. act: 0 none, 1 exact GELU (erf). has_res: 0
-// none; 1 adds R [m, n] after the activation; 2 adds C's previous value (accumulates: the
-// unmerged LoRA branch adds s·(x·Aᵀ)·Bᵀ onto the base product this way).
+// C = act(alpha · op(A) · op(B) + bias) (+ R), C [m, n] written at c[c_off + row * ldc + col].
+// op(A) [m, k] is read from a[a_off + row * lda + kk], or, with bit 0 of `trans`, from
+// a[a_off + kk * lda + row] (Aᵀ stored). op(B) [k, n] is read from w[col * ldb + kk] when bit 1 is
+// set (B stored [n, k]: a PyTorch Linear weight, the forward's x·Wᵀ) or from w[kk * ldb + col]
+// (the backward's dY·W). act: 0 none, 1 exact GELU (erf). has_res: 0 none; 1 adds R [m, n] after
+// the activation; 2 adds C's previous value (accumulates: the unmerged LoRA branch adds
+// s·(x·Aᵀ)·Bᵀ onto the base product this way, and gradients accumulate over lists).
 //
 // A workgroup of 16×16 invocations computes a (16·TM)×(16·TN) tile of C; each invocation holds a
 // TM×TN block of f32 accumulators, at rows ty + 16·i and columns tx + 16·j (strided, so that
@@ -23,7 +26,11 @@ struct Params {
     has_res: u32,
     ldc: u32,
     c_off: u32,
-    a_off: u32,  // element offset of A's first row
+    a_off: u32,  // element offset of A's first element
+    lda: u32,
+    ldb: u32,
+    trans: u32,  // bit 0: A stored transposed; bit 1: B stored [n, k]
+    alpha: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -53,7 +60,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let gk = k0 + kk;
             var v = 0.0;
             if (gr < p.m && gk < p.k) {
-                v = a[p.a_off + gr * p.k + gk];
+                if ((p.trans & 1u) != 0u) {
+                    v = a[p.a_off + gk * p.lda + gr];
+                } else {
+                    v = a[p.a_off + gr * p.lda + gk];
+                }
             }
             a_tile[kk * BM + r] = v;
         }
@@ -64,7 +75,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let gk = k0 + kk;
             var v = 0.0;
             if (gr < p.n && gk < p.k) {
-                v = w[gr * p.k + gk];
+                if ((p.trans & 2u) != 0u) {
+                    v = w[gr * p.ldb + gk];
+                } else {
+                    v = w[gk * p.ldb + gr];
+                }
             }
             w_tile[kk * BN + r] = v;
         }
@@ -91,7 +106,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var j = 0u; j < TN; j = j + 1u) {
             let col = col0 + lid.x + 16u * j;
             if (r < p.m && col < p.n) {
-                var v = acc[i][j] + bias[col];
+                var v = p.alpha * acc[i][j] + bias[col];
                 if (p.act == 1u) {
                     v = gelu(v);
                 }

@@ -104,7 +104,7 @@ fn lora_gradients_match_pytorch() {
         let refs: Vec<&ListExample> = ls.iter().collect();
         for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
             let mut t = trainer(arch, &f, cfg(obj, cor), true);
-            let (loss, g) = t.loss_and_grads(&refs).unwrap();
+            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
             compare(arch, &f, case, loss, &g);
         }
         let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
@@ -121,7 +121,7 @@ fn full_fine_tuning_gradients_match_pytorch() {
         let ls = lists(&f.meta);
         let refs: Vec<&ListExample> = ls.iter().collect();
         let mut t = trainer(arch, &f, TrainConfig { full: true, ..cfg(Objective::Mwer, 0.5) }, false);
-        let (loss, g) = t.loss_and_grads(&refs).unwrap();
+        let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
         compare(arch, &f, "full_mwer_cor", loss, &g);
         let mut t = trainer(arch, &f, TrainConfig { full: true, cls_head: false, objective: Objective::Mlm, ..Default::default() }, false);
         let (b, s) = mlm_batch(&f.meta);
@@ -138,7 +138,7 @@ fn gradients_match_finite_differences() {
     let refs: Vec<&ListExample> = ls.iter().collect();
     for (full, picks) in [(false, &["layers.0.query.lora_A", "layers.1.ffn_out.lora_B", "cls.weight"][..]), (true, &["layers.0.qkv.weight", "layers.1.ffn_ln.gamma", "word_emb"][..])] {
         let mut t = trainer("bert", &f, TrainConfig { full, ..cfg(Objective::Mwer, 0.5) }, !full);
-        let (_, grads) = t.loss_and_grads(&refs).unwrap();
+        let (_, grads) = common::block(t.loss_and_grads(&refs)).unwrap();
         let base = t.named_params();
         for name in picks {
             let g = &grads.iter().find(|(n, _)| n == name).unwrap().1;
@@ -158,7 +158,7 @@ fn gradients_match_finite_differences() {
                         })
                         .collect();
                     t.load_named_params(&params).unwrap();
-                    t.loss_and_grads(&refs).unwrap().0
+                    common::block(t.loss_and_grads(&refs)).unwrap().0
                 };
                 let fd = (at(h) - at(-h)) / (2.0 * h as f64);
                 let an = g[k] as f64;
@@ -195,7 +195,7 @@ fn ten_adamw_steps_reproduce_the_pytorch_trajectory() {
         let refs: Vec<&ListExample> = ls.iter().collect();
         let mut t = traj_trainer(arch, &f);
         let want: Vec<f64> = f.meta["trajectory"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let got: Vec<f64> = (0..10).map(|_| t.step_lists(&refs).unwrap().loss).collect();
+        let got: Vec<f64> = (0..10).map(|_| common::block(t.step_lists(&refs)).unwrap().loss).collect();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= 1e-3, "{arch} step {i}: loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
         }
@@ -210,12 +210,12 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     let mut t = traj_trainer("bert", &f);
     let refs: Vec<&ListExample> = ls.iter().collect();
     for _ in 0..3 {
-        t.step_lists(&refs).unwrap();
+        common::block(t.step_lists(&refs)).unwrap();
     }
     let before = t.named_params();
     ls[1].s1[2] = f64::NAN;
     let refs: Vec<&ListExample> = ls.iter().collect();
-    match t.step_lists(&refs) {
+    match common::block(t.step_lists(&refs)) {
         Err(Error::NonFinite { step: 4, last_good: 3, .. }) => {}
         other => panic!("expected NonFinite at step 4, got {other:?}"),
     }
@@ -226,7 +226,7 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     let mut t = traj_trainer("bert", &f);
     let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
     let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None };
-    let r = fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {}).unwrap();
+    let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
     let why = r.stopped.expect("stopped");
     assert!(why.contains("non-finite"), "{why}");
     assert!(t.named_params().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
@@ -256,25 +256,25 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
     let never = AtomicBool::new(false);
 
     let mut straight = traj_trainer("bert", &f);
-    let r0 = fit(&mut straight, &train, &base, &o(None), &never, |_| {}).unwrap();
+    let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
     assert_eq!(r0.steps, 6);
 
     let dir = tmp("lorb-resume");
     let cancel = AtomicBool::new(false);
     let mut first = traj_trainer("bert", &f);
-    let r1 = fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
+    let r1 = common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
         if let lorb::train::fit::Progress::Step { log, .. } = p {
             if log.step == 4 {
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-    })
+    }))
     .unwrap();
     assert!(r1.stopped.as_deref().unwrap_or("").contains("cancelled"), "{:?}", r1.stopped);
     assert!(dir.join("state.json").exists());
 
     let mut resumed = traj_trainer("bert", &f);
-    let r2 = fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {}).unwrap();
+    let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {})).unwrap();
     assert_eq!(r2.steps, 6);
     assert_eq!(r2.losses, r0.losses, "loss curve of the resumed run");
     assert!(straight.named_params() == resumed.named_params(), "resumed parameters differ from the uninterrupted run");
@@ -282,6 +282,54 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
     // A checkpoint made with another configuration is refused.
     let mut other = traj_trainer("bert", &f);
     other.cfg.kappa = 2.0;
-    let e = fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {}).unwrap_err();
+    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
     assert_eq!(e.kind(), lorb::ErrorKind::Training);
+}
+
+/// A GPU for `model` (lavapipe in CI); `None` (skip) without one unless `LORB_REQUIRE_GPU=1`.
+fn gpu(model: &Model) -> Option<lorb::gpu::GpuBackend> {
+    match common::block(lorb::gpu::GpuBackend::new(std::sync::Arc::new(model.clone()))) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var("LORB_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("LORB_REQUIRE_GPU=1 but no GPU: {e}");
+            }
+            eprintln!("note: no GPU ({e}); GPU training not tested");
+            None
+        }
+    }
+}
+
+/// The GPU's backward kernels give PyTorch's LoRA and head gradients for every n-best loss.
+#[test]
+fn gpu_lora_gradients_match_pytorch() {
+    for arch in ARCHS {
+        let f = fixture(arch);
+        let Some(_) = gpu(&f.model) else { return };
+        let ls = lists(&f.meta);
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
+            let mut t = trainer(arch, &f, cfg(obj, cor), true);
+            common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
+            assert!(t.device().starts_with("gpu"));
+            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
+            compare(arch, &f, case, loss, &g);
+        }
+    }
+}
+
+/// The same ten AdamW steps with the encoder on the GPU.
+#[test]
+fn gpu_trajectory_reproduces_pytorch() {
+    let f = fixture("bert");
+    let Some(g) = gpu(&f.model) else { return };
+    let ls = lists(&f.meta);
+    let refs: Vec<&ListExample> = ls.iter().collect();
+    let mut t = traj_trainer("bert", &f);
+    common::block(t.use_gpu(g)).unwrap();
+    let want: Vec<f64> = f.meta["trajectory"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let got: Vec<f64> = (0..10).map(|_| common::block(t.step_lists(&refs)).unwrap().loss).collect();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-3, "step {i}: GPU loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
+    }
 }

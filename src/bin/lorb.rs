@@ -40,9 +40,104 @@ mod cli {
         Bench(BenchArgs),
         /// Fit a CLS head on a frozen encoder with MWER (RescoreBERT's head; LoRB's head-only baseline)
         FitHead(FitHeadArgs),
+        /// Train a LoRB adapter (LoRA + CLS head; MWER, MWED, MD) or an MLM head, or fine-tune fully
+        Train(Box<TrainArgs>),
         /// Inspect LoRA adapters
         #[command(subcommand)]
         Adapter(AdapterCmd),
+    }
+
+    #[derive(Args)]
+    struct TrainArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// mwer, mwed, md (distil the teacher's PLL into the CLS score) or mlm (text)
+        #[arg(long, default_value = "mwer")]
+        objective: lorb::train::Objective,
+        /// Training data: n-best files with references (mwer/mwed/md), or for mlm text files (one
+        /// sentence per line, gzip or plain) or n-best files (their references); repeat for several
+        #[arg(long, required = true)]
+        train: Vec<PathBuf>,
+        /// Dev n-best file for early stopping and tuning λ (default: hold out --holdout lists)
+        #[arg(long)]
+        dev: Option<PathBuf>,
+        /// Lists held out of --train (after a seeded shuffle) when no --dev is given
+        #[arg(long, default_value_t = 200)]
+        holdout: usize,
+        /// Report WER on this n-best file at the end, with λ tuned on dev (never trained or tuned on)
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Leave out the utterances of this n-best file (e.g. the demo sample)
+        #[arg(long)]
+        exclude: Option<PathBuf>,
+        /// Use only the first N utterances (or text lines) of each training file
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Use only the first N utterances of the dev and test files
+        #[arg(long)]
+        eval_limit: Option<usize>,
+        /// Keep the top K hypotheses of every list (train, dev and test alike)
+        #[arg(long)]
+        depth: Option<usize>,
+        #[arg(long, default_value = "score")]
+        s1: FirstPass,
+        /// Output adapter folder (PEFT format) with train_log.json
+        #[arg(long)]
+        out: PathBuf,
+        /// LoRA rank
+        #[arg(long, default_value_t = 4)]
+        r: usize,
+        /// LoRA α (scale α/r)
+        #[arg(long, default_value_t = 8.0)]
+        alpha: f64,
+        /// LoRA targets: query, key, value, attn_out, ffn_in, ffn_out (comma-separated)
+        #[arg(long, default_value = "query,value", value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Scale α/√r (rsLoRA)
+        #[arg(long)]
+        rslora: bool,
+        /// Train no LoRA pairs: the CLS head (and MLM head) only, encoder frozen
+        #[arg(long, conflicts_with = "full")]
+        head_only: bool,
+        /// Full fine-tuning: every encoder weight trainable (for comparison; writes weights)
+        #[arg(long)]
+        full: bool,
+        /// Train the MLM head transform (a fresh one is made for encoder-only models)
+        #[arg(long)]
+        mlm_head: bool,
+        /// Teacher model folder with an MLM head, for md (its PLL is computed once)
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// Scale of s1 inside MWER/MWED (λ = 1/κ at inference, then tuned)
+        #[arg(long, default_value_t = 1.0)]
+        kappa: f64,
+        /// Weight of the correlation regulariser L_cor
+        #[arg(long, default_value_t = 0.0)]
+        cor_weight: f64,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0.01)]
+        weight_decay: f64,
+        /// Warm-up as a fraction of all steps (then linear decay to 0)
+        #[arg(long, default_value_t = 0.1)]
+        warmup: f64,
+        #[arg(long, default_value_t = 1.0)]
+        clip: f64,
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Lists (or, for mlm, texts) per optimiser step
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Epochs without a better dev WER before stopping (0: never)
+        #[arg(long, default_value_t = 2)]
+        patience: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Checkpoint folder: written every epoch and on stop; an existing one is resumed
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     }
 
     #[derive(Subcommand)]
@@ -208,6 +303,7 @@ mod cli {
             Cmd::Tune(a) => tune(a),
             Cmd::Bench(a) => bench(a),
             Cmd::FitHead(a) => fit_head(a),
+            Cmd::Train(a) => train(*a),
             Cmd::Adapter(AdapterCmd::Info { dir, model, json }) => adapter_info(&dir, model, json),
         };
         match r {
@@ -599,6 +695,298 @@ mod cli {
             "seconds": t0.elapsed().as_secs_f64(),
         });
         let side = a.out.with_extension("json");
+        std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+        println!("{log}");
+        Ok(())
+    }
+
+    /// Tokenised n-best lists with their errors, for training and evaluation.
+    fn examples(scorer: &Scorer, lists: &[NBest], s1: &FirstPass, depth: Option<usize>) -> Result<Vec<lorb::train::ListExample>> {
+        use lorb::wer::{word_count, word_errors};
+        lists
+            .iter()
+            .map(|nb| {
+                let r = nb.reference.as_deref().ok_or_else(|| Error::Input(format!("utterance {:?} has no reference", nb.utt)))?;
+                let k = depth.unwrap_or(usize::MAX).min(nb.hyps.len());
+                if k == 0 {
+                    return Err(Error::EmptyNBest(nb.utt.clone()));
+                }
+                let mut s = first_pass_scores(nb, s1)?;
+                s.truncate(k);
+                Ok(lorb::train::ListExample {
+                    ids: nb.hyps[..k].iter().enumerate().map(|(i, h)| scorer.encoder.encode(i, &h.text).map(|t| t.ids)).collect::<Result<_>>()?,
+                    s1: s,
+                    errors: nb.hyps[..k].iter().map(|h| word_errors(r, &h.text) as f64).collect(),
+                    words: word_count(r),
+                    teacher: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Sentences for MLM: lines of text files, or the references of n-best files.
+    fn texts(paths: &[PathBuf], limit: Option<usize>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for p in paths {
+            let name = p.display().to_string();
+            let mut v: Vec<String> = if name.contains(".jsonl") {
+                nbest::read_file(p)?.into_iter().filter_map(|nb| nb.reference).collect()
+            } else {
+                let raw = std::fs::read(p).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+                let text = if name.ends_with(".gz") {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut s).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+                    s
+                } else {
+                    String::from_utf8(raw).map_err(|_| Error::Input(format!("{name}: not UTF-8")))?
+                };
+                text.lines().map(str::trim).filter(|l| l.split_whitespace().count() >= 3).map(str::to_string).collect()
+            };
+            if let Some(n) = limit {
+                v.truncate(n);
+            }
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    fn train(a: TrainArgs) -> Result<()> {
+        use lorb::train::{fit, FitOptions, Objective, TrainConfig, Trainer};
+        let t0 = Instant::now();
+        let scorer = load(&a.m)?;
+        let mut model = scorer.model().clone();
+        let config = model.config.clone();
+        let targets = a.targets.iter().map(|t| lorb::adapter::Target::parse(t)).collect::<Result<Vec<_>>>()?;
+        if (a.mlm_head || a.objective == Objective::Mlm) && model.mlm.is_none() {
+            eprintln!("lorb: the model has no MLM head; starting a fresh one (tied decoder)");
+            lorb::train::init_mlm_head(&mut model, a.seed);
+        }
+        let lora = if a.head_only || a.full { None } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
+        let cfg = TrainConfig {
+            objective: a.objective,
+            kappa: a.kappa,
+            cor_weight: a.cor_weight,
+            cls_head: a.objective != Objective::Mlm,
+            mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
+            full: a.full,
+            optim: lorb::train::AdamWConfig { lr: a.lr, weight_decay: a.weight_decay, ..Default::default() },
+            warmup_steps: 0,
+            total_steps: 0,
+            clip: a.clip,
+            seed: a.seed,
+            mask_prob: 0.15,
+        };
+        let mask = scorer.encoder.mask_id();
+        let pad = scorer.encoder.pad_id();
+        let head = scorer.cls_head.clone();
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if a.objective == Objective::Mlm {
+            return train_mlm(a, model, lora, cfg, pad, mask, &scorer, t0);
+        }
+        let exclude: std::collections::HashSet<String> = match &a.exclude {
+            Some(p) => nbest::read_file(p)?.into_iter().map(|nb| nb.utt).collect(),
+            None => Default::default(),
+        };
+        let mut lists = Vec::new();
+        for f in &a.train {
+            lists.extend(read_lists(f, a.limit)?.into_iter().filter(|nb| nb.reference.is_some() && !exclude.contains(&nb.utt)));
+        }
+        let mut train_ex = examples(&scorer, &lists, &a.s1, a.depth)?;
+        let dev_lists = match &a.dev {
+            Some(d) => read_lists(d, a.eval_limit)?,
+            None => Vec::new(),
+        };
+        let mut dev_ex = examples(&scorer, &dev_lists, &a.s1, a.depth)?;
+        if a.objective == Objective::Md {
+            let dir = a.teacher.as_ref().ok_or_else(|| Error::Input("md needs --teacher MODEL_DIR (a model with an MLM head)".into()))?;
+            let mut teacher = pollster::block_on(Scorer::load_dir(dir, a.m.backend))?;
+            teacher.encoder.policy = scorer.encoder.policy;
+            let pb = progress(lists.len() + dev_lists.len(), "teacher PLL");
+            for (nb, ex) in lists.iter().zip(train_ex.iter_mut()).chain(dev_lists.iter().zip(dev_ex.iter_mut())) {
+                let texts: Vec<&str> = nb.hyps[..ex.s1.len()].iter().map(|h| h.text.as_str()).collect();
+                ex.teacher = Some(pollster::block_on(teacher.score_list(&texts, Method::Pll))?);
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+        }
+        if a.dev.is_none() {
+            let mut rng = lorb::train::Rng::new(a.seed ^ 0xd1b5);
+            rng.shuffle(&mut train_ex);
+            let hold = a.holdout.min(train_ex.len() / 2);
+            dev_ex = train_ex.split_off(train_ex.len() - hold);
+        }
+        let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
+        let total = steps_per_epoch * a.epochs as u64;
+        let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
+        let arc = std::sync::Arc::new(model.clone());
+        let use_gpu = lora.is_some();
+        let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
+        // The encoder's forward and backward run on the GPU for LoRA training when one is there
+        // (--backend gpu accepts software adapters; auto only hardware ones).
+        let gpu = match (a.m.backend, use_gpu) {
+            (BackendKind::Cpu, _) | (_, false) => None,
+            (BackendKind::Gpu, true) => Some(pollster::block_on(lorb::gpu::GpuBackend::new(arc))?),
+            (BackendKind::Auto, true) => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(arc)).ok(),
+        };
+        if let Some(g) = gpu {
+            pollster::block_on(trainer.use_gpu(g))?;
+        }
+        eprintln!("lorb: training on {}", trainer.device());
+        let trainable = trainer.trainable_parameters();
+        let base = scorer.model().parameter_count();
+        eprintln!(
+            "lorb: training {} parameters ({:.3}% of {}) on {} lists, {} dev lists, {} steps",
+            trainable,
+            100.0 * trainable as f64 / base as f64,
+            base,
+            train_ex.len(),
+            dev_ex.len(),
+            total
+        );
+        let opts = FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: a.patience, checkpoint: a.checkpoint.clone() };
+        let pb = progress(total as usize, "train");
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+        );
+        let train_started = Instant::now();
+        let quiet = pb.is_hidden();
+        let report = pollster::block_on(fit(&mut trainer, &train_ex, &dev_ex, &opts, &cancel, |p| match p {
+            lorb::train::fit::Progress::Step { log, epoch, .. } => {
+                pb.set_position(log.step);
+                pb.set_message(format!("epoch {epoch} loss {:+.4} |g| {:.3}", log.loss, log.grad_norm));
+                if quiet && log.step % 25 == 0 {
+                    eprintln!("step {:5}/{total}  epoch {epoch}  loss {:+.4}  |g| {:.3}  lr {:.2e}  {:.0} ms/step", log.step, log.loss, log.grad_norm, log.lr, 1000.0 * train_started.elapsed().as_secs_f64() / log.step as f64);
+                }
+            }
+            lorb::train::fit::Progress::Epoch(r) => {
+                eprintln!("epoch {:3}  train loss {:+.4}  dev WER {:.3}%  ({:.0} s)", r.epoch, r.train_loss, r.dev_wer, r.seconds);
+            }
+        }))?;
+        pb.finish_and_clear();
+        let train_secs = train_started.elapsed().as_secs_f64();
+        let test = match &a.test {
+            Some(p) => {
+                let ex = examples(&scorer, &read_lists(p, a.eval_limit)?, &a.s1, a.depth)?;
+                let mut s2 = Vec::with_capacity(ex.len());
+                for l in &ex {
+                    s2.push(pollster::block_on(trainer.scores(l))?);
+                }
+                let zero: Vec<Vec<f64>> = ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+                Some(json!({
+                    "file": p.display().to_string(),
+                    "utterances": ex.len(),
+                    "first_pass_wer": lorb::train::fit::wer_of(&ex, &zero, 0.0),
+                    "wer": lorb::train::fit::wer_of(&ex, &s2, report.weight),
+                    "weight": report.weight,
+                }))
+            }
+            None => None,
+        };
+        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
+        if a.full {
+            eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
+        } else {
+            trainer.adapter()?.save_dir(&a.out)?;
+        }
+        let log = json!({
+            "weight": report.weight,
+            "kappa": a.kappa,
+            "objective": a.objective,
+            "model": model_dir(&a.m).display().to_string(),
+            "trainer": trainer.device(),
+            "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "dev": a.dev.as_ref().map(|p| p.display().to_string()),
+            "depth": a.depth,
+            "train_lists": train_ex.len(),
+            "dev_lists": dev_ex.len(),
+            "config": trainer.cfg,
+            "lists_per_step": a.batch,
+            "trainable_parameters": trainable,
+            "base_parameters": base,
+            "trainable_percent": 100.0 * trainable as f64 / base as f64,
+            "report": report,
+            "test": test,
+            "ms_per_step": 1000.0 * train_secs / report.steps.max(1) as f64,
+            "train_seconds": train_secs,
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        let side = a.out.join("train_log.json");
+        std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+        if a.json {
+            println!("{log}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&json!({"dev": {"first_pass_wer": report.dev_first_pass_wer, "wer": report.best_dev_wer, "best_epoch": report.best_epoch}, "weight": report.weight, "test": log["test"], "stopped": report.stopped, "adapter": a.out.display().to_string()})).unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// MLM training on sentences: the MLM head transform (and LoRA pairs unless --head-only);
+    /// dev loss on held-out sentences each epoch.
+    #[allow(clippy::too_many_arguments)]
+    fn train_mlm(a: TrainArgs, model: lorb::Model, lora: Option<lorb::Adapter>, cfg: lorb::train::TrainConfig, pad: u32, mask: Option<u32>, scorer: &Scorer, t0: Instant) -> Result<()> {
+        use lorb::train::Trainer;
+        let mut sents = texts(&a.train, a.limit)?;
+        let mut rng = lorb::train::Rng::new(a.seed ^ 0x5eed);
+        rng.shuffle(&mut sents);
+        let ids = sents.iter().enumerate().map(|(i, t)| scorer.encoder.encode(i, t).map(|t| t.ids)).collect::<Result<Vec<_>>>()?;
+        let mut ids: Vec<Vec<u32>> = ids.into_iter().filter(|v| v.len() >= 4).collect();
+        let hold = a.holdout.min(ids.len() / 5);
+        let dev = ids.split_off(ids.len() - hold);
+        if ids.is_empty() {
+            return Err(Error::Input("no training sentences".into()));
+        }
+        let per = a.batch.max(1);
+        let total = (ids.len().div_ceil(per) * a.epochs) as u64;
+        let cfg = lorb::train::TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
+        let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;
+        let trainable = t.trainable_parameters();
+        eprintln!("lorb: MLM on {} sentences ({} held out), {} trainable parameters, {} steps", ids.len(), dev.len(), trainable, total);
+        // Fixed dev masking: the same masked copies every epoch.
+        let mut dev_masker = Trainer::new(t.model.clone(), None, None, lorb::train::TrainConfig { seed: 1, cls_head: false, ..t.cfg.clone() }, pad, mask)?;
+        let dev_batches = dev.chunks(per).map(|c| dev_masker.mask_texts(&c.iter().map(|v| v.as_slice()).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
+        drop(dev_masker);
+        let pb = progress(total as usize, "mlm");
+        let mut curve = Vec::new();
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        for epoch in 1..=a.epochs {
+            t.rng.shuffle(&mut order);
+            let mut sum = 0.0;
+            for c in order.chunks(per) {
+                let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
+                let log = t.step_texts(&batch)?;
+                sum += log.loss;
+                pb.set_position(log.step);
+                pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
+            }
+            let dev_loss = if dev_batches.is_empty() {
+                f64::NAN
+            } else {
+                dev_batches.iter().map(|(b, s)| t.mlm_loss_only(b, s)).collect::<Result<Vec<f64>>>()?.iter().sum::<f64>() / dev_batches.len() as f64
+            };
+            eprintln!("epoch {epoch:3}  train MLM loss {:.4}  dev MLM loss {dev_loss:.4}", sum / order.len().div_ceil(per) as f64);
+            curve.push(json!({"epoch": epoch, "train_loss": sum / order.len().div_ceil(per) as f64, "dev_loss": dev_loss}));
+        }
+        pb.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        if !a.full {
+            t.adapter()?.save_dir(&a.out)?;
+        }
+        let log = json!({
+            "objective": "mlm",
+            "model": model_dir(&a.m).display().to_string(),
+            "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "sentences": ids.len(),
+            "dev_sentences": dev.len(),
+            "config": t.cfg,
+            "trainable_parameters": trainable,
+            "curve": curve,
+            "ms_per_step": 1000.0 * secs / t.step.max(1) as f64,
+            "train_seconds": secs,
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
+        let side = a.out.join("train_log.json");
         std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
         println!("{log}");
         Ok(())

@@ -179,7 +179,7 @@ impl GpuContext {
                     label: Some(k.name()),
                     layout: None,
                     module: &module,
-                    entry_point: Some("main"),
+                    entry_point: Some(k.entry()),
                     compilation_options: Default::default(),
                     cache: None,
                 })

@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod ops;
+mod train;
 
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
@@ -74,6 +75,10 @@ pub struct GpuBackend {
     unmerged: Option<Unmerged>,
     /// Zeros, as the bias of the low-rank products.
     zeros: Buf,
+    /// Activations kept by the last training forward.
+    tape: Option<train::Tape>,
+    /// `s` of the unmerged adapter (its `B` is stored pre-scaled as `s·B`).
+    unmerged_scale: f32,
 }
 
 struct GPair {
@@ -88,6 +93,33 @@ struct GPair {
 struct Unmerged {
     r: u32,
     pairs: Vec<GPair>,
+}
+
+/// Where `x·Aᵀ` of the unmerged LoRA branches goes: one shared scratch buffer (inference) or
+/// one buffer per pair, kept for the backward (training).
+enum LoraT<'a> {
+    Shared(&'a Buf),
+    PerPair(&'a [Buf]),
+}
+
+/// Activations the backward needs beyond the layer's buffers: the two LayerNorm inputs and the
+/// FFN pre-activation.
+struct Keep<'a> {
+    y0: &'a Buf,
+    z0: &'a Buf,
+    f0: &'a Buf,
+}
+
+/// The buffers one encoder layer reads and writes. Inference passes `out == x` and no `keep`.
+struct LayerIo<'a> {
+    x: &'a Buf,
+    out: &'a Buf,
+    qkv: &'a Buf,
+    ctx: &'a Buf,
+    y: &'a Buf,
+    ffn: &'a Buf,
+    lora_t: LoraT<'a>,
+    keep: Option<Keep<'a>>,
 }
 
 /// What a forward produces.
@@ -173,7 +205,9 @@ impl GpuBackend {
             tiles: matmul::Tiles::Auto,
             adapter: None,
             unmerged: None,
-            zeros: ctx.upload("zeros", &vec![0.0; c.hidden.max(c.intermediate)])?,
+            zeros: ctx.upload("zeros", &vec![0.0; 3 * c.hidden.max(c.intermediate)])?,
+            tape: None,
+            unmerged_scale: 1.0,
             ctx,
             model,
         })
@@ -239,6 +273,8 @@ impl GpuBackend {
             self.set_adapter(None).await?;
         }
         self.write_mlm_head(adapter.as_deref());
+        self.tape = None;
+        self.unmerged_scale = adapter.as_ref().map(|a| a.scale() as f32).unwrap_or(1.0);
         self.unmerged = match adapter {
             None => None,
             Some(a) => {
@@ -302,6 +338,64 @@ impl GpuBackend {
             return Ok(vec![]);
         }
         self.run(batch, Job::Mlm { slots, full }).await
+    }
+
+    /// Records encoder layer `li` for `n_rows` sequences of `seq` tokens (`lens[b0 + b]`).
+    #[allow(clippy::too_many_arguments)]
+    fn record_layer(&self, plan: &mut Plan, li: usize, io: &LayerIo<'_>, lens: &Buf, n_rows: u32, seq: u32, b0: u32) {
+        let c = &self.model.config;
+        let (h, im) = (c.hidden as u32, c.intermediate as u32);
+        let tokens = n_rows * seq;
+        let l = &self.layers[li];
+        let dummy = &self.ctx.dummy;
+        let to = |buf, ldc| Out { buf, ldc, offset: 0 };
+        let from = |buf| In { buf, offset: 0 };
+        // Unmerged LoRA: s·(input·Aᵀ)·Bᵀ accumulated onto the base product's columns.
+        let branch = |plan: &mut Plan, targets: &[Target], input: &Buf, dest: &Buf, ldc: u32| {
+            let Some(u) = &self.unmerged else { return };
+            for (pi, p) in u.pairs.iter().enumerate().filter(|(_, p)| p.layer == li && targets.contains(&p.target)) {
+                let (out, inp) = p.target.shape(c);
+                let tb = match &io.lora_t {
+                    LoraT::Shared(b) => *b,
+                    LoraT::PerPair(v) => &v[pi],
+                };
+                let t = Out { buf: tb, ldc: u.r, offset: 0 };
+                matmul::record(plan, In { buf: input, offset: 0 }, &p.a, &self.zeros, Add::Nothing, t, tokens, u.r, inp as u32, Act::None, dummy);
+                let o = Out { buf: dest, ldc, offset: p.target.row_offset(c) as u32 };
+                matmul::record(plan, In { buf: tb, offset: 0 }, &p.sb, &self.zeros, Add::Previous, o, tokens, out as u32, u.r, Act::None, dummy);
+            }
+        };
+        let has = |t: Target| self.unmerged.as_ref().is_some_and(|u| u.pairs.iter().any(|p| p.layer == li && p.target == t));
+        let bytes = |n: u32| tokens as u64 * n as u64 * 4;
+        matmul::record(plan, from(io.x), &l.qkv.w, &l.qkv.b, Add::Nothing, to(io.qkv, 3 * h), tokens, 3 * h, h, Act::None, dummy);
+        branch(plan, &[Target::Query, Target::Key, Target::Value], io.x, io.qkv, 3 * h);
+        attention::record(plan, io.qkv, lens, io.ctx, n_rows, seq, h, c.heads as u32, b0);
+        matmul::record(plan, from(io.ctx), &l.attn_out.w, &l.attn_out.b, Add::Residual(io.x), to(io.y, h), tokens, h, h, Act::None, dummy);
+        branch(plan, &[Target::AttnOut], io.ctx, io.y, h);
+        if let Some(k) = &io.keep {
+            plan.copy(io.y, 0, k.y0, 0, bytes(h));
+        }
+        layernorm::record(plan, io.y, &l.attn_ln.g, &l.attn_ln.b, tokens, h, c.layer_norm_eps);
+        if let Some(k) = &io.keep {
+            // Keep the pre-activation; GELU runs on a copy.
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(k.f0, im), tokens, im, h, Act::None, dummy);
+            branch(plan, &[Target::FfnIn], io.y, k.f0, im);
+            plan.copy(k.f0, 0, io.ffn, 0, bytes(im));
+            gelu::record(plan, io.ffn, tokens * im);
+        } else if has(Target::FfnIn) {
+            // The branch must join the product before the activation.
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), tokens, im, h, Act::None, dummy);
+            branch(plan, &[Target::FfnIn], io.y, io.ffn, im);
+            gelu::record(plan, io.ffn, tokens * im);
+        } else {
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), tokens, im, h, Act::Gelu, dummy);
+        }
+        matmul::record(plan, from(io.ffn), &l.ffn_out.w, &l.ffn_out.b, Add::Residual(io.y), to(io.out, h), tokens, h, im, Act::None, dummy);
+        branch(plan, &[Target::FfnOut], io.ffn, io.out, h);
+        if let Some(k) = &io.keep {
+            plan.copy(io.out, 0, k.z0, 0, bytes(h));
+        }
+        layernorm::record(plan, io.out, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
     }
 
     async fn run(&mut self, batch: &Batch, job: Job<'_>) -> Result<Vec<f32>> {
@@ -388,38 +482,9 @@ impl GpuBackend {
             let tokens = n_rows * seq as u32;
             embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, &x, tokens, h, seq as u32, c.position_offset as u32, (b0 * seq) as u32);
             layernorm::record(&mut plan, &x, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
-            for (li, l) in self.layers.iter().enumerate() {
-                let to = |buf, ldc| Out { buf, ldc, offset: 0 };
-                let from = |buf| In { buf, offset: 0 };
-                // Unmerged LoRA: s·(input·Aᵀ)·Bᵀ accumulated onto the base product's columns.
-                let branch = |plan: &mut Plan, targets: &[Target], input: &Buf, dest: &Buf, ldc: u32| {
-                    let Some(u) = &self.unmerged else { return };
-                    for p in u.pairs.iter().filter(|p| p.layer == li && targets.contains(&p.target)) {
-                        let (out, inp) = p.target.shape(&c);
-                        let t = Out { buf: &lora_t, ldc: u.r, offset: 0 };
-                        matmul::record(plan, In { buf: input, offset: 0 }, &p.a, &self.zeros, Add::Nothing, t, tokens, u.r, inp as u32, Act::None, &dummy);
-                        let o = Out { buf: dest, ldc, offset: p.target.row_offset(&c) as u32 };
-                        matmul::record(plan, In { buf: &lora_t, offset: 0 }, &p.sb, &self.zeros, Add::Previous, o, tokens, out as u32, u.r, Act::None, &dummy);
-                    }
-                };
-                let has = |t: Target| self.unmerged.as_ref().is_some_and(|u| u.pairs.iter().any(|p| p.layer == li && p.target == t));
-                matmul::record(&mut plan, from(&x), &l.qkv.w, &l.qkv.b, Add::Nothing, to(&qkv, 3 * h), tokens, 3 * h, h, Act::None, &dummy);
-                branch(&mut plan, &[Target::Query, Target::Key, Target::Value], &x, &qkv, 3 * h);
-                attention::record(&mut plan, &qkv, &lens, &ctxb, n_rows, seq as u32, h, c.heads as u32, b0 as u32);
-                matmul::record(&mut plan, from(&ctxb), &l.attn_out.w, &l.attn_out.b, Add::Residual(&x), to(&y, h), tokens, h, h, Act::None, &dummy);
-                branch(&mut plan, &[Target::AttnOut], &ctxb, &y, h);
-                layernorm::record(&mut plan, &y, &l.attn_ln.g, &l.attn_ln.b, tokens, h, c.layer_norm_eps);
-                if has(Target::FfnIn) {
-                    // The branch must join the product before the activation.
-                    matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(&ffn, im), tokens, im, h, Act::None, &dummy);
-                    branch(&mut plan, &[Target::FfnIn], &y, &ffn, im);
-                    gelu::record(&mut plan, &ffn, tokens * im);
-                } else {
-                    matmul::record(&mut plan, from(&y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(&ffn, im), tokens, im, h, Act::Gelu, &dummy);
-                }
-                matmul::record(&mut plan, from(&ffn), &l.ffn_out.w, &l.ffn_out.b, Add::Residual(&y), to(&x, h), tokens, h, im, Act::None, &dummy);
-                branch(&mut plan, &[Target::FfnOut], &ffn, &x, h);
-                layernorm::record(&mut plan, &x, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
+            for li in 0..self.layers.len() {
+                let io = LayerIo { x: &x, out: &x, qkv: &qkv, ctx: &ctxb, y: &y, ffn: &ffn, lora_t: LoraT::Shared(&lora_t), keep: None };
+                self.record_layer(&mut plan, li, &io, &lens, n_rows, seq as u32, b0 as u32);
             }
             let (s0, s1) = chunk_slots[ci];
             let ns = (s1 - s0) as u32;

@@ -87,13 +87,14 @@ impl Snapshot {
     fn take(t: &Trainer) -> Self {
         Snapshot { lora: t.lora.clone(), cls: t.cls.clone(), model: t.cfg.full.then(|| t.model.clone()), mlm: t.model.mlm.clone() }
     }
-    fn restore(self, t: &mut Trainer) {
+    fn restore(self, t: &mut Trainer) -> Result<()> {
         t.lora = self.lora;
         t.cls = self.cls;
         if let Some(m) = self.model {
             t.model = m;
         }
         t.model.mlm = self.mlm;
+        t.sync_gpu()
     }
 }
 
@@ -157,7 +158,7 @@ impl Trainer {
             }
             p.copy_from_slice(&t.1.data);
         }
-        Ok(())
+        self.sync_gpu()
     }
 }
 
@@ -200,14 +201,18 @@ impl Checkpoint {
 }
 
 /// CLS scores of every dev list.
-fn dev_scores(t: &Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>>> {
-    dev.iter().map(|l| t.scores(l)).collect()
+async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>>> {
+    let mut v = Vec::with_capacity(dev.len());
+    for l in dev {
+        v.push(t.scores(l).await?);
+    }
+    Ok(v)
 }
 
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
 /// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
 /// writes one after every epoch and when stopped. `cancel` is checked before each step.
-pub fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &AtomicBool, mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
+pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &AtomicBool, mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
     if train.is_empty() {
         return Err(Error::Input("no training lists".into()));
     }
@@ -257,7 +262,7 @@ pub fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitO
                 break 'epochs;
             }
             let lists: Vec<&ListExample> = s.order[s.pos..(s.pos + per).min(s.order.len())].iter().map(|&i| &train[i]).collect();
-            match t.step_lists(&lists) {
+            match t.step_lists(&lists).await {
                 Ok(log) => {
                     s.epoch_loss += log.loss * lists.len() as f64;
                     s.losses.push(log.loss);
@@ -267,14 +272,14 @@ pub fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitO
                     progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
                 }
                 Err(e @ Error::NonFinite { .. }) => {
-                    last_good.clone().restore(t);
+                    last_good.clone().restore(t)?;
                     stopped = Some(e.to_string());
                     break 'epochs;
                 }
                 Err(e) => return Err(e),
             }
         }
-        let scores = dev_scores(t, dev)?;
+        let scores = dev_scores(t, dev).await?;
         let dev_wer = wer_of(dev, &scores, lambda0);
         let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, seconds: started.elapsed().as_secs_f64() };
         progress(&Progress::Epoch(rec.clone()));
@@ -309,7 +314,7 @@ pub fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitO
     if s.best_epoch > 0 || stopped.is_none() {
         t.load_named_params(&best)?;
     }
-    let scores = dev_scores(t, dev)?;
+    let scores = dev_scores(t, dev).await?;
     let grid: Vec<f64> = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0].iter().map(|f| f * lambda0).collect();
     let lambda_curve: Vec<(f64, f64)> = grid.iter().map(|&l| (l, wer_of(dev, &scores, l))).collect();
     let (weight, _) = lambda_curve.iter().fold((lambda0, f64::INFINITY), |b, &(l, e)| if e < b.1 { (l, e) } else { b });

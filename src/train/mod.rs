@@ -172,6 +172,8 @@ pub struct Trainer {
     pub rng: Rng,
     pad_id: u32,
     mask_id: Option<u32>,
+    /// The GPU doing the encoder's forward and backward (LoRA training), when set.
+    gpu: Option<crate::gpu::GpuBackend>,
 }
 
 /// The CLS head's gradient.
@@ -199,7 +201,38 @@ impl Trainer {
             return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, h], got: vec![1, cls.weight.len()] });
         }
         let rng = Rng::new(cfg.seed);
-        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id })
+        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None })
+    }
+
+    /// Runs the encoder's forward and backward on `gpu` (created for this model): LoRA training
+    /// of n-best objectives. Full fine-tuning, the MLM head and MLM stay on the CPU for now.
+    pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
+        if self.cfg.full || self.cfg.mlm_head || self.cfg.objective == Objective::Mlm {
+            return Err(Error::Unsupported("GPU training covers LoRA with the CLS head (mwer, mwed, md); use the CPU trainer for full fine-tuning and MLM".into()));
+        }
+        let a = self.lora.as_ref().filter(|a| !a.pairs.is_empty()).ok_or_else(|| Error::Unsupported("GPU training needs LoRA pairs (a frozen encoder trains its head on the CPU)".into()))?;
+        let mut pairs_only = a.clone();
+        pairs_only.cls_head = None;
+        pairs_only.mlm_head = MlmHeadUpdate::default();
+        gpu.set_adapter_unmerged(Some(std::sync::Arc::new(pairs_only))).await?;
+        self.gpu = Some(gpu);
+        Ok(())
+    }
+
+    /// Where the encoder runs: "gpu (adapter name)" or "cpu".
+    pub fn device(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("gpu ({})", g.adapter_name()),
+            None => "cpu".into(),
+        }
+    }
+
+    /// Brings the GPU's copy of the LoRA pairs up to date.
+    pub(crate) fn sync_gpu(&mut self) -> Result<()> {
+        if let (Some(g), Some(a)) = (self.gpu.as_mut(), self.lora.as_ref()) {
+            g.update_lora(a)?;
+        }
+        Ok(())
     }
 
     /// Whether gradients flow into the encoder (LoRA or full); otherwise only heads train.
@@ -229,22 +262,34 @@ impl Trainer {
     }
 
     /// CLS scores `s2` of a list with the current parameters (no tape).
-    pub fn scores(&self, ex: &ListExample) -> Result<Vec<f64>> {
+    pub async fn scores(&mut self, ex: &ListExample) -> Result<Vec<f64>> {
         let b = self.list_batch(ex)?;
-        let x = encoder::forward(&self.model, self.lora.as_ref(), &b, None);
         let h = self.model.config.hidden;
-        Ok(self.cls_rows(&x, &b).chunks_exact(h).map(|v| self.cls.score(v)).collect())
+        let cls = match self.gpu.as_mut() {
+            Some(g) => g.cls_vectors(&b).await?,
+            None => {
+                let x = encoder::forward(&self.model, self.lora.as_ref(), &b, None);
+                self.cls_rows(&x, &b)
+            }
+        };
+        Ok(cls.chunks_exact(h).map(|v| self.cls.score(v)).collect())
     }
 
     /// The list loss `L_disc + λ_cor·L_cor`; with `grads`, adds `weight·∂L/∂θ` to them.
-    fn list_loss(&self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
-        let c = &self.cfg;
+    async fn list_loss(&mut self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
         let batch = self.list_batch(ex)?;
         let h = self.model.config.hidden;
         let mut tape = Tape::default();
         let backprop = grads.is_some() && self.encoder_trains();
-        let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
-        let cls = self.cls_rows(&x, &batch);
+        let (x, cls) = match self.gpu.as_mut() {
+            Some(g) if backprop => (Vec::new(), g.train_forward(&batch).await?),
+            _ => {
+                let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
+                let cls = self.cls_rows(&x, &batch);
+                (x, cls)
+            }
+        };
+        let c = &self.cfg;
         let s2: Vec<f64> = cls.chunks_exact(h).map(|v| self.cls.score(v)).collect();
         let (mut loss, ds2) = match c.objective {
             Objective::Mwer | Objective::Mwed => {
@@ -273,11 +318,15 @@ impl Trainer {
                 dcls[j * h..(j + 1) * h].iter_mut().zip(&self.cls.weight).for_each(|(a, w)| *a += (g * *w as f64) as f32);
             }
             if backprop {
-                let mut d_out = vec![0f32; x.len()];
-                for b in 0..batch.rows() {
-                    d_out[b * batch.seq * h..][..h].copy_from_slice(&dcls[b * h..(b + 1) * h]);
+                if let Some(g) = self.gpu.as_mut() {
+                    g.train_backward(&dcls).await?;
+                } else {
+                    let mut d_out = vec![0f32; x.len()];
+                    for b in 0..batch.rows() {
+                        d_out[b * batch.seq * h..][..h].copy_from_slice(&dcls[b * h..(b + 1) * h]);
+                    }
+                    encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
                 }
-                encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
             }
         }
         Ok(loss)
@@ -285,29 +334,39 @@ impl Trainer {
 
     /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
     /// [`Trainer::named_grads`]); parameters are not changed.
-    pub fn loss_and_grads(&mut self, lists: &[&ListExample]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
-        let (loss, mut g, mut gc) = self.accumulate_lists(lists)?;
+    pub async fn loss_and_grads(&mut self, lists: &[&ListExample]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
+        let (loss, mut g, mut gc) = self.accumulate_lists(lists).await?;
         Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
     }
 
-    fn accumulate_lists(&self, lists: &[&ListExample]) -> Result<(f64, Grads, ClsGrad)> {
+    async fn accumulate_lists(&mut self, lists: &[&ListExample]) -> Result<(f64, Grads, ClsGrad)> {
         if lists.is_empty() {
             return Err(Error::Input("a training step needs at least one list".into()));
         }
         let mut g = self.new_grads();
         let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        if let Some(gpu) = self.gpu.as_mut() {
+            gpu.zero_lora_grads()?;
+        }
         let w = 1.0 / lists.len() as f64;
         let mut total = 0.0;
         for ex in lists {
-            total += w * self.list_loss(ex, w, Some((&mut g, &mut gc)))?;
+            total += w * self.list_loss(ex, w, Some((&mut g, &mut gc))).await?;
+        }
+        if let Some(gpu) = self.gpu.as_mut() {
+            if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
+                g.lora = gpu.read_lora_grads().await?;
+            }
         }
         Ok((total, g, gc))
     }
 
     /// One optimiser step on the mean loss of `lists` (gradient accumulation over them).
-    pub fn step_lists(&mut self, lists: &[&ListExample]) -> Result<StepLog> {
-        let (loss, mut g, mut gc) = self.accumulate_lists(lists)?;
-        self.apply(loss, &mut g, &mut gc)
+    pub async fn step_lists(&mut self, lists: &[&ListExample]) -> Result<StepLog> {
+        let (loss, mut g, mut gc) = self.accumulate_lists(lists).await?;
+        let log = self.apply(loss, &mut g, &mut gc)?;
+        self.sync_gpu()?;
+        Ok(log)
     }
 
     /// Masks `texts` for MLM (seeded): `mask_prob` of the non-special positions (at least one per
@@ -357,6 +416,16 @@ impl Trainer {
             encoder::backward(&self.model, self.lora.as_ref(), batch, &tape, dx, &mut g);
         }
         Ok((loss, g))
+    }
+
+    /// Mean MLM loss of a masked batch with the current parameters (no gradients).
+    pub fn mlm_loss_only(&self, batch: &Batch, slots: &[Slot]) -> Result<f64> {
+        batch.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
+        let x = encoder::forward(&self.model, self.lora.as_ref(), batch, None);
+        let mut loss = 0.0;
+        encoder::mlm_rows(&self.model, &x, batch.seq, slots, |i, row| loss -= row[slots[i].target as usize] as f64);
+        Ok(loss / slots.len() as f64)
     }
 
     /// MLM loss and named gradients of a given masked batch (no update; for tests).

@@ -1,8 +1,10 @@
-//! Masked multi-head self-attention from fused QKV (shaders/attention.wgsl).
+//! Masked multi-head self-attention from fused QKV (shaders/attention.wgsl) and its backward
+//! (attention_backward.wgsl: dQ with the softmax statistics, then dK and dV).
 use super::Kernel;
 use crate::gpu::context::{Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
+pub(super) const BACKWARD: &str = include_str!("../../../shaders/attention_backward.wgsl");
 
 /// Largest head dimension the kernel's per-invocation arrays hold.
 pub const MAX_HEAD_DIM: usize = 64;
@@ -24,4 +26,26 @@ pub fn record(plan: &mut Plan, qkv: &Buf, lens: &Buf, ctx: &Buf, rows: u32, seq:
     let head_dim = hidden / heads;
     let p = Params { seq, hidden, head_dim, row_offset, scale: 1.0 / (head_dim as f32).sqrt(), _p: [0; 3] };
     plan.dispatch(Kernel::Attention, &p, &[qkv, lens, ctx], [seq.div_ceil(32), heads, rows]);
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BackParams {
+    seq: u32,
+    hidden: u32,
+    head_dim: u32,
+    heads: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+/// `dqkv` from `dctx` for `rows` sequences (all of a batch: `lens[b]`); `stats` holds
+/// `2·rows·heads·seq` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn record_backward(plan: &mut Plan, qkv: &Buf, lens: &Buf, dctx: &Buf, stats: &Buf, dqkv: &Buf, rows: u32, seq: u32, hidden: u32, heads: u32) {
+    let head_dim = hidden / heads;
+    let p = BackParams { seq, hidden, head_dim, heads, scale: 1.0 / (head_dim as f32).sqrt(), _p: [0; 3] };
+    let groups = [seq.div_ceil(64), heads, rows];
+    plan.dispatch(Kernel::AttentionBackward, &p, &[qkv, lens, dctx, stats, dqkv], groups);
+    plan.dispatch(Kernel::AttentionBackwardKv, &p, &[qkv, lens, dctx, stats, dqkv], groups);
 }

@@ -1,8 +1,9 @@
-//! In-place exact GELU (shaders/gelu.wgsl).
+//! In-place exact GELU (shaders/gelu.wgsl) and its backward (gelu_backward.wgsl).
 use super::Kernel;
 use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/gelu.wgsl");
+pub(super) const BACKWARD: &str = include_str!("../../../shaders/gelu_backward.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -13,4 +14,9 @@ struct Params {
 
 pub fn record(plan: &mut Plan, x: &Buf, n: u32) {
     plan.dispatch(Kernel::Gelu, &Params { n, _p: [0; 3] }, &[x], grid(n.div_ceil(256)));
+}
+
+/// `d ← d · gelu'(x)` over `n` elements.
+pub fn record_backward(plan: &mut Plan, x: &Buf, d: &Buf, n: u32) {
+    plan.dispatch(Kernel::GeluBackward, &Params { n, _p: [0; 3] }, &[x, d], grid(n.div_ceil(256)));
 }

@@ -1,4 +1,5 @@
-//! `C = act(A·Wᵀ + b) (+ R)` (shaders/matmul.wgsl): every linear layer and both heads.
+//! `C = act(α·op(A)·op(B) + b) (+ R)` (shaders/matmul.wgsl): every linear layer and both heads
+//! (`A·Wᵀ`, [`record`]), and the backward's products (`dY·W`, `dYᵀ·X`, [`record_general`]).
 use super::Kernel;
 use crate::gpu::context::{Buf, Plan};
 
@@ -15,6 +16,10 @@ struct Params {
     ldc: u32,
     c_off: u32,
     a_off: u32,
+    lda: u32,
+    ldb: u32,
+    trans: u32,
+    alpha: f32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,12 +82,42 @@ pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out
         Add::Residual(r) => (1, Some(r)),
         Add::Previous => (2, None),
     };
-    let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset };
+    let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
+    dispatch(plan, &p, a.buf, w, bias, res, out.buf, dummy);
+}
+
+/// An operand of [`record_general`]: buffer, offset of its first element, leading dimension, and
+/// whether it is stored transposed (A: `[k, m]`; B: `[n, k]`).
+pub struct Operand<'a> {
+    pub buf: &'a Buf,
+    pub offset: u32,
+    pub ld: u32,
+    pub trans: bool,
+}
+
+/// `C = α·op(A)·op(B) (+ C or R)`, `op(A) [m, k]`, `op(B) [k, n]`, no bias (`zeros` must hold
+/// at least `n` zeros).
+#[allow(clippy::too_many_arguments)]
+pub fn record_general(plan: &mut Plan, a: Operand<'_>, b: Operand<'_>, alpha: f32, add: Add<'_>, out: Out<'_>, m: u32, n: u32, k: u32, zeros: &Buf, dummy: &Buf) {
+    assert!(b.offset == 0, "B operands start at their buffer's beginning");
+    let (has_res, res) = match add {
+        Add::Nothing => (0, None),
+        Add::Residual(r) => (1, Some(r)),
+        Add::Previous => (2, None),
+    };
+    let trans = a.trans as u32 | (b.trans as u32) << 1;
+    let p = Params { m, n, k, act: 0, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: a.ld, ldb: b.ld, trans, alpha };
+    dispatch(plan, &p, a.buf, b.buf, zeros, res, out.buf, dummy);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(plan: &mut Plan, p: &Params, a: &Buf, w: &Buf, bias: &Buf, res: Option<&Buf>, out: &Buf, dummy: &Buf) {
+    let (m, n) = (p.m, p.n);
     let wide = match plan.tiles {
         Tiles::Small => false,
         Tiles::Wide => true,
         Tiles::Auto => false,
     };
     let (kernel, t) = if wide { (Kernel::MatmulWide, 128) } else { (Kernel::Matmul, 64) };
-    plan.dispatch(kernel, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(t), m.div_ceil(t), 1]);
+    plan.dispatch(kernel, p, &[a, w, bias, res.unwrap_or(dummy), out], [n.div_ceil(t), m.div_ceil(t), 1]);
 }

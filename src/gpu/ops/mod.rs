@@ -25,11 +25,17 @@ pub enum Kernel {
     LogSoftmax,
     LoraMerge,
     Gelu,
+    LayerNormBackward,
+    GeluBackward,
+    /// dQ and the softmax statistics (entry `main` of attention_backward.wgsl).
+    AttentionBackward,
+    /// dK and dV (entry `main_kv`).
+    AttentionBackwardKv,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -39,6 +45,10 @@ impl Kernel {
         Kernel::LogSoftmax,
         Kernel::LoraMerge,
         Kernel::Gelu,
+        Kernel::LayerNormBackward,
+        Kernel::GeluBackward,
+        Kernel::AttentionBackward,
+        Kernel::AttentionBackwardKv,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +62,18 @@ impl Kernel {
             Kernel::LogSoftmax => "logsoftmax",
             Kernel::LoraMerge => "lora_merge",
             Kernel::Gelu => "gelu",
+            Kernel::LayerNormBackward => "layernorm_backward",
+            Kernel::GeluBackward => "gelu_backward",
+            Kernel::AttentionBackward => "attention_backward",
+            Kernel::AttentionBackwardKv => "attention_backward_kv",
+        }
+    }
+
+    /// The shader entry point.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Kernel::AttentionBackwardKv => "main_kv",
+            _ => "main",
         }
     }
 
@@ -65,6 +87,9 @@ impl Kernel {
             Kernel::LogSoftmax => logsoftmax::SOURCE,
             Kernel::LoraMerge => lora::SOURCE,
             Kernel::Gelu => gelu::SOURCE,
+            Kernel::LayerNormBackward => layernorm::BACKWARD,
+            Kernel::GeluBackward => gelu::BACKWARD,
+            Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
         }
     }
 

@@ -1,0 +1,291 @@
+//! Training on the GPU: a forward that keeps what the backward needs in per-layer buffers (a
+//! tape), and the backward through the frozen encoder into the gradients of the unmerged LoRA
+//! pairs. The loss itself is computed on the CPU from the [CLS] vectors (a few KiB read back per
+//! list); its gradient is uploaded and the whole backward is one submission. Gradients accumulate
+//! on the GPU over the lists of a step and are read back once per step.
+//!
+//! Per layer, in reverse (each op's backward kernel sits beside its forward in `ops/`):
+//! LayerNorm₂ → FFN-out (dX = dY·W, LoRA dA, dB, dX) → GELU → FFN-in → LayerNorm₁ → attention-out
+//! → attention (dQ, dK, dV) → QKV.
+
+use super::context::{Buf, Plan};
+use super::ops::matmul::{self, Add, Operand, Out};
+use super::ops::{attention, embed, gather, gelu, layernorm};
+use super::{GpuBackend, Keep, LayerIo, LoraT};
+use crate::adapter::{Adapter, Target};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+
+/// A row-major operand at the start of its buffer.
+fn row_major(buf: &Buf, ld: u32) -> Operand<'_> {
+    Operand { buf, offset: 0, ld, trans: false }
+}
+
+/// One layer's kept activations.
+struct TapeLayer {
+    x: Buf,
+    qkv: Buf,
+    ctx: Buf,
+    y0: Buf,
+    y: Buf,
+    f0: Buf,
+    f: Buf,
+    z0: Buf,
+    /// `x·Aᵀ` of each pair (by pair index; pairs of other layers get a 16-byte placeholder).
+    t: Vec<Buf>,
+}
+
+pub(super) struct Tape {
+    tokens: u32,
+    layers: Vec<TapeLayer>,
+    out: Buf,
+    /// The batch of the last training forward: rows, seq, lens.
+    rows: u32,
+    seq: u32,
+    lens: Buf,
+}
+
+/// Where each pair's `dA` and `dB` live in the gradient buffer (floats).
+#[derive(Clone)]
+struct GradSlot {
+    a_off: u32,
+    a_len: u32,
+    b_off: u32,
+    b_len: u32,
+}
+
+impl GpuBackend {
+    fn alloc(&self, label: &str, floats: u64) -> Result<Buf> {
+        let bytes = (floats * 4).max(16).div_ceil(256) * 256;
+        if bytes > self.ctx.binding_budget() {
+            return Err(Error::GpuLimit(format!("training buffer {label} needs {bytes} bytes; the binding limit is {} (use fewer or shorter hypotheses per list)", self.ctx.binding_budget())));
+        }
+        Ok(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    fn grad_slots(&self) -> Vec<GradSlot> {
+        let Some(u) = &self.unmerged else { return vec![] };
+        let c = &self.model.config;
+        let mut off = 0u32;
+        u.pairs
+            .iter()
+            .map(|p| {
+                let (out, inp) = p.target.shape(c);
+                let a_len = u.r * inp as u32;
+                let b_len = out as u32 * u.r;
+                let s = GradSlot { a_off: off, a_len, b_off: off + a_len, b_len };
+                off += a_len + b_len;
+                s
+            })
+            .collect()
+    }
+
+    /// Writes new LoRA values into the unmerged pairs' buffers (after an optimiser step).
+    pub fn update_lora(&mut self, adapter: &Adapter) -> Result<()> {
+        let u = self.unmerged.as_ref().ok_or_else(|| Error::Training("no unmerged adapter on the GPU".into()))?;
+        if u.pairs.len() != adapter.pairs.len() {
+            return Err(Error::Training("the adapter's pairs changed; set it again".into()));
+        }
+        let s = adapter.scale() as f32;
+        for (g, p) in u.pairs.iter().zip(&adapter.pairs) {
+            self.ctx.queue.write_buffer(&g.a, 0, bytemuck::cast_slice(&p.a.data));
+            let sb: Vec<f32> = p.b.data.iter().map(|x| x * s).collect();
+            self.ctx.queue.write_buffer(&g.sb, 0, bytemuck::cast_slice(&sb));
+        }
+        Ok(())
+    }
+
+    /// Zeroes the LoRA gradient accumulators (at the start of an optimiser step).
+    pub fn zero_lora_grads(&mut self) -> Result<()> {
+        let n: u32 = self.grad_slots().iter().map(|s| s.a_len + s.b_len).sum();
+        let g = self.ctx.work("lora_grads", n as u64 * 4)?;
+        self.ctx.queue.write_buffer(&g, 0, bytemuck::cast_slice(&vec![0f32; n as usize]));
+        Ok(())
+    }
+
+    /// Reads the accumulated `(dA, dB)` of every pair.
+    pub async fn read_lora_grads(&mut self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let slots = self.grad_slots();
+        let n: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
+        let g = self.ctx.work("lora_grads", n as u64 * 4)?;
+        let all = self.ctx.run(Plan::default(), &g, n as u64 * 4).await?;
+        Ok(slots.iter().map(|s| (all[s.a_off as usize..(s.a_off + s.a_len) as usize].to_vec(), all[s.b_off as usize..(s.b_off + s.b_len) as usize].to_vec())).collect())
+    }
+
+    /// The training forward: final [CLS] vectors `[rows, H]`, with the tape kept for
+    /// [`GpuBackend::train_backward`]. The batch must fit one chunk.
+    pub async fn train_forward(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        let c = self.model.config.clone();
+        let (h, im) = (c.hidden as u64, c.intermediate as u64);
+        let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
+        let tokens = rows * seq;
+        let r = self.unmerged.as_ref().map(|u| u.r).unwrap_or(1) as u64;
+        let grow = self.tape.as_ref().map(|t| t.tokens < tokens).unwrap_or(true);
+        if grow {
+            let n = tokens as u64;
+            let npairs = self.unmerged.as_ref().map(|u| u.pairs.len()).unwrap_or(0);
+            let mut layers = Vec::new();
+            for li in 0..c.layers {
+                let t = (0..npairs)
+                    .map(|pi| {
+                        let mine = self.unmerged.as_ref().map(|u| u.pairs[pi].layer == li).unwrap_or(false);
+                        self.alloc("tape.lora_t", if mine { n * r } else { 4 })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                layers.push(TapeLayer {
+                    x: self.alloc("tape.x", n * h)?,
+                    qkv: self.alloc("tape.qkv", n * 3 * h)?,
+                    ctx: self.alloc("tape.ctx", n * h)?,
+                    y0: self.alloc("tape.y0", n * h)?,
+                    y: self.alloc("tape.y", n * h)?,
+                    f0: self.alloc("tape.f0", n * im)?,
+                    f: self.alloc("tape.f", n * im)?,
+                    z0: self.alloc("tape.z0", n * h)?,
+                    t,
+                });
+            }
+            let out = self.alloc("tape.out", n * h)?;
+            let lens = self.alloc("tape.lens", rows as u64)?;
+            self.tape = Some(Tape { tokens, layers, out, rows, seq, lens });
+        }
+        let tape = self.tape.take().expect("tape allocated");
+        let res = self.record_train_forward(batch, &tape).await;
+        self.tape = Some(Tape { rows, seq, ..tape });
+        res
+    }
+
+    async fn record_train_forward(&mut self, batch: &Batch, tape: &Tape) -> Result<Vec<f32>> {
+        let c = self.model.config.clone();
+        let h = c.hidden as u32;
+        let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
+        let tokens = rows * seq;
+        self.ctx.queue.write_buffer(&tape.lens, 0, bytemuck::cast_slice(&batch.lens));
+        let ids = self.ctx.work_with("ids", &batch.ids)?;
+        let idx: Vec<u32> = (0..rows).map(|b| b * seq).collect();
+        let idx_buf = self.ctx.work_with("gather_idx", &idx)?;
+        let out = self.ctx.work("out", rows as u64 * h as u64 * 4)?;
+        let mut plan = Plan::default();
+        plan.tiles = self.tiles;
+        let x0 = &tape.layers[0].x;
+        embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, x0, tokens, h, seq, c.position_offset as u32, 0);
+        layernorm::record(&mut plan, x0, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
+        for li in 0..self.layers.len() {
+            let l = &tape.layers[li];
+            let next = tape.layers.get(li + 1).map(|n| &n.x).unwrap_or(&tape.out);
+            let io = LayerIo {
+                x: &l.x,
+                out: next,
+                qkv: &l.qkv,
+                ctx: &l.ctx,
+                y: &l.y,
+                ffn: &l.f,
+                lora_t: LoraT::PerPair(&l.t),
+                keep: Some(Keep { y0: &l.y0, z0: &l.z0, f0: &l.f0 }),
+            };
+            self.record_layer(&mut plan, li, &io, &tape.lens, rows, seq, 0);
+        }
+        gather::record(&mut plan, &tape.out, &idx_buf, &out, rows, h, 0, 0);
+        let v = self.ctx.run(plan, &out, rows as u64 * h as u64 * 4).await?;
+        Ok(v[..(rows * h) as usize].to_vec())
+    }
+
+    /// Backpropagates `d_cls` (`[rows, H]`, the loss gradient at the final [CLS] vectors of the
+    /// last [`GpuBackend::train_forward`]) and adds the LoRA gradients to the accumulators.
+    pub async fn train_backward(&mut self, d_cls: &[f32]) -> Result<()> {
+        let tape = self.tape.take().ok_or_else(|| Error::Training("train_backward before train_forward".into()))?;
+        let r = self.record_train_backward(&tape, d_cls).await;
+        self.tape = Some(tape);
+        r
+    }
+
+    async fn record_train_backward(&mut self, tape: &Tape, d_cls: &[f32]) -> Result<()> {
+        let c = self.model.config.clone();
+        let (h, im) = (c.hidden as u32, c.intermediate as u32);
+        let (rows, seq) = (tape.rows, tape.seq);
+        let tokens = rows * seq;
+        if d_cls.len() != (rows * h) as usize {
+            return Err(Error::Training(format!("d_cls has {} values, expected {}", d_cls.len(), rows * h)));
+        }
+        let u = self.unmerged.as_ref().ok_or_else(|| Error::Training("GPU training needs LoRA pairs (set_adapter_unmerged)".into()))?;
+        let r = u.r;
+        let slots = self.grad_slots();
+        let ngrad: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
+        let n = tokens as u64;
+        let ctx = &mut self.ctx;
+        let grads = ctx.work("lora_grads", ngrad as u64 * 4)?;
+        let mut dx = ctx.work("bw.dx", n * h as u64 * 4)?;
+        let mut dx2 = ctx.work("bw.dx2", n * h as u64 * 4)?;
+        let dz = ctx.work("bw.dz", n * h as u64 * 4)?;
+        let df = ctx.work("bw.df", n * im as u64 * 4)?;
+        let dy = ctx.work("bw.dy", n * h as u64 * 4)?;
+        let dy0 = ctx.work("bw.dy0", n * h as u64 * 4)?;
+        let dctx = ctx.work("bw.dctx", n * h as u64 * 4)?;
+        let dqkv = ctx.work("bw.dqkv", n * 3 * h as u64 * 4)?;
+        let du = ctx.work("bw.du", n * r as u64 * 4)?;
+        let stats = ctx.work("bw.stats", 2 * rows as u64 * c.heads as u64 * seq as u64 * 4)?;
+        let dummy = ctx.dummy.clone();
+        // The loss gradient sits at each sequence's first position.
+        let mut d_out = vec![0f32; (tokens * h) as usize];
+        for b in 0..rows as usize {
+            d_out[b * seq as usize * h as usize..][..h as usize].copy_from_slice(&d_cls[b * h as usize..(b + 1) * h as usize]);
+        }
+        ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&d_out));
+
+        let mut plan = Plan::default();
+        plan.tiles = self.tiles;
+        let zeros = &self.zeros;
+        // dX = dY·W (+ R): W stored [out, in] is B = [k = out, n = in] row-major.
+        let dx_of = |plan: &mut Plan, dyb: &Buf, w: &Buf, add: Add<'_>, dst: &Buf, out: u32, inp: u32| {
+            matmul::record_general(plan, row_major(dyb, out), row_major(w, inp), 1.0, add, Out { buf: dst, ldc: inp, offset: 0 }, tokens, inp, out, zeros, &dummy);
+        };
+        for li in (0..self.layers.len()).rev() {
+            let l = &self.layers[li];
+            let t = &tape.layers[li];
+            // The LoRA pairs of `targets`: dY columns `off..off+out` of `dyb` (row stride `ld`), input `xin`.
+            let branches = |plan: &mut Plan, targets: &[Target], dyb: &Buf, ld: u32, xin: &Buf, dxin: Option<&Buf>| {
+                for (pi, p) in u.pairs.iter().enumerate().filter(|(_, p)| p.layer == li && targets.contains(&p.target)) {
+                    let (out, inp) = p.target.shape(&c);
+                    let (out, inp) = (out as u32, inp as u32);
+                    let off = p.target.row_offset(&c) as u32;
+                    let s = &slots[pi];
+                    let scale = self.unmerged_scale;
+                    // dB += s·dYᵀ·t
+                    let a = Operand { buf: dyb, offset: off, ld, trans: true };
+                    matmul::record_general(plan, a, row_major(&t.t[pi], r), scale, Add::Previous, Out { buf: &grads, ldc: r, offset: s.b_off }, out, r, tokens, zeros, &dummy);
+                    // u = dY·(sB)
+                    let a = Operand { buf: dyb, offset: off, ld, trans: false };
+                    matmul::record_general(plan, a, row_major(&p.sb, r), 1.0, Add::Nothing, Out { buf: &du, ldc: r, offset: 0 }, tokens, r, out, zeros, &dummy);
+                    // dA += uᵀ·X
+                    let a = Operand { buf: &du, offset: 0, ld: r, trans: true };
+                    matmul::record_general(plan, a, row_major(xin, inp), 1.0, Add::Previous, Out { buf: &grads, ldc: inp, offset: s.a_off }, r, inp, tokens, zeros, &dummy);
+                    // dX += u·A
+                    if let Some(dxin) = dxin {
+                        matmul::record_general(plan, row_major(&du, r), row_major(&p.a, inp), 1.0, Add::Previous, Out { buf: dxin, ldc: inp, offset: 0 }, tokens, inp, r, zeros, &dummy);
+                    }
+                }
+            };
+            let first = li == 0;
+            layernorm::record_backward(&mut plan, &t.z0, &l.ffn_ln.g, &dx, &dz, tokens, h, c.layer_norm_eps);
+            dx_of(&mut plan, &dz, &l.ffn_out.w, Add::Nothing, &df, h, im);
+            branches(&mut plan, &[Target::FfnOut], &dz, h, &t.f, Some(&df));
+            gelu::record_backward(&mut plan, &t.f0, &df, tokens * im);
+            dx_of(&mut plan, &df, &l.ffn_in.w, Add::Residual(&dz), &dy, im, h);
+            branches(&mut plan, &[Target::FfnIn], &df, im, &t.y, Some(&dy));
+            layernorm::record_backward(&mut plan, &t.y0, &l.attn_ln.g, &dy, &dy0, tokens, h, c.layer_norm_eps);
+            dx_of(&mut plan, &dy0, &l.attn_out.w, Add::Nothing, &dctx, h, h);
+            branches(&mut plan, &[Target::AttnOut], &dy0, h, &t.ctx, Some(&dctx));
+            attention::record_backward(&mut plan, &t.qkv, &tape.lens, &dctx, &stats, &dqkv, rows, seq, h, c.heads as u32);
+            if !first {
+                dx_of(&mut plan, &dqkv, &l.qkv.w, Add::Residual(&dy0), &dx2, 3 * h, h);
+            }
+            branches(&mut plan, &[Target::Query, Target::Key, Target::Value], &dqkv, 3 * h, &t.x, (!first).then_some(&dx2));
+            std::mem::swap(&mut dx, &mut dx2);
+        }
+        self.ctx.submit(plan).await
+    }
+}
