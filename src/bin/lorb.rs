@@ -284,6 +284,13 @@ mod cli {
         /// Report GPU time per kernel (timestamp queries; one compute pass per dispatch)
         #[arg(long)]
         profile: bool,
+        /// Time training steps instead (one list per step): LoRA on the GPU (when the backend is
+        /// one) and on the CPU, the CLS head alone, and full fine-tuning on the CPU
+        #[arg(long)]
+        train: bool,
+        /// With --train: skip full fine-tuning (slow on CPU)
+        #[arg(long)]
+        no_full: bool,
         #[arg(long)]
         json: bool,
     }
@@ -327,15 +334,28 @@ mod cli {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
     }
 
+    /// The adapter in use: --adapter.
+    fn adapter_dir(m: &ModelArgs) -> Option<PathBuf> {
+        m.adapter.clone()
+    }
+
     /// The head file in use: --head, else the model folder's cls_head.safetensors.
     fn head_path(m: &ModelArgs) -> PathBuf {
         m.head.clone().unwrap_or_else(|| model_dir(m).join("cls_head.safetensors"))
     }
 
-    /// λ: given, else the one tuned with the CLS head (its .json sidecar), else 1.
+    /// λ: given, else the one tuned when the adapter was trained (its train_log.json), else the
+    /// one tuned with the CLS head (its .json sidecar), else 1.
     fn weight(a: &ListArgs) -> f64 {
         if let Some(w) = a.weight {
             return w;
+        }
+        if let Some(dir) = adapter_dir(&a.m) {
+            if let Ok(b) = std::fs::read(dir.join("train_log.json")) {
+                if let Some(w) = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["weight"].as_f64()) {
+                    return w;
+                }
+            }
         }
         if a.m.method == Method::Cls {
             let side = head_path(&a.m).with_extension("json");
@@ -573,6 +593,9 @@ mod cli {
         });
         let lists = read_lists(&path, Some(a.lists + 1))?;
         let mut scorer = load(&a.m)?;
+        if a.train {
+            return bench_train(&a, &lists, &scorer, &path);
+        }
         let synthetic = lorb::bench::ensure_heads(&mut scorer);
         if scorer.backend.is_gpu() && (a.checked_shaders || a.profile) {
             let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, ..Default::default() };
@@ -627,6 +650,59 @@ mod cli {
             "matmul_tiles": format!("{:?}", a.tiles).to_lowercase(),
             "trusted_shaders": scorer.backend.is_gpu() && !a.checked_shaders,
             "profile": profiles,
+        });
+        if a.json {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// `lorb bench --train`: milliseconds per optimiser step (one list, MWER + L_cor) for each
+    /// way of training, with the trainable-parameter counts.
+    fn bench_train(a: &BenchArgs, lists: &[NBest], scorer: &Scorer, path: &Path) -> Result<()> {
+        use lorb::train::{Objective, TrainConfig, Trainer};
+        let ex = examples(scorer, lists, &FirstPass::default(), None)?;
+        let model = scorer.model().clone();
+        let base = model.parameter_count();
+        let cfg = TrainConfig { objective: Objective::Mwer, kappa: 1.0 / 6.0, cor_weight: 0.1, ..Default::default() };
+        let (pad, mask) = (scorer.encoder.pad_id(), scorer.encoder.mask_id());
+        let lora = || lorb::Adapter::new_lora(&model.config, 4, 8.0, false, &[lorb::adapter::Target::Query, lorb::adapter::Target::Value], 0);
+        let mut modes: Vec<(&str, Trainer)> = Vec::new();
+        if scorer.backend.is_gpu() {
+            let mut t = Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?;
+            let g = pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(model.clone())))?;
+            pollster::block_on(t.use_gpu(g))?;
+            modes.push(("lora_gpu", t));
+        }
+        modes.push(("lora_cpu", Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?));
+        modes.push(("head_only_cpu", Trainer::new(model.clone(), None, None, cfg.clone(), pad, mask)?));
+        if !a.no_full {
+            modes.push(("full_cpu", Trainer::new(model.clone(), None, None, TrainConfig { full: true, ..cfg.clone() }, pad, mask)?));
+        }
+        let mut out = serde_json::Map::new();
+        for (name, mut t) in modes {
+            pollster::block_on(t.step_lists(&[&ex[0]]))?; // warm-up
+            let t0 = Instant::now();
+            for e in &ex[1..] {
+                pollster::block_on(t.step_lists(&[e]))?;
+            }
+            let ms = 1000.0 * t0.elapsed().as_secs_f64() / (ex.len() - 1).max(1) as f64;
+            let n = t.trainable_parameters();
+            eprintln!("lorb: {name}: {ms:.1} ms per step, {n} trainable parameters");
+            out.insert(name.into(), json!({"ms_per_step": ms, "trainable_parameters": n, "trainable_percent": 100.0 * n as f64 / base as f64, "device": t.device()}));
+        }
+        let c = &model.config;
+        let v = json!({
+            "train": out,
+            "model": model_dir(&a.m).display().to_string(),
+            "shape": {"layers": c.layers, "hidden": c.hidden, "heads": c.heads, "intermediate": c.intermediate, "vocab": c.vocab_size},
+            "nbest": path.display().to_string(),
+            "lists": ex.len() - 1,
+            "hyps_per_list": ex[1..].iter().map(|e| e.ids.len()).sum::<usize>() as f64 / (ex.len() - 1).max(1) as f64,
+            "objective": "mwer + 0.1·L_cor, LoRA r=4 α=8 on query/value plus the CLS head; one list per step",
+            "base_parameters": base,
         });
         if a.json {
             println!("{v}");
@@ -859,7 +935,7 @@ mod cli {
                 }
             }
             lorb::train::fit::Progress::Epoch(r) => {
-                eprintln!("epoch {:3}  train loss {:+.4}  dev WER {:.3}%  ({:.0} s)", r.epoch, r.train_loss, r.dev_wer, r.seconds);
+                eprintln!("epoch {:3}  train loss {:+.4}  dev WER {:.3}% at λ {:.3}  ({:.0} s)", r.epoch, r.train_loss, r.dev_wer, r.weight, r.seconds);
             }
         }))?;
         pb.finish_and_clear();

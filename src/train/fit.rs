@@ -35,7 +35,9 @@ pub struct EpochRecord {
     pub epoch: usize,
     pub steps: u64,
     pub train_loss: f64,
+    /// Dev WER with λ tuned on dev (the early-stopping criterion).
     pub dev_wer: f64,
+    pub weight: f64,
     pub seconds: f64,
 }
 
@@ -72,6 +74,16 @@ pub fn wer_of(lists: &[ListExample], s2: &[Vec<f64>], lambda: f64) -> f64 {
         w += l.words;
     }
     100.0 * e / w.max(1) as f64
+}
+
+/// The λ grid around `λ0 = 1/κ` (0 keeps the first pass).
+fn grid(lambda0: f64) -> Vec<f64> {
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
+}
+
+/// The best `(λ, WER)` on `lists` over [`grid`] (the first on ties: the smaller weight).
+pub fn tune(lists: &[ListExample], s2: &[Vec<f64>], lambda0: f64) -> (f64, f64) {
+    grid(lambda0).into_iter().map(|l| (l, wer_of(lists, s2, l))).fold((0.0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b })
 }
 
 /// The trainer's parameters that training changes (a snapshot to restore).
@@ -280,8 +292,8 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
             }
         }
         let scores = dev_scores(t, dev).await?;
-        let dev_wer = wer_of(dev, &scores, lambda0);
-        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, seconds: started.elapsed().as_secs_f64() };
+        let (weight, dev_wer) = tune(dev, &scores, lambda0);
+        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, weight, seconds: started.elapsed().as_secs_f64() };
         progress(&Progress::Epoch(rec.clone()));
         s.curve.push(rec);
         s.epoch += 1;
@@ -315,9 +327,8 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         t.load_named_params(&best)?;
     }
     let scores = dev_scores(t, dev).await?;
-    let grid: Vec<f64> = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0].iter().map(|f| f * lambda0).collect();
-    let lambda_curve: Vec<(f64, f64)> = grid.iter().map(|&l| (l, wer_of(dev, &scores, l))).collect();
-    let (weight, _) = lambda_curve.iter().fold((lambda0, f64::INFINITY), |b, &(l, e)| if e < b.1 { (l, e) } else { b });
+    let lambda_curve: Vec<(f64, f64)> = grid(lambda0).into_iter().map(|l| (l, wer_of(dev, &scores, l))).collect();
+    let (weight, _) = tune(dev, &scores, lambda0);
     let trainable_parameters = t.trainable_parameters();
     Ok(FitReport {
         dev_first_pass_wer: s.dev_first_pass_wer,
