@@ -333,3 +333,44 @@ fn gpu_trajectory_reproduces_pytorch() {
         assert!((g - w).abs() <= 1e-3, "step {i}: GPU loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
     }
 }
+
+/// `lorb train` on a fixture model and the bundled sample, on the CPU and (when there is one) the
+/// GPU: it writes a PEFT adapter and a log, and `lorb eval --adapter` uses the λ tuned on dev.
+#[test]
+fn train_cli_writes_an_adapter_that_eval_uses() {
+    let sample = common::root().join("www/sample/librispeech-blstm-dev_clean-20.jsonl");
+    let model = fixture_dir("bert");
+    let backends: &[&str] = if gpu(&Model::load_dir(&model).unwrap()).is_some() { &["cpu", "gpu"] } else { &["cpu"] };
+    for backend in backends {
+        let out = tmp(&format!("lorb-train-cli-{backend}"));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .args(["train", "--train"])
+            .arg(&sample)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--backend", backend, "--truncate", "--depth", "6", "--holdout", "5", "--epochs", "2", "--batch", "4", "--lr", "1e-2", "--kappa", "0.5", "--cor-weight", "0.1", "--json"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let log: Value = serde_json::from_slice(&std::fs::read(out.join("train_log.json")).unwrap()).unwrap();
+        assert_eq!(log["report"]["curve"].as_array().unwrap().len(), 2);
+        assert_eq!(log["trainer"].as_str().unwrap().starts_with("gpu"), *backend == "gpu");
+        let a = Adapter::load_dir(&out, &Model::load_dir(&model).unwrap().config).unwrap();
+        assert_eq!((a.r, a.pairs.len()), (4, 4), "r=4 on query and value of 2 layers");
+        assert!(a.cls_head.is_some());
+        let eval = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .args(["eval", "--json", "--backend", "cpu", "--truncate", "--nbest"])
+            .arg(&sample)
+            .arg("--model")
+            .arg(&model)
+            .arg("--adapter")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+        let e: Value = serde_json::from_slice(&eval.stdout).unwrap();
+        assert_eq!(e["weight"].as_f64(), log["weight"].as_f64(), "eval takes λ from train_log.json");
+    }
+}
