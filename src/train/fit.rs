@@ -76,6 +76,20 @@ pub fn wer_of(lists: &[ListExample], s2: &[Vec<f64>], lambda: f64) -> f64 {
     100.0 * e / w.max(1) as f64
 }
 
+/// A clock in seconds (`Instant` panics in wasm32-unknown-unknown; the browser's clock instead).
+fn seconds() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static T0: OnceLock<std::time::Instant> = OnceLock::new();
+        T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+}
+
 /// The λ grid around `λ0 = 1/κ` (0 keeps the first pass).
 fn grid(lambda0: f64) -> Vec<f64> {
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
@@ -266,7 +280,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
             s.pos = 0;
             s.epoch_loss = 0.0;
         }
-        let started = std::time::Instant::now();
+        let started = seconds();
         let steps_in_epoch = s.order.len().div_ceil(per);
         while s.pos < s.order.len() {
             if cancel.load(Ordering::Relaxed) {
@@ -293,7 +307,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
         let scores = dev_scores(t, dev).await?;
         let (weight, dev_wer) = tune(dev, &scores, lambda0);
-        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, weight, seconds: started.elapsed().as_secs_f64() };
+        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, weight, seconds: seconds() - started };
         progress(&Progress::Epoch(rec.clone()));
         s.curve.push(rec);
         s.epoch += 1;
