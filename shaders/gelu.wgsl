@@ -1,5 +1,6 @@
 // In-place exact GELU over n elements: x = x·Φ(x). Used where a product must be completed
-// (the unmerged LoRA branch added) before the activation.
+// (the unmerged LoRA branch added) before the activation. Entry `backward`: d = d·gelu'(x), in
+// place on the incoming gradient d, x the kept pre-activation.
 
 // #include "gelu_fn.wgsl"
 
@@ -12,13 +13,26 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> d: array<f32>;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
-    if (e >= p.n) {
-        return;
+    let e = element(wid, nwg, lid);
+    if (e < p.n) {
+        x[e] = gelu(x[e]);
     }
-    x[e] = gelu(x[e]);
+}
+
+@compute @workgroup_size(256)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let e = element(wid, nwg, lid);
+    if (e < p.n) {
+        d[e] = d[e] * gelu_grad(x[e]);
+    }
 }

@@ -1,6 +1,5 @@
 // In-place LayerNorm over rows: x = (x - mean) / sqrt(var + eps) * gamma + beta.
-// One workgroup per row; mean and variance are two f32 workgroup reductions (two-pass, so the
-// variance does not suffer from cancellation).
+// One workgroup per row; the statistics come from ln_stats.wgsl (f32 workgroup reductions).
 
 const WG: u32 = 128u;
 // #include "reduce.wgsl"
@@ -17,6 +16,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 
+// #include "ln_stats.wgsl"
+
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -25,18 +26,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.hidden;
-    let h = f32(p.hidden);
-    var s = 0.0;
-    for (var i = lid; i < p.hidden; i = i + WG) {
-        s = s + x[base + i];
-    }
-    let mean = wg_sum(s, lid) / h;
-    var v = 0.0;
-    for (var i = lid; i < p.hidden; i = i + WG) {
-        let d = x[base + i] - mean;
-        v = v + d * d;
-    }
-    let inv = inverseSqrt(wg_sum(v, lid) / h + p.eps);
+    let st = row_stats(base, lid);
+    let mean = st.x;
+    let inv = st.y;
     for (var i = lid; i < p.hidden; i = i + WG) {
         x[base + i] = (x[base + i] - mean) * inv * gamma[i] + beta[i];
     }

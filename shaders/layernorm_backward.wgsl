@@ -1,6 +1,6 @@
 // Backward of the row LayerNorm (layernorm.wgsl): dx = (dy·γ − mean(dy·γ) − x̂·mean(dy·γ·x̂)) / σ,
-// from the LayerNorm's input z (its statistics are recomputed, in f32 workgroup reductions, rather
-// than stored). One workgroup per row.
+// from the LayerNorm's input x (its statistics are recomputed by ln_stats.wgsl rather than
+// stored). One workgroup per row.
 
 const WG: u32 = 128u;
 // #include "reduce.wgsl"
@@ -13,10 +13,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+
+// #include "ln_stats.wgsl"
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -27,28 +29,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let base = row * p.hidden;
     let h = f32(p.hidden);
-    var s = 0.0;
-    for (var i = lid; i < p.hidden; i = i + WG) {
-        s = s + z[base + i];
-    }
-    let mean = wg_sum(s, lid) / h;
-    var v = 0.0;
-    for (var i = lid; i < p.hidden; i = i + WG) {
-        let d = z[base + i] - mean;
-        v = v + d * d;
-    }
-    let inv = inverseSqrt(wg_sum(v, lid) / h + p.eps);
+    let st = row_stats(base, lid);
+    let mean = st.x;
+    let inv = st.y;
     var m1 = 0.0;
     var m2 = 0.0;
     for (var i = lid; i < p.hidden; i = i + WG) {
         let g = dy[base + i] * gamma[i];
         m1 = m1 + g;
-        m2 = m2 + g * (z[base + i] - mean) * inv;
+        m2 = m2 + g * (x[base + i] - mean) * inv;
     }
     m1 = wg_sum(m1, lid) / h;
     m2 = wg_sum(m2, lid) / h;
     for (var i = lid; i < p.hidden; i = i + WG) {
-        let xh = (z[base + i] - mean) * inv;
+        let xh = (x[base + i] - mean) * inv;
         dx[base + i] = inv * (dy[base + i] * gamma[i] - m1 - xh * m2);
     }
 }

@@ -391,6 +391,15 @@ mod cli {
         Ok(s)
     }
 
+    /// One compact line (`--json`) or pretty-printed.
+    fn print_json(v: &serde_json::Value, compact: bool) {
+        if compact {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+    }
+
     fn progress(n: usize, what: &str) -> ProgressBar {
         let pb = ProgressBar::new(n as u64);
         pb.set_style(
@@ -651,11 +660,7 @@ mod cli {
             "trusted_shaders": scorer.backend.is_gpu() && !a.checked_shaders,
             "profile": profiles,
         });
-        if a.json {
-            println!("{v}");
-        } else {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        }
+        print_json(&v, a.json);
         Ok(())
     }
 
@@ -704,11 +709,7 @@ mod cli {
             "objective": "mwer + 0.1·L_cor, LoRA r=4 α=8 on query/value plus the CLS head; one list per step",
             "base_parameters": base,
         });
-        if a.json {
-            println!("{v}");
-        } else {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        }
+        print_json(&v, a.json);
         Ok(())
     }
 
@@ -1094,11 +1095,7 @@ mod cli {
             "trainable_percent": 100.0 * n as f64 / base as f64,
             "lora_percent": 100.0 * lora as f64 / base as f64,
         });
-        if as_json {
-            println!("{v}");
-        } else {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        }
+        print_json(&v, as_json);
         Ok(())
     }
 }

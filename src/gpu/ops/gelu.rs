@@ -1,9 +1,8 @@
-//! In-place exact GELU (shaders/gelu.wgsl) and its backward (gelu_backward.wgsl).
+//! In-place exact GELU (shaders/gelu.wgsl) and its backward (entry `backward` there).
 use super::Kernel;
 use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/gelu.wgsl");
-pub(super) const BACKWARD: &str = include_str!("../../../shaders/gelu_backward.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

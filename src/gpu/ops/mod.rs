@@ -11,6 +11,7 @@ pub mod matmul;
 
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const GELU_FN: &str = include_str!("../../../shaders/gelu_fn.wgsl");
+const LN_STATS: &str = include_str!("../../../shaders/ln_stats.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -73,6 +74,7 @@ impl Kernel {
     pub fn entry(self) -> &'static str {
         match self {
             Kernel::AttentionBackwardKv => "main_kv",
+            Kernel::GeluBackward => "backward",
             _ => "main",
         }
     }
@@ -86,9 +88,8 @@ impl Kernel {
             Kernel::Gather => gather::SOURCE,
             Kernel::LogSoftmax => logsoftmax::SOURCE,
             Kernel::LoraMerge => lora::SOURCE,
-            Kernel::Gelu => gelu::SOURCE,
+            Kernel::Gelu | Kernel::GeluBackward => gelu::SOURCE,
             Kernel::LayerNormBackward => layernorm::BACKWARD,
-            Kernel::GeluBackward => gelu::BACKWARD,
             Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
         }
     }
@@ -101,6 +102,7 @@ impl Kernel {
             .map(|l| match l.trim() {
                 "// #include \"reduce.wgsl\"" => REDUCE,
                 "// #include \"gelu_fn.wgsl\"" => GELU_FN,
+                "// #include \"ln_stats.wgsl\"" => LN_STATS,
                 "const TM: u32 = 4u;" if self == Kernel::MatmulWide => "const TM: u32 = 8u;",
                 "const TN: u32 = 4u;" if self == Kernel::MatmulWide => "const TN: u32 = 8u;",
                 _ => l,
