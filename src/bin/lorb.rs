@@ -246,6 +246,12 @@ mod cli {
         /// Use only the first N utterances
         #[arg(long)]
         limit: Option<usize>,
+        /// Keep the top K hypotheses of each list (default: the depth the adapter was trained at)
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Do not use the shipped LoRB adapter when no model, head or adapter is given
+        #[arg(long)]
+        no_adapter: bool,
         /// Output file for `rescore` (default: standard output)
         #[arg(long)]
         out: Option<PathBuf>,
@@ -334,7 +340,8 @@ mod cli {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
     }
 
-    /// The adapter in use: --adapter.
+    /// The adapter in use: --adapter (list commands fill in the shipped one, see
+    /// `with_default_adapter`).
     fn adapter_dir(m: &ModelArgs) -> Option<PathBuf> {
         m.adapter.clone()
     }
@@ -389,6 +396,20 @@ mod cli {
         }
         eprintln!("lorb: {} on {}", dir.display(), s.backend.describe());
         Ok(s)
+    }
+
+    /// The lists with references of `files` (first `limit` of each), minus the utterances of
+    /// `exclude`.
+    fn training_lists(files: &[PathBuf], limit: Option<usize>, exclude: Option<&Path>) -> Result<Vec<NBest>> {
+        let exclude: std::collections::HashSet<String> = match exclude {
+            Some(p) => nbest::read_file(p)?.into_iter().map(|nb| nb.utt).collect(),
+            None => Default::default(),
+        };
+        let mut lists = Vec::new();
+        for f in files {
+            lists.extend(read_lists(f, limit)?.into_iter().filter(|nb| nb.reference.is_some() && !exclude.contains(&nb.utt)));
+        }
+        Ok(lists)
     }
 
     /// One compact line (`--json`) or pretty-printed.
@@ -518,8 +539,42 @@ mod cli {
         lists.iter().map(|nb| first_pass_scores(nb, fp)).collect()
     }
 
+    /// The LoRB adapter that ships with lorb, used by eval/rescore/tune when the user gives no
+    /// model, head or adapter (and the method is CLS).
+    const DEFAULT_ADAPTER: &str = "adapters/minilm-blstm-lorb";
+
+    fn with_default_adapter(mut a: ListArgs) -> ListArgs {
+        if a.m.adapter.is_none() && a.m.model.is_none() && a.m.head.is_none() && a.m.method == Method::Cls && !a.no_adapter && a.weight != Some(0.0) {
+            let local = PathBuf::from(DEFAULT_ADAPTER);
+            let dir = if local.exists() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_ADAPTER) };
+            if dir.join("adapter_config.json").exists() {
+                eprintln!("lorb: using the shipped LoRB adapter {} (--no-adapter for the bare model)", dir.display());
+                a.m.adapter = Some(dir);
+            }
+        }
+        a
+    }
+
+    /// The n-best lists of a list command, cut to `--depth` or to the depth the adapter was
+    /// trained at (its train_log.json): train, tune and test at one depth.
+    fn list_inputs(a: &ListArgs) -> Result<Vec<NBest>> {
+        let mut lists = read_lists(&a.nbest, a.limit)?;
+        let trained = adapter_dir(&a.m)
+            .and_then(|d| std::fs::read(d.join("train_log.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["depth"].as_u64())
+            .map(|d| d as usize);
+        if let Some(k) = a.depth.or(trained) {
+            for nb in &mut lists {
+                nb.hyps.truncate(k.max(1));
+            }
+        }
+        Ok(lists)
+    }
+
     fn rescore(a: ListArgs) -> Result<()> {
-        let lists = read_lists(&a.nbest, a.limit)?;
+        let a = with_default_adapter(a);
+        let lists = list_inputs(&a)?;
         let mut scorer = load(&a.m)?;
         let s2 = second_pass(&mut scorer, &lists, a.m.method)?;
         let s1 = s1_all(&lists, &a.s1)?;
@@ -537,7 +592,8 @@ mod cli {
 
     fn eval(a: ListArgs) -> Result<()> {
         let t0 = Instant::now();
-        let lists = read_lists(&a.nbest, a.limit)?;
+        let a = with_default_adapter(a);
+        let lists = list_inputs(&a)?;
         let s1 = s1_all(&lists, &a.s1)?;
         let w = weight(&a);
         // λ = 0 needs no model: the first pass alone decides.
@@ -556,6 +612,8 @@ mod cli {
             v["method"] = json!(format!("{:?}", a.m.method).to_lowercase());
             v["backend"] = json!(backend);
             v["nbest"] = json!(a.nbest.display().to_string());
+            v["adapter"] = json!(a.m.adapter.as_ref().map(|p| p.display().to_string()));
+            v["depth"] = json!(lists.iter().map(|nb| nb.hyps.len()).max());
             println!("{v}");
         } else {
             println!("{} utterances, {} words ({})", r.utterances, r.words, a.nbest.display());
@@ -577,8 +635,8 @@ mod cli {
 
     fn tune(a: TuneArgs) -> Result<()> {
         let g = parse_grid(&a.grid)?;
-        let l = &a.list;
-        let lists = read_lists(&l.nbest, l.limit)?;
+        let l = &with_default_adapter(a.list);
+        let lists = list_inputs(l)?;
         let mut scorer = load(&l.m)?;
         let s2 = second_pass(&mut scorer, &lists, l.m.method)?;
         let set = EvalSet::new(&lists, s1_all(&lists, &l.s1)?, s2);
@@ -717,14 +775,7 @@ mod cli {
         use lorb::train::{fit_cls_head, HeadFitOptions, ListFeatures};
         use lorb::wer::{word_count, word_errors};
         let t0 = Instant::now();
-        let exclude: std::collections::HashSet<String> = match &a.exclude {
-            Some(p) => nbest::read_file(p)?.into_iter().map(|nb| nb.utt).collect(),
-            None => Default::default(),
-        };
-        let mut lists = Vec::new();
-        for f in &a.train {
-            lists.extend(read_lists(f, a.limit)?.into_iter().filter(|nb| nb.reference.is_some() && !exclude.contains(&nb.utt)));
-        }
+        let lists = training_lists(&a.train, a.limit, a.exclude.as_deref())?;
         if lists.len() < 2 {
             return Err(Error::Input("fit-head needs at least two training lists with references".into()));
         }
@@ -860,14 +911,7 @@ mod cli {
         if a.objective == Objective::Mlm {
             return train_mlm(a, model, lora, cfg, pad, mask, &scorer, t0);
         }
-        let exclude: std::collections::HashSet<String> = match &a.exclude {
-            Some(p) => nbest::read_file(p)?.into_iter().map(|nb| nb.utt).collect(),
-            None => Default::default(),
-        };
-        let mut lists = Vec::new();
-        for f in &a.train {
-            lists.extend(read_lists(f, a.limit)?.into_iter().filter(|nb| nb.reference.is_some() && !exclude.contains(&nb.utt)));
-        }
+        let lists = training_lists(&a.train, a.limit, a.exclude.as_deref())?;
         let mut train_ex = examples(&scorer, &lists, &a.s1, a.depth)?;
         let dev_lists = match &a.dev {
             Some(d) => read_lists(d, a.eval_limit)?,
