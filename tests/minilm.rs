@@ -83,3 +83,23 @@ fn lorb_score_prints_transformers_cls_vectors() {
         }
     }
 }
+
+/// `lorb eval` with no model, head or adapter uses the shipped LoRB adapter, its tuned λ and the
+/// n-best depth it was trained at; `--no-adapter` gives the bare first pass.
+#[test]
+fn eval_defaults_to_the_shipped_lorb_adapter() {
+    let Some(_) = model_dir() else { return };
+    let sample = root().join("www/sample/librispeech-blstm-dev_clean-20.jsonl");
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("adapters/minilm-blstm-lorb/train_log.json")).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lorb")).current_dir(root()).args(["eval", "--json", "--backend", "cpu", "--nbest"]).arg(&sample).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["adapter"].as_str().unwrap().ends_with("adapters/minilm-blstm-lorb"));
+    assert_eq!(v["weight"], log["weight"]);
+    assert_eq!(v["depth"], log["depth"]);
+    assert!(v["rescored_wer"].as_f64().unwrap() < 20.0);
+    let bare = Command::new(env!("CARGO_BIN_EXE_lorb")).current_dir(root()).args(["eval", "--json", "--backend", "cpu", "--no-adapter", "--weight", "0", "--nbest"]).arg(&sample).output().unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&bare.stdout).unwrap();
+    assert!(b["adapter"].is_null());
+    assert_eq!(b["first_pass_wer"], v["first_pass_wer"]);
+}
