@@ -1,12 +1,17 @@
 // Row gather: out[out_off + r * hidden + d] = x[idx[idx_off + r] * hidden + d].
 // Picks the [CLS] rows or the masked slots out of the final hidden states, so that the heads run
-// on those rows only.
+// on those rows only. mode 1 is its backward, a scatter-add into distinct rows:
+// out[idx[idx_off + r] * hidden + d] += x[r * hidden + d].
 
 struct Params {
     n: u32,       // rows × hidden
     hidden: u32,
     idx_off: u32,
     out_off: u32,
+    mode: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,5 +28,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let r = e / p.hidden;
     let d = e % p.hidden;
-    out[p.out_off + e] = x[idx[p.idx_off + r] * p.hidden + d];
+    if (p.mode == 1u) {
+        let o = idx[p.idx_off + r] * p.hidden + d;
+        out[o] = out[o] + x[e];
+    } else {
+        out[p.out_off + e] = x[idx[p.idx_off + r] * p.hidden + d];
+    }
 }

@@ -9,7 +9,7 @@ struct Params {
     rows: u32,
     hidden: u32,
     eps: f32,
-    _p0: u32,
+    keep_xhat: u32, // 1: also write x̂ to `xhat` (for the γ, β gradients)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,6 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> xhat: array<f32>;
 
 // #include "ln_stats.wgsl"
 
@@ -44,5 +45,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < p.hidden; i = i + WG) {
         let xh = (x[base + i] - mean) * inv;
         dx[base + i] = inv * (dy[base + i] * gamma[i] - m1 - xh * m2);
+        if (p.keep_xhat == 1u) {
+            xhat[base + i] = xh;
+        }
     }
 }

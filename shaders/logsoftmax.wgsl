@@ -1,6 +1,8 @@
 // Log-softmax over each row of logits [rows, vocab], one workgroup per row, max and sum of
 // exponentials reduced in f32. mode 0 writes only log P(target) per row (PLL: out[out_off + r]);
-// mode 1 writes the whole row (out[out_off + r * vocab + i]).
+// mode 1 writes the whole row (out[out_off + r * vocab + i]); mode 2 is the cross-entropy's
+// backward (MLM training): out[out_off + r] = −log P(target), and the row of logits is replaced
+// by w·(softmax − onehot(target)), its gradient.
 
 const WG: u32 = 256u;
 // #include "reduce.wgsl"
@@ -11,13 +13,13 @@ struct Params {
     mode: u32,
     tgt_off: u32,
     out_off: u32,
-    _p0: u32,
+    w: f32,
     _p1: u32,
     _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -42,6 +44,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (p.mode == 0u) {
         if (lid == 0u) {
             out[p.out_off + r] = logits[base + targets[p.tgt_off + r]] - lse;
+        }
+    } else if (p.mode == 2u) {
+        let t = targets[p.tgt_off + r];
+        let zt = logits[base + t];
+        workgroupBarrier();
+        for (var i = lid; i < p.vocab; i = i + WG) {
+            logits[base + i] = p.w * (exp(logits[base + i] - lse) - select(0.0, 1.0, i == t));
+        }
+        if (lid == 0u) {
+            out[p.out_off + r] = lse - zt;
         }
     } else {
         for (var i = lid; i < p.vocab; i = i + WG) {

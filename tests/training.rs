@@ -109,7 +109,7 @@ fn lora_gradients_match_pytorch() {
         }
         let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
         let (b, s) = mlm_batch(&f.meta);
-        let (loss, g) = t.mlm_loss_and_grads(&b, &s).unwrap();
+        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
         compare(arch, &f, "mlm", loss, &g);
     }
 }
@@ -125,7 +125,7 @@ fn full_fine_tuning_gradients_match_pytorch() {
         compare(arch, &f, "full_mwer_cor", loss, &g);
         let mut t = trainer(arch, &f, TrainConfig { full: true, cls_head: false, objective: Objective::Mlm, ..Default::default() }, false);
         let (b, s) = mlm_batch(&f.meta);
-        let (loss, g) = t.mlm_loss_and_grads(&b, &s).unwrap();
+        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
         compare(arch, &f, "full_mlm", loss, &g);
     }
 }
@@ -315,6 +315,12 @@ fn gpu_lora_gradients_match_pytorch() {
             let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
             compare(arch, &f, case, loss, &g);
         }
+        // MLM: LoRA and the MLM head transform.
+        let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
+        common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
+        let (b, s) = mlm_batch(&f.meta);
+        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
+        compare(arch, &f, "mlm", loss, &g);
     }
 }
 

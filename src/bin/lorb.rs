@@ -1059,7 +1059,17 @@ mod cli {
         let per = a.batch.max(1);
         let total = (ids.len().div_ceil(per) * a.epochs) as u64;
         let cfg = lorb::train::TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
+        let arc = std::sync::Arc::new(model.clone());
         let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;
+        let gpu = match a.m.backend {
+            BackendKind::Cpu => None,
+            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(arc))?),
+            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(arc)).ok(),
+        };
+        if let (Some(g), false) = (gpu, a.full) {
+            pollster::block_on(t.use_gpu(g))?;
+        }
+        eprintln!("lorb: training on {}", t.device());
         let trainable = t.trainable_parameters();
         eprintln!("lorb: MLM on {} sentences ({} held out), {} trainable parameters, {} steps", ids.len(), dev.len(), trainable, total);
         // Fixed dev masking: the same masked copies every epoch.
@@ -1075,7 +1085,7 @@ mod cli {
             let mut sum = 0.0;
             for c in order.chunks(per) {
                 let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
-                let log = t.step_texts(&batch)?;
+                let log = pollster::block_on(t.step_texts(&batch))?;
                 sum += log.loss;
                 pb.set_position(log.step);
                 pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
@@ -1097,6 +1107,7 @@ mod cli {
             "objective": "mlm",
             "model": model_dir(&a.m).display().to_string(),
             "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "trainer": t.device(),
             "sentences": ids.len(),
             "dev_sentences": dev.len(),
             "config": t.cfg,

@@ -10,7 +10,7 @@
 
 use super::context::{Buf, Plan};
 use super::ops::matmul::{self, Add, Operand, Out};
-use super::ops::{attention, embed, gather, gelu, layernorm};
+use super::ops::{attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
 use super::{GpuBackend, Keep, LayerIo, LoraT};
 use crate::adapter::{Adapter, Target};
 use crate::batch::Batch;
@@ -100,12 +100,117 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Zeroes the LoRA gradient accumulators (at the start of an optimiser step).
-    pub fn zero_lora_grads(&mut self) -> Result<()> {
+    /// Zeroes the gradient accumulators — LoRA pairs and MLM head transform — at the start of an
+    /// optimiser step.
+    pub fn zero_grads(&mut self) -> Result<()> {
         let n: u32 = self.grad_slots().iter().map(|s| s.a_len + s.b_len).sum();
-        let g = self.ctx.work("lora_grads", n as u64 * 4)?;
-        self.ctx.queue.write_buffer(&g, 0, bytemuck::cast_slice(&vec![0f32; n as usize]));
+        let h = self.model.config.hidden;
+        for (name, len) in [("lora_grads", n as usize), ("mlm_grads", h * h + 3 * h)] {
+            let g = self.ctx.work(name, len as u64 * 4)?;
+            self.ctx.queue.write_buffer(&g, 0, bytemuck::cast_slice(&vec![0f32; len]));
+        }
         Ok(())
+    }
+
+    /// Reads the MLM head transform's accumulated gradients: dense weight and bias, LayerNorm γ
+    /// and β.
+    pub async fn read_mlm_grads(&mut self) -> Result<[Vec<f32>; 4]> {
+        let h = self.model.config.hidden;
+        let g = self.ctx.work("mlm_grads", (h * h + 3 * h) as u64 * 4)?;
+        let all = self.ctx.run(Plan::default(), &g, (h * h + 3 * h) as u64 * 4).await?;
+        Ok([all[..h * h].to_vec(), all[h * h..h * h + h].to_vec(), all[h * h + h..h * h + 2 * h].to_vec(), all[h * h + 2 * h..h * h + 3 * h].to_vec()])
+    }
+
+    /// Writes a trained MLM head transform (dense, LayerNorm) to the GPU.
+    pub fn update_mlm_head(&mut self, head: &crate::model::MlmHead) -> Result<()> {
+        let g = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
+        let q = &self.ctx.queue;
+        q.write_buffer(&g.dense.w, 0, bytemuck::cast_slice(&head.dense.weight.data));
+        q.write_buffer(&g.dense.b, 0, bytemuck::cast_slice(&head.dense.bias.data));
+        q.write_buffer(&g.ln.g, 0, bytemuck::cast_slice(&head.ln.gamma.data));
+        q.write_buffer(&g.ln.b, 0, bytemuck::cast_slice(&head.ln.beta.data));
+        Ok(())
+    }
+
+    /// One masked-LM forward and backward in one submission: the encoder with its tape, the
+    /// MLM head at `slots`, the cross-entropy `Σ w·(−log P(target))` (returned), and gradients
+    /// into the MLM head transform (when `head_grads`) and the LoRA pairs.
+    pub async fn train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool) -> Result<f64> {
+        let v = self.model.config.vocab_size as u32;
+        let ns = slots.len() as u32;
+        if ns == 0 {
+            return Err(Error::Input("no masked slots".into()));
+        }
+        if ns as u64 * v as u64 * 4 > self.ctx.binding_budget() {
+            return Err(Error::GpuLimit(format!("{ns} masked slots × {v} logits exceed one binding; use fewer texts per step")));
+        }
+        let tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
+        let res = self.record_train_mlm(batch, slots, w, head_grads, &tape).await;
+        self.tape = Some(tape);
+        res
+    }
+
+    async fn record_train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, tape: &Tape) -> Result<f64> {
+        let c = self.model.config.clone();
+        let (h, v, eps) = (c.hidden as u32, c.vocab_size as u32, c.layer_norm_eps);
+        let ns = slots.len() as u32;
+        let seq = batch.seq as u32;
+        let tokens = batch.rows() as u32 * seq;
+        let mut plan = Plan::default();
+        plan.tiles = self.tiles;
+        self.record_forward_tape(&mut plan, batch, tape)?;
+        let idx: Vec<u32> = slots.iter().map(|s| s.row * seq + s.pos).collect();
+        let tgt: Vec<u32> = slots.iter().map(|s| s.target).collect();
+        let ctx = &mut self.ctx;
+        let idx_buf = ctx.work_with("gather_idx", &idx)?;
+        let tgt_buf = ctx.work_with("targets", &tgt)?;
+        let sh = ns as u64 * h as u64 * 4;
+        let (g, t0, t1, t2) = (ctx.work("mlm.g", sh)?, ctx.work("mlm.t0", sh)?, ctx.work("mlm.t1", sh)?, ctx.work("mlm.t2", sh)?);
+        let (dt2, dt1, xhat, dg) = (ctx.work("mlm.dt2", sh)?, ctx.work("mlm.dt1", sh)?, ctx.work("mlm.xhat", sh)?, ctx.work("mlm.dg", sh)?);
+        let logits = ctx.work("mlm.logits", ns as u64 * v as u64 * 4)?;
+        let loss = ctx.work("mlm.loss", ns as u64 * 4)?;
+        let grads = ctx.work("mlm_grads", (h as u64 * h as u64 + 3 * h as u64) * 4)?;
+        let dx = ctx.work("bw.dx", tokens as u64 * h as u64 * 4)?;
+        ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&vec![0f32; (tokens * h) as usize]));
+        let dummy = ctx.dummy.clone();
+        let mlm = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
+        let zeros = &self.zeros;
+        // Forward: gather → dense → GELU → LayerNorm → decoder shards → cross-entropy.
+        gather::record(&mut plan, &tape.out, &idx_buf, &g, ns, h, 0, 0);
+        let out = |buf, ldc, offset| Out { buf, ldc, offset };
+        matmul::record(&mut plan, matmul::In { buf: &g, offset: 0 }, &mlm.dense.w, &mlm.dense.b, Add::Nothing, out(&t0, h, 0), ns, h, h, matmul::Act::None, &dummy);
+        plan.copy(&t0, 0, &t1, 0, sh);
+        gelu::record(&mut plan, &t1, ns * h);
+        plan.copy(&t1, 0, &t2, 0, sh);
+        layernorm::record(&mut plan, &t2, &mlm.ln.g, &mlm.ln.b, ns, h, eps);
+        for sd in &mlm.decoder {
+            let bias = sd.bias.as_ref().expect("decoder shards carry their bias");
+            matmul::record(&mut plan, matmul::In { buf: &t2, offset: 0 }, &sd.buf, bias, Add::Nothing, out(&logits, v, sd.lo), ns, sd.hi - sd.lo, h, matmul::Act::None, &dummy);
+        }
+        logsoftmax::record_cross_entropy(&mut plan, &logits, &tgt_buf, &loss, ns, v, w, 0, 0);
+        // Backward: dT2 = dlogits·Dec over the shards.
+        for (k, sd) in mlm.decoder.iter().enumerate() {
+            let a = Operand { buf: &logits, offset: sd.lo, ld: v, trans: false };
+            let add = if k == 0 { Add::Nothing } else { Add::Previous };
+            matmul::record_general(&mut plan, a, row_major(&sd.buf, h), 1.0, add, out(&dt2, h, 0), ns, h, sd.hi - sd.lo, zeros, &dummy);
+        }
+        layernorm::record_backward(&mut plan, &t1, &mlm.ln.g, &dt2, &dt1, head_grads.then_some(&xhat), ns, h, eps, &dummy);
+        gelu::record_backward(&mut plan, &t0, &dt1, ns * h);
+        if head_grads {
+            // [dW (H·H) | db (H) | dγ (H) | dβ (H)]
+            let hh = h * h;
+            colsum::record(&mut plan, &dt2, Some(&xhat), &grads, ns, h, hh + h, &dummy);
+            colsum::record(&mut plan, &dt2, None, &grads, ns, h, hh + 2 * h, &dummy);
+            colsum::record(&mut plan, &dt1, None, &grads, ns, h, hh, &dummy);
+            let a = Operand { buf: &dt1, offset: 0, ld: h, trans: true };
+            matmul::record_general(&mut plan, a, row_major(&g, h), 1.0, Add::Previous, out(&grads, h, 0), h, h, ns, zeros, &dummy);
+        }
+        // dG = dT0·W_dense, scattered to the slots' rows of dX, then through the encoder.
+        matmul::record_general(&mut plan, row_major(&dt1, h), row_major(&mlm.dense.w, h), 1.0, Add::Nothing, out(&dg, h, 0), ns, h, h, zeros, &dummy);
+        gather::record_scatter_add(&mut plan, &dg, &idx_buf, &dx, ns, h);
+        self.record_encoder_backward(&mut plan, tape)?;
+        let l = self.ctx.run(plan, &loss, ns as u64 * 4).await?;
+        Ok(l[..ns as usize].iter().map(|x| *x as f64).sum::<f64>() * w as f64)
     }
 
     /// Reads the accumulated `(dA, dB)` of every pair.
@@ -117,63 +222,60 @@ impl GpuBackend {
         Ok(slots.iter().map(|s| (all[s.a_off as usize..(s.a_off + s.a_len) as usize].to_vec(), all[s.b_off as usize..(s.b_off + s.b_len) as usize].to_vec())).collect())
     }
 
+    /// The tape for `rows × seq` tokens: the kept one when large enough, else new buffers.
+    fn ensure_tape(&mut self, rows: u32, seq: u32) -> Result<Tape> {
+        let tokens = rows * seq;
+        if let Some(t) = self.tape.take().filter(|t| t.tokens >= tokens) {
+            return Ok(Tape { rows, seq, ..t });
+        }
+        let c = self.model.config.clone();
+        let (h, im) = (c.hidden as u64, c.intermediate as u64);
+        let r = self.unmerged.as_ref().map(|u| u.r).unwrap_or(1) as u64;
+        let n = tokens as u64;
+        let npairs = self.unmerged.as_ref().map(|u| u.pairs.len()).unwrap_or(0);
+        let mut layers = Vec::new();
+        for li in 0..c.layers {
+            let t = (0..npairs)
+                .map(|pi| {
+                    let mine = self.unmerged.as_ref().map(|u| u.pairs[pi].layer == li).unwrap_or(false);
+                    self.alloc("tape.lora_t", if mine { n * r } else { 4 })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            layers.push(TapeLayer {
+                x: self.alloc("tape.x", n * h)?,
+                qkv: self.alloc("tape.qkv", n * 3 * h)?,
+                ctx: self.alloc("tape.ctx", n * h)?,
+                y0: self.alloc("tape.y0", n * h)?,
+                y: self.alloc("tape.y", n * h)?,
+                f0: self.alloc("tape.f0", n * im)?,
+                f: self.alloc("tape.f", n * im)?,
+                z0: self.alloc("tape.z0", n * h)?,
+                t,
+            });
+        }
+        Ok(Tape { tokens, layers, out: self.alloc("tape.out", n * h)?, rows, seq, lens: self.alloc("tape.lens", rows as u64)? })
+    }
+
     /// The training forward: final [CLS] vectors `[rows, H]`, with the tape kept for
     /// [`GpuBackend::train_backward`]. The batch must fit one chunk.
     pub async fn train_forward(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        let c = self.model.config.clone();
-        let (h, im) = (c.hidden as u64, c.intermediate as u64);
-        let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
-        let tokens = rows * seq;
-        let r = self.unmerged.as_ref().map(|u| u.r).unwrap_or(1) as u64;
-        let grow = self.tape.as_ref().map(|t| t.tokens < tokens).unwrap_or(true);
-        if grow {
-            let n = tokens as u64;
-            let npairs = self.unmerged.as_ref().map(|u| u.pairs.len()).unwrap_or(0);
-            let mut layers = Vec::new();
-            for li in 0..c.layers {
-                let t = (0..npairs)
-                    .map(|pi| {
-                        let mine = self.unmerged.as_ref().map(|u| u.pairs[pi].layer == li).unwrap_or(false);
-                        self.alloc("tape.lora_t", if mine { n * r } else { 4 })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                layers.push(TapeLayer {
-                    x: self.alloc("tape.x", n * h)?,
-                    qkv: self.alloc("tape.qkv", n * 3 * h)?,
-                    ctx: self.alloc("tape.ctx", n * h)?,
-                    y0: self.alloc("tape.y0", n * h)?,
-                    y: self.alloc("tape.y", n * h)?,
-                    f0: self.alloc("tape.f0", n * im)?,
-                    f: self.alloc("tape.f", n * im)?,
-                    z0: self.alloc("tape.z0", n * h)?,
-                    t,
-                });
-            }
-            let out = self.alloc("tape.out", n * h)?;
-            let lens = self.alloc("tape.lens", rows as u64)?;
-            self.tape = Some(Tape { tokens, layers, out, rows, seq, lens });
-        }
-        let tape = self.tape.take().expect("tape allocated");
+        let tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
         let res = self.record_train_forward(batch, &tape).await;
-        self.tape = Some(Tape { rows, seq, ..tape });
+        self.tape = Some(tape);
         res
     }
 
-    async fn record_train_forward(&mut self, batch: &Batch, tape: &Tape) -> Result<Vec<f32>> {
+    /// Records the embeddings and every layer of `batch` with the tape kept (lens uploaded).
+    fn record_forward_tape(&mut self, plan: &mut Plan, batch: &Batch, tape: &Tape) -> Result<()> {
         let c = self.model.config.clone();
         let h = c.hidden as u32;
         let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
         let tokens = rows * seq;
         self.ctx.queue.write_buffer(&tape.lens, 0, bytemuck::cast_slice(&batch.lens));
         let ids = self.ctx.work_with("ids", &batch.ids)?;
-        let idx: Vec<u32> = (0..rows).map(|b| b * seq).collect();
-        let idx_buf = self.ctx.work_with("gather_idx", &idx)?;
-        let out = self.ctx.work("out", rows as u64 * h as u64 * 4)?;
-        let mut plan = Plan::default();
-        plan.tiles = self.tiles;
         let x0 = &tape.layers[0].x;
-        embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, x0, tokens, h, seq, c.position_offset as u32, 0);
-        layernorm::record(&mut plan, x0, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
+        embed::record(plan, &ids, &self.word, &self.pos, &self.typ, x0, tokens, h, seq, c.position_offset as u32, 0);
+        layernorm::record(plan, x0, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
         for li in 0..self.layers.len() {
             let l = &tape.layers[li];
             let next = tape.layers.get(li + 1).map(|n| &n.x).unwrap_or(&tape.out);
@@ -187,8 +289,20 @@ impl GpuBackend {
                 lora_t: LoraT::PerPair(&l.t),
                 keep: Some(Keep { y0: &l.y0, z0: &l.z0, f0: &l.f0 }),
             };
-            self.record_layer(&mut plan, li, &io, &tape.lens, rows, seq, 0);
+            self.record_layer(plan, li, &io, &tape.lens, rows, seq, 0);
         }
+        Ok(())
+    }
+
+    async fn record_train_forward(&mut self, batch: &Batch, tape: &Tape) -> Result<Vec<f32>> {
+        let h = self.model.config.hidden as u32;
+        let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
+        let mut plan = Plan::default();
+        plan.tiles = self.tiles;
+        self.record_forward_tape(&mut plan, batch, tape)?;
+        let idx: Vec<u32> = (0..rows).map(|b| b * seq).collect();
+        let idx_buf = self.ctx.work_with("gather_idx", &idx)?;
+        let out = self.ctx.work("out", rows as u64 * h as u64 * 4)?;
         gather::record(&mut plan, &tape.out, &idx_buf, &out, rows, h, 0, 0);
         let v = self.ctx.run(plan, &out, rows as u64 * h as u64 * 4).await?;
         Ok(v[..(rows * h) as usize].to_vec())
@@ -204,14 +318,33 @@ impl GpuBackend {
     }
 
     async fn record_train_backward(&mut self, tape: &Tape, d_cls: &[f32]) -> Result<()> {
-        let c = self.model.config.clone();
-        let (h, im) = (c.hidden as u32, c.intermediate as u32);
+        let h = self.model.config.hidden as u32;
         let (rows, seq) = (tape.rows, tape.seq);
         let tokens = rows * seq;
         if d_cls.len() != (rows * h) as usize {
             return Err(Error::Training(format!("d_cls has {} values, expected {}", d_cls.len(), rows * h)));
         }
-        let u = self.unmerged.as_ref().ok_or_else(|| Error::Training("GPU training needs LoRA pairs (set_adapter_unmerged)".into()))?;
+        // The loss gradient sits at each sequence's first position.
+        let mut d_out = vec![0f32; (tokens * h) as usize];
+        for b in 0..rows as usize {
+            d_out[b * seq as usize * h as usize..][..h as usize].copy_from_slice(&d_cls[b * h as usize..(b + 1) * h as usize]);
+        }
+        let dx = self.ctx.work("bw.dx", tokens as u64 * h as u64 * 4)?;
+        self.ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&d_out));
+        let mut plan = Plan::default();
+        plan.tiles = self.tiles;
+        self.record_encoder_backward(&mut plan, tape)?;
+        self.ctx.submit(plan).await
+    }
+
+    /// Records the backward of every layer from the gradient in the pooled `bw.dx` buffer,
+    /// accumulating the LoRA pairs' gradients.
+    fn record_encoder_backward(&mut self, plan: &mut Plan, tape: &Tape) -> Result<()> {
+        let c = self.model.config.clone();
+        let (h, im) = (c.hidden as u32, c.intermediate as u32);
+        let (rows, seq) = (tape.rows, tape.seq);
+        let tokens = rows * seq;
+        let Some(u) = self.unmerged.as_ref().filter(|u| !u.pairs.is_empty()) else { return Ok(()) };
         let r = u.r;
         let slots = self.grad_slots();
         let ngrad: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
@@ -229,15 +362,6 @@ impl GpuBackend {
         let du = ctx.work("bw.du", n * r as u64 * 4)?;
         let stats = ctx.work("bw.stats", 2 * rows as u64 * c.heads as u64 * seq as u64 * 4)?;
         let dummy = ctx.dummy.clone();
-        // The loss gradient sits at each sequence's first position.
-        let mut d_out = vec![0f32; (tokens * h) as usize];
-        for b in 0..rows as usize {
-            d_out[b * seq as usize * h as usize..][..h as usize].copy_from_slice(&d_cls[b * h as usize..(b + 1) * h as usize]);
-        }
-        ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&d_out));
-
-        let mut plan = Plan::default();
-        plan.tiles = self.tiles;
         let zeros = &self.zeros;
         // dX = dY·W (+ R): W stored [out, in] is B = [k = out, n = in] row-major.
         let dx_of = |plan: &mut Plan, dyb: &Buf, w: &Buf, add: Add<'_>, dst: &Buf, out: u32, inp: u32| {
@@ -270,22 +394,22 @@ impl GpuBackend {
                 }
             };
             let first = li == 0;
-            layernorm::record_backward(&mut plan, &t.z0, &l.ffn_ln.g, &dx, &dz, tokens, h, c.layer_norm_eps);
-            dx_of(&mut plan, &dz, &l.ffn_out.w, Add::Nothing, &df, h, im);
-            branches(&mut plan, &[Target::FfnOut], &dz, h, &t.f, Some(&df));
-            gelu::record_backward(&mut plan, &t.f0, &df, tokens * im);
-            dx_of(&mut plan, &df, &l.ffn_in.w, Add::Residual(&dz), &dy, im, h);
-            branches(&mut plan, &[Target::FfnIn], &df, im, &t.y, Some(&dy));
-            layernorm::record_backward(&mut plan, &t.y0, &l.attn_ln.g, &dy, &dy0, tokens, h, c.layer_norm_eps);
-            dx_of(&mut plan, &dy0, &l.attn_out.w, Add::Nothing, &dctx, h, h);
-            branches(&mut plan, &[Target::AttnOut], &dy0, h, &t.ctx, Some(&dctx));
-            attention::record_backward(&mut plan, &t.qkv, &tape.lens, &dctx, &stats, &dqkv, rows, seq, h, c.heads as u32);
+            layernorm::record_backward(plan, &t.z0, &l.ffn_ln.g, &dx, &dz, None, tokens, h, c.layer_norm_eps, &dummy);
+            dx_of(plan, &dz, &l.ffn_out.w, Add::Nothing, &df, h, im);
+            branches(plan, &[Target::FfnOut], &dz, h, &t.f, Some(&df));
+            gelu::record_backward(plan, &t.f0, &df, tokens * im);
+            dx_of(plan, &df, &l.ffn_in.w, Add::Residual(&dz), &dy, im, h);
+            branches(plan, &[Target::FfnIn], &df, im, &t.y, Some(&dy));
+            layernorm::record_backward(plan, &t.y0, &l.attn_ln.g, &dy, &dy0, None, tokens, h, c.layer_norm_eps, &dummy);
+            dx_of(plan, &dy0, &l.attn_out.w, Add::Nothing, &dctx, h, h);
+            branches(plan, &[Target::AttnOut], &dy0, h, &t.ctx, Some(&dctx));
+            attention::record_backward(plan, &t.qkv, &tape.lens, &dctx, &stats, &dqkv, rows, seq, h, c.heads as u32);
             if !first {
-                dx_of(&mut plan, &dqkv, &l.qkv.w, Add::Residual(&dy0), &dx2, 3 * h, h);
+                dx_of(plan, &dqkv, &l.qkv.w, Add::Residual(&dy0), &dx2, 3 * h, h);
             }
-            branches(&mut plan, &[Target::Query, Target::Key, Target::Value], &dqkv, 3 * h, &t.x, (!first).then_some(&dx2));
+            branches(plan, &[Target::Query, Target::Key, Target::Value], &dqkv, 3 * h, &t.x, (!first).then_some(&dx2));
             std::mem::swap(&mut dx, &mut dx2);
         }
-        self.ctx.submit(plan).await
+        Ok(())
     }
 }

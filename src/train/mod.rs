@@ -207,14 +207,23 @@ impl Trainer {
     /// Runs the encoder's forward and backward on `gpu` (created for this model): LoRA training
     /// of n-best objectives. Full fine-tuning, the MLM head and MLM stay on the CPU for now.
     pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
-        if self.cfg.full || self.cfg.mlm_head || self.cfg.objective == Objective::Mlm {
-            return Err(Error::Unsupported("GPU training covers LoRA with the CLS head (mwer, mwed, md); use the CPU trainer for full fine-tuning and MLM".into()));
+        if self.cfg.full {
+            return Err(Error::Unsupported("full fine-tuning runs on the CPU trainer".into()));
         }
-        let a = self.lora.as_ref().filter(|a| !a.pairs.is_empty()).ok_or_else(|| Error::Unsupported("GPU training needs LoRA pairs (a frozen encoder trains its head on the CPU)".into()))?;
-        let mut pairs_only = a.clone();
+        let pairs = self.lora.as_ref().map(|a| a.pairs.len()).unwrap_or(0);
+        if pairs == 0 && self.cfg.objective != Objective::Mlm {
+            return Err(Error::Unsupported("GPU training of n-best objectives needs LoRA pairs (a frozen encoder trains its head on the CPU)".into()));
+        }
+        let mut pairs_only = self.lora.clone().unwrap_or(Adapter::new_lora(&self.model.config, 1, 1.0, false, &[Target::Query], 0)?);
+        if pairs == 0 {
+            pairs_only.pairs.clear();
+        }
         pairs_only.cls_head = None;
         pairs_only.mlm_head = MlmHeadUpdate::default();
         gpu.set_adapter_unmerged(Some(std::sync::Arc::new(pairs_only))).await?;
+        if let Some(h) = &self.model.mlm {
+            gpu.update_mlm_head(h)?;
+        }
         self.gpu = Some(gpu);
         Ok(())
     }
@@ -231,6 +240,9 @@ impl Trainer {
     pub(crate) fn sync_gpu(&mut self) -> Result<()> {
         if let (Some(g), Some(a)) = (self.gpu.as_mut(), self.lora.as_ref()) {
             g.update_lora(a)?;
+        }
+        if let (Some(g), Some(h), true) = (self.gpu.as_mut(), self.model.mlm.as_ref(), self.cfg.mlm_head) {
+            g.update_mlm_head(h)?;
         }
         Ok(())
     }
@@ -346,7 +358,7 @@ impl Trainer {
         let mut g = self.new_grads();
         let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
         if let Some(gpu) = self.gpu.as_mut() {
-            gpu.zero_lora_grads()?;
+            gpu.zero_grads()?;
         }
         let w = 1.0 / lists.len() as f64;
         let mut total = 0.0;
@@ -403,15 +415,31 @@ impl Trainer {
     }
 
     /// Mean masked-LM cross-entropy over `slots` of an already masked batch, with gradients.
-    fn mlm_loss(&self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
+    async fn mlm_loss(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
         batch.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
         crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
         let mut g = self.new_grads();
+        let w = 1.0 / slots.len() as f32;
+        if let Some(gpu) = self.gpu.as_mut() {
+            gpu.zero_grads()?;
+            let loss = gpu.train_mlm(batch, slots, w, self.cfg.mlm_head).await?;
+            if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
+                g.lora = gpu.read_lora_grads().await?;
+            }
+            if let (true, Some(head)) = (self.cfg.mlm_head, g.model.as_mut().and_then(|m| m.mlm.as_mut())) {
+                let [dw, db, dg, dbeta] = gpu.read_mlm_grads().await?;
+                head.dense.weight.data = dw;
+                head.dense.bias.data = db;
+                head.ln.gamma.data = dg;
+                head.ln.beta.data = dbeta;
+            }
+            return Ok((loss, g));
+        }
         let mut tape = Tape::default();
         let backprop = self.encoder_trains();
         let x = encoder::forward(&self.model, self.lora.as_ref(), batch, backprop.then_some(&mut tape));
         let mut dx = vec![0f32; x.len()];
-        let loss = encoder::mlm_loss_backward(&self.model, &x, batch.seq, slots, 1.0 / slots.len() as f32, &mut dx, &mut g);
+        let loss = encoder::mlm_loss_backward(&self.model, &x, batch.seq, slots, w, &mut dx, &mut g);
         if backprop {
             encoder::backward(&self.model, self.lora.as_ref(), batch, &tape, dx, &mut g);
         }
@@ -429,23 +457,25 @@ impl Trainer {
     }
 
     /// MLM loss and named gradients of a given masked batch (no update; for tests).
-    pub fn mlm_loss_and_grads(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
-        let (loss, mut g) = self.mlm_loss(batch, slots)?;
+    pub async fn mlm_loss_and_grads(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
+        let (loss, mut g) = self.mlm_loss(batch, slots).await?;
         let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
         Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
     }
 
     /// One MLM optimiser step on `texts` (masked here, seeded).
-    pub fn step_texts(&mut self, texts: &[&[u32]]) -> Result<StepLog> {
+    pub async fn step_texts(&mut self, texts: &[&[u32]]) -> Result<StepLog> {
         let (batch, slots) = self.mask_texts(texts)?;
-        self.step_masked(&batch, &slots)
+        self.step_masked(&batch, &slots).await
     }
 
     /// One MLM optimiser step on an already masked batch.
-    pub fn step_masked(&mut self, batch: &Batch, slots: &[Slot]) -> Result<StepLog> {
-        let (loss, mut g) = self.mlm_loss(batch, slots)?;
+    pub async fn step_masked(&mut self, batch: &Batch, slots: &[Slot]) -> Result<StepLog> {
+        let (loss, mut g) = self.mlm_loss(batch, slots).await?;
         let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
-        self.apply(loss, &mut g, &mut gc)
+        let log = self.apply(loss, &mut g, &mut gc)?;
+        self.sync_gpu()?;
+        Ok(log)
     }
 
     /// The trainable tensors with their gradients, by name, in a fixed order: LoRA pairs

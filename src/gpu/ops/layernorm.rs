@@ -18,8 +18,10 @@ pub fn record(plan: &mut Plan, x: &Buf, gamma: &Buf, beta: &Buf, rows: u32, hidd
     plan.dispatch(Kernel::LayerNorm, &Params { rows, hidden, eps, _p: 0 }, &[x, gamma, beta], grid(rows));
 }
 
-/// `dx` from `dy` and the LayerNorm's input `z` (statistics recomputed).
+/// `dx` from `dy` and the LayerNorm's input `z` (statistics recomputed); with `xhat`, also the
+/// normalised input there (for the γ, β gradients). `dummy` stands in for a missing `xhat`.
 #[allow(clippy::too_many_arguments)]
-pub fn record_backward(plan: &mut Plan, z: &Buf, gamma: &Buf, dy: &Buf, dx: &Buf, rows: u32, hidden: u32, eps: f32) {
-    plan.dispatch(Kernel::LayerNormBackward, &Params { rows, hidden, eps, _p: 0 }, &[z, gamma, dy, dx], grid(rows));
+pub fn record_backward(plan: &mut Plan, z: &Buf, gamma: &Buf, dy: &Buf, dx: &Buf, xhat: Option<&Buf>, rows: u32, hidden: u32, eps: f32, dummy: &Buf) {
+    let p = Params { rows, hidden, eps, _p: xhat.is_some() as u32 };
+    plan.dispatch(Kernel::LayerNormBackward, &p, &[z, gamma, dy, dx, xhat.unwrap_or(dummy)], grid(rows));
 }

@@ -1,6 +1,7 @@
 //! One file per GPU op: its WGSL (in `shaders/`) and the launcher that records its dispatch.
 
 pub mod attention;
+pub mod colsum;
 pub mod embed;
 pub mod gather;
 pub mod gelu;
@@ -32,11 +33,12 @@ pub enum Kernel {
     AttentionBackward,
     /// dK and dV (entry `main_kv`).
     AttentionBackwardKv,
+    ColSum,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -50,6 +52,7 @@ impl Kernel {
         Kernel::GeluBackward,
         Kernel::AttentionBackward,
         Kernel::AttentionBackwardKv,
+        Kernel::ColSum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Kernel {
             Kernel::GeluBackward => "gelu_backward",
             Kernel::AttentionBackward => "attention_backward",
             Kernel::AttentionBackwardKv => "attention_backward_kv",
+            Kernel::ColSum => "colsum",
         }
     }
 
@@ -91,6 +95,7 @@ impl Kernel {
             Kernel::Gelu | Kernel::GeluBackward => gelu::SOURCE,
             Kernel::LayerNormBackward => layernorm::BACKWARD,
             Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
+            Kernel::ColSum => colsum::SOURCE,
         }
     }
 
