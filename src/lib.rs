@@ -20,6 +20,8 @@ pub mod rescore;
 pub mod score;
 pub mod tokenize;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 pub mod wer;
 
 pub use adapter::Adapter;

@@ -1,0 +1,204 @@
+//! The JavaScript API of the npm package (wasm-bindgen), in the style of transformers.js:
+//!
+//! ```js
+//! import init, { Rescorer, webgpuInfo } from "lorb";
+//! await init();
+//! const r = await Rescorer.load({ config: url, weights: url, tokenizer: url,
+//!                                 adapter: { config: url, weights: url }, onProgress });
+//! const out = await r.rescore({ utt, ref, hyps: [{ text, score }] }, { weight: 1.5 });
+//! ```
+//!
+//! Inputs are URLs (fetched with progress reports), ArrayBuffers or Uint8Arrays. Every failure
+//! reaches JS as an `Error` with a machine-readable `kind` (`io`, `config`, `weights`, `tokenizer`,
+//! `input`, `gpu`, `adapter`, `unsupported`, …); a panic is reported by console_error_panic_hook
+//! and never aborts silently. WebGPU is used when `navigator.gpu` gives an adapter; otherwise, or
+//! with `backend: "cpu"`, the CPU backend computes the same scores.
+
+use crate::adapter::Adapter;
+use crate::backend::{Backend, BackendKind};
+use crate::error::Error;
+use crate::model::{ClsHead, Model};
+use crate::nbest::NBest;
+use crate::rescore::rescore_list;
+use crate::score::{Method, Scorer};
+use crate::tokenize::TextEncoder;
+use crate::wer::{word_count, word_errors};
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/src/js/web.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = fetchBytes)]
+    async fn fetch_bytes(url: &str, label: &str, on_progress: &JsValue) -> Result<JsValue, JsValue>;
+}
+
+/// A JS `Error` carrying lorb's error kind.
+fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = js_sys::Reflect::set(&err, &"kind".into(), &e.kind().to_string().into());
+    err.into()
+}
+
+fn get(o: &JsValue, key: &str) -> Option<JsValue> {
+    if !o.is_object() {
+        return None;
+    }
+    js_sys::Reflect::get(o, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// Bytes of a URL (fetched), an ArrayBuffer or a typed array.
+async fn bytes_of(v: &JsValue, label: &str, progress: &JsValue) -> Result<Vec<u8>, JsValue> {
+    if let Some(url) = v.as_string() {
+        let b = fetch_bytes(&url, label, progress).await?;
+        return Ok(js_sys::Uint8Array::new(&b).to_vec());
+    }
+    if v.is_instance_of::<js_sys::ArrayBuffer>() || v.is_instance_of::<js_sys::Uint8Array>() {
+        return Ok(js_sys::Uint8Array::new(v).to_vec());
+    }
+    Err(js_error(Error::Input(format!("{label}: expected a URL, an ArrayBuffer or a Uint8Array"))))
+}
+
+async fn required(opts: &JsValue, key: &str, label: &str, progress: &JsValue) -> Result<Vec<u8>, JsValue> {
+    let v = get(opts, key).ok_or_else(|| js_error(Error::Input(format!("Rescorer.load: `{key}` ({label}) is required"))))?;
+    bytes_of(&v, label, progress).await
+}
+
+fn method_of(opts: &JsValue) -> Result<Method, JsValue> {
+    match get(opts, "method").and_then(|v| v.as_string()) {
+        None => Ok(Method::Cls),
+        Some(s) => s.parse().map_err(js_error),
+    }
+}
+
+fn to_js(v: &Value) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| js_error(Error::Input(e.to_string())))
+}
+
+use serde::Serialize;
+
+/// A loaded model (and adapter) ready to score and rescore.
+#[wasm_bindgen]
+pub struct Rescorer {
+    scorer: Scorer,
+    /// λ used when `rescore` is given none.
+    weight: f64,
+}
+
+#[wasm_bindgen]
+impl Rescorer {
+    /// `await Rescorer.load({ config, weights, tokenizer, head?, adapter?: { config, weights },
+    /// backend?: "auto" | "gpu" | "cpu", weight?, onProgress?(file, loaded, total) })`.
+    pub async fn load(opts: JsValue) -> Result<Rescorer, JsValue> {
+        console_error_panic_hook::set_once();
+        let progress = get(&opts, "onProgress").unwrap_or(JsValue::UNDEFINED);
+        let config = required(&opts, "config", "config.json", &progress).await?;
+        let weights = required(&opts, "weights", "model.safetensors", &progress).await?;
+        let tokenizer = required(&opts, "tokenizer", "tokenizer.json", &progress).await?;
+        let model = Model::from_bytes(&config, &weights).map_err(js_error)?;
+        let encoder = TextEncoder::from_bytes(&tokenizer, &model.config).map_err(js_error)?;
+        let head = match get(&opts, "head") {
+            Some(v) => Some(ClsHead::from_safetensors(&bytes_of(&v, "head", &progress).await?, model.config.hidden).map_err(js_error)?),
+            None => None,
+        };
+        let model = std::sync::Arc::new(model);
+        let backend = match get(&opts, "backend").and_then(|v| v.as_string()).as_deref() {
+            Some("cpu") => Backend::new(model, BackendKind::Cpu).await.map_err(js_error)?,
+            Some("gpu") => Backend::new(model, BackendKind::Gpu).await.map_err(js_error)?,
+            None | Some("auto") => match Backend::new(model.clone(), BackendKind::Gpu).await {
+                Ok(b) => b,
+                Err(e) => {
+                    web_sys::console::warn_1(&format!("lorb: {e}; using the CPU backend").into());
+                    Backend::new(model, BackendKind::Cpu).await.map_err(js_error)?
+                }
+            },
+            Some(other) => return Err(js_error(Error::Input(format!("backend {other:?}: expected auto, gpu or cpu")))),
+        };
+        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight: get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0) };
+        if let Some(a) = get(&opts, "adapter") {
+            r.set_adapter_from(&a, &progress).await?;
+        }
+        Ok(r)
+    }
+
+    async fn set_adapter_from(&mut self, a: &JsValue, progress: &JsValue) -> Result<JsValue, JsValue> {
+        let cfg = bytes_of(&get(a, "config").ok_or_else(|| js_error(Error::Adapter("adapter.config is required".into())))?, "adapter_config.json", progress).await?;
+        let st = bytes_of(&get(a, "weights").ok_or_else(|| js_error(Error::Adapter("adapter.weights is required".into())))?, "adapter_model.safetensors", progress).await?;
+        let adapter = Adapter::from_bytes(&cfg, &st, &self.scorer.model().config).map_err(js_error)?;
+        if let Some(w) = get(a, "weight").and_then(|v| v.as_f64()) {
+            self.weight = w;
+        }
+        let info = json!({"r": adapter.r, "alpha": adapter.alpha, "pairs": adapter.pairs.len(), "parameters": adapter.parameter_count(), "clsHead": adapter.cls_head.is_some()});
+        self.scorer.set_adapter(adapter).await.map_err(js_error)?;
+        to_js(&info)
+    }
+
+    /// Merges a LoRA adapter `{ config, weights, weight? }` (URLs or bytes) into the weights,
+    /// replacing the one merged before (hot-swap). Returns its rank, pair and parameter counts.
+    #[wasm_bindgen(js_name = setAdapter)]
+    pub async fn set_adapter(&mut self, adapter: JsValue, on_progress: JsValue) -> Result<JsValue, JsValue> {
+        self.set_adapter_from(&adapter, &on_progress).await
+    }
+
+    /// s2 of each text (`{ method: "cls" | "pll" | "pll-word" }`), as a Float64Array.
+    pub async fn score(&mut self, texts: Vec<String>, opts: JsValue) -> Result<js_sys::Float64Array, JsValue> {
+        let method = method_of(&opts)?;
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let s = self.scorer.score_texts(&refs, method).await.map_err(js_error)?;
+        Ok(js_sys::Float64Array::from(&s[..]))
+    }
+
+    /// Rescores one n-best list `{ utt?, ref?, hyps: [{ text, score }] }` with
+    /// `{ method?, weight? }`: the hypotheses best first with `s1`, `s2`, `total`, `firstRank`,
+    /// and, when `ref` is given, each one's word errors and the list's first-pass and rescored
+    /// errors.
+    pub async fn rescore(&mut self, nbest: JsValue, opts: JsValue) -> Result<JsValue, JsValue> {
+        let method = method_of(&opts)?;
+        let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
+        let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
+        if v.get("utt").is_none() {
+            v["utt"] = "".into();
+        }
+        let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
+        if nb.hyps.is_empty() {
+            return Err(js_error(Error::EmptyNBest(nb.utt)));
+        }
+        let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
+        let s2 = self.scorer.score_list(&texts, method).await.map_err(js_error)?;
+        let s1: Vec<f64> = nb.hyps.iter().map(|h| h.score).collect();
+        let r = rescore_list(&nb, &s1, &s2, weight);
+        let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
+        let hyps: Vec<Value> = r
+            .hyps
+            .iter()
+            .map(|h| json!({"text": h.text, "s1": h.s1, "s2": h.s2, "total": h.score, "firstRank": h.first_rank, "errors": errs(&h.text)}))
+            .collect();
+        let out = json!({
+            "utt": nb.utt,
+            "ref": nb.reference,
+            "weight": weight,
+            "method": format!("{method:?}").to_lowercase(),
+            "hyps": hyps,
+            "words": nb.reference.as_deref().map(word_count),
+            "firstPassErrors": errs(&nb.hyps[0].text),
+            "rescoredErrors": errs(&r.hyps[0].text),
+        });
+        to_js(&out)
+    }
+
+    /// What this rescorer runs on and with: backend, model shape, heads.
+    pub fn capabilities(&self) -> Result<JsValue, JsValue> {
+        let c = &self.scorer.model().config;
+        to_js(&json!({
+            "backend": self.scorer.backend.describe(),
+            "gpu": self.scorer.backend.is_gpu(),
+            "arch": format!("{:?}", c.arch).to_lowercase(),
+            "layers": c.layers,
+            "hidden": c.hidden,
+            "vocab": c.vocab_size,
+            "maxTokens": self.scorer.encoder.max_tokens(),
+            "mlmHead": self.scorer.model().mlm.is_some(),
+            "clsHead": self.scorer.cls_head.is_some(),
+            "weight": self.weight,
+        }))
+    }
+}
