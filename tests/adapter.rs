@@ -2,6 +2,7 @@
 //! and CLS scores ≤ 1e-4, PLL ≤ 1e-3) on every backend; merge → unmerge restores the weights
 //! (≤ 1e-6); hot-swap equals a fresh merge; saving round-trips; malformed adapters are typed
 //! errors. Fixtures: tests/fixtures/make_fixtures.py (peft 0.21).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

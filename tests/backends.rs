@@ -1,6 +1,7 @@
 //! GPU against CPU on random inputs: varied lengths and padding, random MLM slots, and a tiny
 //! per-binding budget that forces row chunking, logits chunking and vocabulary sharding.
 //! Tolerance: 1e-4 max abs error on hidden states, CLS scores and log-probabilities.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

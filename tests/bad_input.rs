@@ -1,4 +1,5 @@
 //! Bad input gives a typed error with a clear message, never a panic.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

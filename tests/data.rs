@@ -1,5 +1,6 @@
 //! Real n-best data from ../shared/data: `lorb eval` at λ = 0 reproduces the first-pass and
 //! oracle WERs that ../shared/data/README.md lists, for all six sets; n-best formats parse.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

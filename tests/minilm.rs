@@ -2,6 +2,7 @@
 //! minilm_expected.json): the [CLS] vector through `lorb score --vectors` and the last row and
 //! sums of all hidden states through the library, on every backend; ≤ 1e-4 max abs error.
 //! Needs `scripts/fetch_model.sh` (CI runs it and sets LORB_REQUIRE_MODEL=1).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

@@ -2,6 +2,7 @@
 //! the loss and the gradient of every trainable tensor for MWER, MWED, MD, MWER + L_cor and MLM
 //! with LoRA, and for full fine-tuning; central finite differences on the CPU backend; a
 //! 10-step AdamW loss trajectory; NaN/Inf handling, cancellation and resume.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

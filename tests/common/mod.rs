@@ -2,6 +2,12 @@
 #![allow(dead_code)]
 
 use lorb::{Backend, BackendKind, ClsHead, Model, Scorer, TextEncoder};
+
+/// The fixture checks, shared with the browser suite (tests/web.rs).
+#[path = "../checks/mod.rs"]
+pub mod checks;
+#[allow(unused_imports)]
+pub use checks::{floats, max_abs_diff};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +23,6 @@ pub fn fixture_dir(arch: &str) -> PathBuf {
 pub fn expected(arch: &str) -> Value {
     let p = fixture_dir(arch).join("expected.json");
     serde_json::from_slice(&std::fs::read(&p).expect("fixture expected.json")).unwrap()
-}
-
-pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 pub fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -58,7 +60,4 @@ pub fn scorers(dir: &std::path::Path) -> Vec<Scorer> {
         .collect()
 }
 
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+

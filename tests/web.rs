@@ -1,0 +1,124 @@
+//! The same HF transformers fixtures in a real browser: the GPU kernels through Chromium's WebGPU
+//! (SwiftShader in CI), with the tolerances of the native suite (tests/checks), and the JS API's
+//! typed errors. Run with `wasm-pack test --headless --chrome -- --test web` (flags in
+//! webdriver.json).
+#![cfg(target_arch = "wasm32")]
+
+mod checks;
+
+use lorb::{Backend, BackendKind, ClsHead, Model, Scorer, TextEncoder};
+use std::sync::Arc;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+struct Fixture {
+    config: &'static [u8],
+    weights: &'static [u8],
+    tokenizer: &'static [u8],
+    head: &'static [u8],
+    expected: &'static str,
+}
+
+macro_rules! fixture {
+    ($arch:literal) => {
+        Fixture {
+            config: include_bytes!(concat!("fixtures/", $arch, "/config.json")),
+            weights: include_bytes!(concat!("fixtures/", $arch, "/model.safetensors")),
+            tokenizer: include_bytes!(concat!("fixtures/", $arch, "/tokenizer.json")),
+            head: include_bytes!(concat!("fixtures/", $arch, "/cls_head.safetensors")),
+            expected: include_str!(concat!("fixtures/", $arch, "/expected.json")),
+        }
+    };
+}
+
+async fn check(arch: &str, f: Fixture) {
+    let model = Arc::new(Model::from_bytes(f.config, f.weights).unwrap());
+    let enc = TextEncoder::from_bytes(f.tokenizer, &model.config).unwrap();
+    let head = ClsHead::from_safetensors(f.head, model.config.hidden).unwrap();
+    let backend = Backend::new(model, BackendKind::Gpu).await.expect("WebGPU (run Chromium with --enable-unsafe-webgpu)");
+    let mut scorer = Scorer::new(enc, backend, Some(head));
+    let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
+    checks::check_scorer(arch, &mut scorer, &exp).await;
+}
+
+#[wasm_bindgen_test]
+async fn bert_on_webgpu_matches_transformers() {
+    check("bert", fixture!("bert")).await;
+}
+
+#[wasm_bindgen_test]
+async fn roberta_on_webgpu_matches_transformers() {
+    check("roberta", fixture!("roberta")).await;
+}
+
+#[wasm_bindgen_test]
+async fn distilbert_on_webgpu_matches_transformers() {
+    check("distilbert", fixture!("distilbert")).await;
+}
+
+fn bytes(b: &[u8]) -> JsValue {
+    js_sys::Uint8Array::from(b).into()
+}
+
+fn opts(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
+    }
+    o.into()
+}
+
+fn kind_of(e: JsValue) -> String {
+    js_sys::Reflect::get(&e, &"kind".into()).unwrap().as_string().unwrap_or_default()
+}
+
+/// Load failures are JS exceptions with a message and a `kind`.
+#[wasm_bindgen_test]
+async fn load_failures_are_typed_exceptions() {
+    let f = fixture!("bert");
+    let base = |weights: JsValue, tokenizer: JsValue| opts(&[("config", bytes(f.config)), ("weights", weights), ("tokenizer", tokenizer), ("backend", "cpu".into())]);
+    let e = lorb::wasm::Rescorer::load(base(bytes(&f.weights[..f.weights.len() / 2]), bytes(f.tokenizer))).await.err().unwrap();
+    assert_eq!(kind_of(e), "weights");
+    let e = lorb::wasm::Rescorer::load(base(bytes(f.weights), bytes(b"{not json"))).await.err().unwrap();
+    assert_eq!(kind_of(e), "tokenizer");
+    let e = lorb::wasm::Rescorer::load(base(bytes(f.weights), "/no/such/tokenizer.json".into())).await.err().unwrap();
+    assert_eq!(kind_of(e.clone()), "io");
+    assert!(e.dyn_ref::<js_sys::Error>().unwrap().message().as_string().unwrap().contains("404"));
+    let e = lorb::wasm::Rescorer::load(opts(&[("config", bytes(f.config))])).await.err().unwrap();
+    assert_eq!(kind_of(e), "input");
+}
+
+/// The JS API rescoring a list on WebGPU agrees with the library's CLS scores.
+#[wasm_bindgen_test]
+async fn rescorer_api_rescores_a_list() {
+    let f = fixture!("bert");
+    let mut r = lorb::wasm::Rescorer::load(opts(&[
+        ("config", bytes(f.config)),
+        ("weights", bytes(f.weights)),
+        ("tokenizer", bytes(f.tokenizer)),
+        ("head", bytes(f.head)),
+        ("backend", "gpu".into()),
+    ]))
+    .await
+    .unwrap();
+    let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
+    let s = &exp["sentences"];
+    let nbest = serde_json::json!({"utt": "u1", "ref": s[0]["text"], "hyps": [{"text": s[1]["text"], "score": -1.0}, {"text": s[0]["text"], "score": -1.5}]});
+    let nb = nbest.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap();
+    let out: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(nb, opts(&[("weight", 2.0.into())])).await.unwrap()).unwrap();
+    let hyps = out["hyps"].as_array().unwrap();
+    for h in hyps {
+        let i = if h["text"] == s[0]["text"] { 0 } else { 1 };
+        let want = s[i]["cls_score"].as_f64().unwrap();
+        assert!((h["s2"].as_f64().unwrap() - want).abs() <= 1e-4, "{h}");
+        assert!((h["total"].as_f64().unwrap() - (h["s1"].as_f64().unwrap() + 2.0 * want)).abs() <= 1e-3);
+    }
+    assert!(hyps[0]["total"].as_f64() >= hyps[1]["total"].as_f64());
+    assert_eq!(out["firstPassErrors"].as_u64().is_some(), true);
+    let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
+    assert_eq!(caps["gpu"], true);
+}
+
+use serde::Serialize;
