@@ -1,0 +1,210 @@
+// The demo page: loads a model (and adapter) into lorb's Rescorer, rescores n-best lists and
+// shows WER before and after. Everything runs in this page (WebGPU or CPU).
+import init, { Rescorer } from "lorb";
+
+const $ = (id) => document.getElementById(id);
+const DEFAULT = {
+  model: "../models/all-MiniLM-L6-v2/",
+  adapter: "../adapters/minilm-blstm-lorb/",
+};
+let rescorer = null;
+let lists = [];
+let results = new Map();
+
+function showError(e) {
+  const box = $("error");
+  box.hidden = false;
+  box.textContent = `${e && e.kind ? `[${e.kind}] ` : ""}${e && e.message ? e.message : e}`;
+  box.dataset.kind = (e && e.kind) || "unknown";
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function progressReporter(bar, status) {
+  const files = new Map();
+  bar.hidden = false;
+  return (label, loaded, total) => {
+    files.set(label, { loaded, total: total || loaded });
+    let l = 0, t = 0;
+    for (const f of files.values()) { l += f.loaded; t += f.total; }
+    bar.max = t || 1;
+    bar.value = l;
+    status.textContent = `loading ${label}: ${(loaded / 1e6).toFixed(1)} MB${total ? ` of ${(total / 1e6).toFixed(1)} MB` : ""}`;
+  };
+}
+
+async function sourcesFromFolder(fileList) {
+  const byName = new Map([...fileList].map((f) => [f.name, f]));
+  const bytes = async (name) => (byName.has(name) ? new Uint8Array(await byName.get(name).arrayBuffer()) : null);
+  const need = ["config.json", "model.safetensors", "tokenizer.json"];
+  const missing = need.filter((n) => !byName.has(n));
+  if (missing.length) {
+    const e = new Error(`the folder lacks ${missing.join(", ")}`);
+    e.kind = "input";
+    throw e;
+  }
+  const src = { config: await bytes("config.json"), weights: await bytes("model.safetensors"), tokenizer: await bytes("tokenizer.json") };
+  if (byName.has("cls_head.safetensors")) src.head = await bytes("cls_head.safetensors");
+  if (byName.has("adapter_config.json") && byName.has("adapter_model.safetensors")) {
+    src.adapter = { config: await bytes("adapter_config.json"), weights: await bytes("adapter_model.safetensors") };
+  }
+  if (byName.has("train_log.json")) {
+    const log = JSON.parse(new TextDecoder().decode(await bytes("train_log.json")));
+    src.trainLog = log;
+  }
+  return src;
+}
+
+async function load() {
+  clearError();
+  $("load").disabled = true;
+  const status = $("load-status");
+  try {
+    await init();
+    const source = document.querySelector("input[name=source]:checked").value;
+    let src;
+    if (source === "folder") {
+      src = await sourcesFromFolder($("folder").files);
+    } else {
+      src = {
+        config: DEFAULT.model + "config.json",
+        weights: DEFAULT.model + "model.safetensors",
+        tokenizer: DEFAULT.model + "tokenizer.json",
+        adapter: { config: DEFAULT.adapter + "adapter_config.json", weights: DEFAULT.adapter + "adapter_model.safetensors" },
+      };
+      const log = await fetch(DEFAULT.adapter + "train_log.json");
+      if (log.ok) src.trainLog = await log.json();
+    }
+    if (src.trainLog) {
+      if (typeof src.trainLog.weight === "number") $("weight").value = src.trainLog.weight;
+      if (typeof src.trainLog.depth === "number") $("depth").value = src.trainLog.depth;
+    }
+    const started = performance.now();
+    rescorer = await Rescorer.load({ ...src, backend: $("backend").value, onProgress: progressReporter($("load-progress"), status) });
+    const caps = rescorer.capabilities();
+    status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
+      (caps.gpu ? "" : " (no WebGPU: the CPU computes the same scores, more slowly)");
+    status.dataset.backend = caps.backend;
+    $("data").hidden = false;
+    await loadLists();
+  } catch (e) {
+    showError(e);
+    status.textContent = "not loaded";
+  } finally {
+    $("load").disabled = false;
+  }
+}
+
+function parseJsonl(text) {
+  return text.split("\n").filter((l) => l.trim()).map((l, i) => {
+    try {
+      return JSON.parse(l);
+    } catch (e) {
+      const err = new Error(`n-best file, line ${i + 1}: ${e.message}`);
+      err.kind = "input";
+      throw err;
+    }
+  });
+}
+
+async function loadLists() {
+  const file = $("nbest-file").files[0];
+  const text = file ? await file.text() : await (await fetch($("sample").value)).text();
+  lists = parseJsonl(text);
+  results = new Map();
+  const sel = $("utt");
+  sel.innerHTML = "";
+  lists.forEach((l, i) => {
+    const o = document.createElement("option");
+    o.value = i;
+    o.textContent = `${l.utt || i + 1} — ${l.hyps.length} hypotheses`;
+    sel.appendChild(o);
+  });
+  $("rescore-all").disabled = false;
+  $("summary").textContent = `${lists.length} utterances loaded.`;
+  await showUtterance(0);
+}
+
+function options() {
+  return { weight: Number($("weight").value), depth: Math.max(1, Number($("depth").value) | 0) };
+}
+
+async function rescoreOne(i) {
+  const o = options();
+  const key = `${i}|${o.weight}|${o.depth}`;
+  if (!results.has(key)) {
+    const l = lists[i];
+    const cut = { ...l, hyps: l.hyps.slice(0, o.depth) };
+    results.set(key, await rescorer.rescore(cut, { weight: o.weight }));
+  }
+  return results.get(key);
+}
+
+const wer = (errors, words) => (words ? (100 * errors) / words : 0);
+
+async function showUtterance(i) {
+  clearError();
+  try {
+    const r = await rescoreOne(i);
+    const rows = r.hyps.map((h, k) => `<tr class="${k === 0 ? "best" : h.firstRank === 0 ? "first" : ""}">
+      <td class="num">${k + 1}</td><td class="num">${h.firstRank + 1}</td><td>${escape(h.text)}</td>
+      <td class="num">${h.s1.toFixed(2)}</td><td class="num">${h.s2.toFixed(3)}</td><td class="num">${h.total.toFixed(2)}</td>
+      <td class="num">${h.errors ?? ""}</td></tr>`).join("");
+    const words = r.words || 0;
+    $("detail").innerHTML = `
+      <div class="ref">reference: <b>${escape(r.ref || "(none)")}</b></div>
+      <div class="ref">first pass: ${r.firstPassErrors ?? "?"} errors (WER ${wer(r.firstPassErrors, words).toFixed(1)}%) →
+        rescored: ${r.rescoredErrors ?? "?"} errors (WER ${wer(r.rescoredErrors, words).toFixed(1)}%), λ = ${r.weight}</div>
+      <table><thead><tr><th>new rank</th><th>first-pass rank</th><th>hypothesis</th><th>s1</th><th>s2</th><th>s1 + λ·s2</th><th>errors</th></tr></thead>
+      <tbody>${rows}</tbody></table>`;
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function escape(s) {
+  return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+}
+
+async function rescoreAll() {
+  clearError();
+  $("rescore-all").disabled = true;
+  const bar = $("all-progress");
+  bar.hidden = false;
+  bar.max = lists.length;
+  const started = performance.now();
+  let words = 0, first = 0, rescored = 0, oracle = 0;
+  try {
+    for (let i = 0; i < lists.length; i++) {
+      const r = await rescoreOne(i);
+      words += r.words || 0;
+      first += r.firstPassErrors || 0;
+      rescored += r.rescoredErrors || 0;
+      oracle += Math.min(...r.hyps.map((h) => h.errors ?? Infinity));
+      bar.value = i + 1;
+      $("summary").textContent = `rescoring ${i + 1} / ${lists.length}…`;
+    }
+    const ms = (performance.now() - started) / lists.length;
+    const s = $("summary");
+    s.dataset.firstPassWer = wer(first, words);
+    s.dataset.rescoredWer = wer(rescored, words);
+    s.dataset.msPerList = ms;
+    s.innerHTML = `${lists.length} utterances, ${words} words: first-pass WER <b id="wer-first">${wer(first, words).toFixed(2)}%</b> →
+      rescored WER <b id="wer-rescored">${wer(rescored, words).toFixed(2)}%</b> (oracle ${wer(oracle, words).toFixed(2)}%),
+      ${ms.toFixed(0)} ms per list`;
+  } catch (e) {
+    showError(e);
+  } finally {
+    $("rescore-all").disabled = false;
+  }
+}
+
+$("load").addEventListener("click", load);
+$("rescore-all").addEventListener("click", rescoreAll);
+$("utt").addEventListener("change", (e) => showUtterance(Number(e.target.value)));
+$("sample").addEventListener("change", () => rescorer && loadLists());
+$("nbest-file").addEventListener("change", () => rescorer && loadLists().catch(showError));
+window.addEventListener("unhandledrejection", (e) => showError(e.reason));
