@@ -3,9 +3,11 @@
 import init, { Rescorer } from "lorb";
 
 const $ = (id) => document.getElementById(id);
+// The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them.
+const params = new URLSearchParams(location.search);
 const DEFAULT = {
-  model: "../models/all-MiniLM-L6-v2/",
-  adapter: "../adapters/minilm-blstm-lorb/",
+  model: params.get("model") || "../models/all-MiniLM-L6-v2/",
+  adapter: params.get("adapter") === "none" ? null : params.get("adapter") || "../adapters/minilm-blstm-lorb/",
 };
 let rescorer = null;
 let lists = [];
@@ -73,10 +75,12 @@ async function load() {
         config: DEFAULT.model + "config.json",
         weights: DEFAULT.model + "model.safetensors",
         tokenizer: DEFAULT.model + "tokenizer.json",
-        adapter: { config: DEFAULT.adapter + "adapter_config.json", weights: DEFAULT.adapter + "adapter_model.safetensors" },
       };
-      const log = await fetch(DEFAULT.adapter + "train_log.json");
-      if (log.ok) src.trainLog = await log.json();
+      if (DEFAULT.adapter) {
+        src.adapter = { config: DEFAULT.adapter + "adapter_config.json", weights: DEFAULT.adapter + "adapter_model.safetensors" };
+        const log = await fetch(DEFAULT.adapter + "train_log.json");
+        if (log.ok) src.trainLog = await log.json();
+      }
     }
     if (src.trainLog) {
       if (typeof src.trainLog.weight === "number") $("weight").value = src.trainLog.weight;

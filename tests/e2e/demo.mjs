@@ -1,0 +1,73 @@
+// End-to-end test of the demo page in Chromium (WebGPU: SwiftShader on CI machines):
+// serves the repository, loads www/ with the default model and the shipped adapter, rescores the
+// bundled sample, and checks that the WER figures on the page equal `lorb eval`'s for the same
+// inputs. Then checks that a failed load (a 404) shows a typed message. Saves screenshots.
+//
+//   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
+import { chromium } from "playwright-core";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+
+const root = new URL("../../", import.meta.url).pathname;
+const out = `${root}target/e2e`;
+mkdirSync(out, { recursive: true });
+
+const freePort = () => new Promise((ok) => {
+  const s = createServer();
+  s.listen(0, () => { const p = s.address().port; s.close(() => ok(p)); });
+});
+
+function fail(msg) {
+  console.error(`e2e: FAIL: ${msg}`);
+  process.exitCode = 1;
+}
+
+const port = await freePort();
+const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], { cwd: root, stdio: "ignore" });
+await new Promise((r) => setTimeout(r, 800));
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--enable-unsafe-webgpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  const base = `http://127.0.0.1:${port}/www/`;
+
+  // 1. The main path.
+  await page.goto(base);
+  await page.click("#load");
+  await page.waitForSelector("#data:not([hidden])", { timeout: 300_000 });
+  const backend = await page.getAttribute("#load-status", "data-backend");
+  await page.click("#rescore-all");
+  await page.waitForFunction(() => document.getElementById("summary").dataset.rescoredWer !== undefined, null, { timeout: 900_000 });
+  const got = await page.evaluate(() => ({ ...document.getElementById("summary").dataset }));
+  await page.selectOption("#utt", "1");
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: `${out}/demo.png`, fullPage: true });
+
+  const want = JSON.parse(execFileSync(`${root}target/release/lorb`, ["eval", "--json", "--backend", "cpu", "--nbest", `${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`], { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString());
+  const close = (a, b) => Math.abs(Number(a) - Number(b)) < 1e-9;
+  console.log(`e2e: backend ${backend}; page first-pass ${got.firstPassWer} rescored ${got.rescoredWer}; lorb eval ${want.first_pass_wer} ${want.rescored_wer}; ${Number(got.msPerList).toFixed(0)} ms per list`);
+  if (!backend || !backend.startsWith("gpu")) fail(`the page did not use WebGPU (${backend})`);
+  if (!close(got.firstPassWer, want.first_pass_wer)) fail(`first-pass WER ${got.firstPassWer} vs lorb eval ${want.first_pass_wer}`);
+  if (!close(got.rescoredWer, want.rescored_wer)) fail(`rescored WER ${got.rescoredWer} vs lorb eval ${want.rescored_wer}`);
+
+  // 2. A load failure (the model URL answers 404) is shown, with its kind.
+  await page.goto(`${base}?model=../no-such-model/`);
+  await page.click("#load");
+  await page.waitForSelector("#error:not([hidden])", { timeout: 60_000 });
+  const kind = await page.getAttribute("#error", "data-kind");
+  const text = await page.textContent("#error");
+  await page.screenshot({ path: `${out}/load-error.png` });
+  console.log(`e2e: load failure shown as [${kind}] ${text.trim()}`);
+  if (kind !== "io" || !text.includes("404")) fail(`expected an io error naming the 404, got [${kind}] ${text}`);
+  if (process.exitCode) console.error(logs.join("\n"));
+  else console.log(`e2e: ok; screenshots in ${out}/`);
+} finally {
+  await browser.close();
+  server.kill();
+}
