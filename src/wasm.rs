@@ -32,6 +32,37 @@ extern "C" {
     async fn fetch_bytes(url: &str, label: &str, on_progress: &JsValue) -> Result<JsValue, JsValue>;
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A file: a URL (fetched with progress reports), an ArrayBuffer or a Uint8Array. */
+export type Source = string | ArrayBuffer | Uint8Array;
+export interface AdapterSource { config: Source; weights: Source; weight?: number }
+export interface LoadOptions {
+  config: Source; weights: Source; tokenizer: Source; head?: Source;
+  adapter?: AdapterSource;
+  backend?: "auto" | "gpu" | "cpu";
+  /** Default λ for rescore(). */
+  weight?: number;
+  onProgress?: (file: string, loaded: number, total: number) => void;
+}
+export interface NBestList { utt?: string; ref?: string; hyps: { text: string; score: number }[] }
+export interface RescoreOptions { method?: "cls" | "pll" | "pll-word"; weight?: number }
+export interface RescoredHypothesis { text: string; s1: number; s2: number; total: number; firstRank: number; errors: number | null }
+export interface Rescored {
+  utt: string; ref: string | null; weight: number; method: string; hyps: RescoredHypothesis[];
+  words: number | null; firstPassErrors: number | null; rescoredErrors: number | null;
+}
+export interface Capabilities {
+  backend: string; gpu: boolean; arch: string; layers: number; hidden: number; vocab: number;
+  maxTokens: number; mlmHead: boolean; clsHead: boolean; weight: number;
+}
+export interface AdapterInfo { r: number; alpha: number; pairs: number; parameters: number; clsHead: boolean }
+/** Errors thrown by lorb: a message and a machine-readable kind. */
+export interface LorbError extends Error {
+  kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported";
+}
+"#;
+
 /// A JS `Error` carrying lorb's error kind.
 fn js_error(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -88,7 +119,7 @@ pub struct Rescorer {
 impl Rescorer {
     /// `await Rescorer.load({ config, weights, tokenizer, head?, adapter?: { config, weights },
     /// backend?: "auto" | "gpu" | "cpu", weight?, onProgress?(file, loaded, total) })`.
-    pub async fn load(opts: JsValue) -> Result<Rescorer, JsValue> {
+    pub async fn load(#[wasm_bindgen(unchecked_param_type = "LoadOptions")] opts: JsValue) -> Result<Rescorer, JsValue> {
         console_error_panic_hook::set_once();
         let progress = get(&opts, "onProgress").unwrap_or(JsValue::UNDEFINED);
         let config = required(&opts, "config", "config.json", &progress).await?;
@@ -134,13 +165,17 @@ impl Rescorer {
 
     /// Merges a LoRA adapter `{ config, weights, weight? }` (URLs or bytes) into the weights,
     /// replacing the one merged before (hot-swap). Returns its rank, pair and parameter counts.
-    #[wasm_bindgen(js_name = setAdapter)]
-    pub async fn set_adapter(&mut self, adapter: JsValue, on_progress: JsValue) -> Result<JsValue, JsValue> {
+    #[wasm_bindgen(js_name = setAdapter, unchecked_return_type = "AdapterInfo")]
+    pub async fn set_adapter(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "AdapterSource")] adapter: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "((file: string, loaded: number, total: number) => void) | undefined")] on_progress: JsValue,
+    ) -> Result<JsValue, JsValue> {
         self.set_adapter_from(&adapter, &on_progress).await
     }
 
     /// s2 of each text (`{ method: "cls" | "pll" | "pll-word" }`), as a Float64Array.
-    pub async fn score(&mut self, texts: Vec<String>, opts: JsValue) -> Result<js_sys::Float64Array, JsValue> {
+    pub async fn score(&mut self, texts: Vec<String>, #[wasm_bindgen(unchecked_param_type = "RescoreOptions | undefined")] opts: JsValue) -> Result<js_sys::Float64Array, JsValue> {
         let method = method_of(&opts)?;
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         let s = self.scorer.score_texts(&refs, method).await.map_err(js_error)?;
@@ -151,7 +186,12 @@ impl Rescorer {
     /// `{ method?, weight? }`: the hypotheses best first with `s1`, `s2`, `total`, `firstRank`,
     /// and, when `ref` is given, each one's word errors and the list's first-pass and rescored
     /// errors.
-    pub async fn rescore(&mut self, nbest: JsValue, opts: JsValue) -> Result<JsValue, JsValue> {
+    #[wasm_bindgen(unchecked_return_type = "Rescored")]
+    pub async fn rescore(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "NBestList")] nbest: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RescoreOptions | undefined")] opts: JsValue,
+    ) -> Result<JsValue, JsValue> {
         let method = method_of(&opts)?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
@@ -186,6 +226,7 @@ impl Rescorer {
     }
 
     /// What this rescorer runs on and with: backend, model shape, heads.
+    #[wasm_bindgen(unchecked_return_type = "Capabilities")]
     pub fn capabilities(&self) -> Result<JsValue, JsValue> {
         let c = &self.scorer.model().config;
         to_js(&json!({
