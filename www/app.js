@@ -118,6 +118,8 @@ async function loadLists() {
   const file = $("nbest-file").files[0];
   const text = file ? await file.text() : await (await fetch($("sample").value)).text();
   lists = parseJsonl(text);
+  // `?limit=N`: the first N utterances only (quick checks).
+  if (params.get("limit")) lists = lists.slice(0, Math.max(1, Number(params.get("limit")) | 0));
   results = new Map();
   const sel = $("utt");
   sel.innerHTML = "";

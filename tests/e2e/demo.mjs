@@ -1,6 +1,6 @@
 // End-to-end test of the demo page in Chromium (WebGPU: SwiftShader on CI machines):
 // serves the repository, loads www/ with the default model and the shipped adapter, rescores the
-// bundled sample, and checks that the WER figures on the page equal `lorb eval`'s for the same
+// bundled sample (its first LIMIT=5 utterances by default), and checks that the WER figures on the page equal `lorb eval`'s for the same
 // inputs. Then checks that a failed load (a 404) shows a typed message. Saves screenshots.
 //
 //   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
@@ -37,19 +37,28 @@ try {
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
   const base = `http://127.0.0.1:${port}/www/`;
 
-  // 1. The main path.
-  await page.goto(base);
+  // 1. The main path, on the first LIMIT utterances of the sample (SwiftShader is slow).
+  const limit = Number(process.env.LIMIT || 5);
+  await page.goto(`${base}?limit=${limit}`);
   await page.click("#load");
-  await page.waitForSelector("#data:not([hidden])", { timeout: 300_000 });
+  await page.waitForSelector("#data:not([hidden]), #error:not([hidden])", { timeout: 300_000 });
+  if (await page.isVisible("#error")) throw new Error(`loading failed: ${await page.textContent("#error")}\n${logs.join("\n")}`);
   const backend = await page.getAttribute("#load-status", "data-backend");
   await page.click("#rescore-all");
-  await page.waitForFunction(() => document.getElementById("summary").dataset.rescoredWer !== undefined, null, { timeout: 900_000 });
+  const done = () => document.getElementById("summary").dataset.rescoredWer !== undefined || !document.getElementById("error").hidden;
+  try {
+    await page.waitForFunction(done, null, { timeout: 1_200_000, polling: 1000 });
+  } catch (e) {
+    await page.screenshot({ path: `${out}/timeout.png`, fullPage: true });
+    throw new Error(`rescoring did not finish: ${await page.textContent("#summary")}\n${logs.join("\n")}`);
+  }
+  if (await page.isVisible("#error")) throw new Error(`rescoring failed: ${await page.textContent("#error")}\n${logs.join("\n")}`);
   const got = await page.evaluate(() => ({ ...document.getElementById("summary").dataset }));
   await page.selectOption("#utt", "1");
   await page.waitForTimeout(500);
   await page.screenshot({ path: `${out}/demo.png`, fullPage: true });
 
-  const want = JSON.parse(execFileSync(`${root}target/release/lorb`, ["eval", "--json", "--backend", "cpu", "--nbest", `${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`], { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString());
+  const want = JSON.parse(execFileSync(`${root}target/release/lorb`, ["eval", "--json", "--backend", "cpu", "--limit", String(limit), "--nbest", `${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`], { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString());
   const close = (a, b) => Math.abs(Number(a) - Number(b)) < 1e-9;
   console.log(`e2e: backend ${backend}; page first-pass ${got.firstPassWer} rescored ${got.rescoredWer}; lorb eval ${want.first_pass_wer} ${want.rescored_wer}; ${Number(got.msPerList).toFixed(0)} ms per list`);
   if (!backend || !backend.startsWith("gpu")) fail(`the page did not use WebGPU (${backend})`);
@@ -65,8 +74,13 @@ try {
   await page.screenshot({ path: `${out}/load-error.png` });
   console.log(`e2e: load failure shown as [${kind}] ${text.trim()}`);
   if (kind !== "io" || !text.includes("404")) fail(`expected an io error naming the 404, got [${kind}] ${text}`);
-  if (process.exitCode) console.error(logs.join("\n"));
-  else console.log(`e2e: ok; screenshots in ${out}/`);
+  if (process.exitCode) {
+    console.error(logs.join("\n"));
+    console.log("test result: FAILED. 0 passed; 1 failed; (e2e demo page)");
+  } else {
+    console.log(`e2e: ok; screenshots in ${out}/`);
+    console.log("test result: ok. 1 passed; 0 failed; (e2e demo page)");
+  }
 } finally {
   await browser.close();
   server.kill();
