@@ -10,6 +10,14 @@ const DEFAULT = {
   adapter: params.get("adapter") === "none" ? null : params.get("adapter") || "../adapters/minilm-blstm-lorb/",
 };
 let rescorer = null;
+// The Rescorer's methods take it mutably: one call at a time (a second concurrent call would be
+// refused by wasm-bindgen), so every call goes through this queue.
+let queue = Promise.resolve();
+const exclusive = (f) => {
+  const p = queue.then(f);
+  queue = p.catch(() => {});
+  return p;
+};
 let lists = [];
 let results = new Map();
 
@@ -144,7 +152,7 @@ async function rescoreOne(i) {
   if (!results.has(key)) {
     const l = lists[i];
     const cut = { ...l, hyps: l.hyps.slice(0, o.depth) };
-    results.set(key, await rescorer.rescore(cut, { weight: o.weight }));
+    results.set(key, await exclusive(() => rescorer.rescore(cut, { weight: o.weight })));
   }
   return results.get(key);
 }
