@@ -58,7 +58,7 @@ try {
   await page.waitForTimeout(500);
   await page.screenshot({ path: `${out}/demo.png`, fullPage: true });
 
-  const want = JSON.parse(execFileSync(`${root}target/release/lorb`, ["eval", "--json", "--backend", "cpu", "--limit", String(limit), "--nbest", `${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`], { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString());
+  const want = JSON.parse(execFileSync(process.env.LORB_BIN ? `${root}${process.env.LORB_BIN}` : `${root}target/release/lorb`, ["eval", "--json", "--backend", "cpu", "--limit", String(limit), "--nbest", `${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`], { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString());
   const close = (a, b) => Math.abs(Number(a) - Number(b)) < 1e-9;
   console.log(`e2e: backend ${backend}; page first-pass ${got.firstPassWer} rescored ${got.rescoredWer}; lorb eval ${want.first_pass_wer} ${want.rescored_wer}; ${Number(got.msPerList).toFixed(0)} ms per list`);
   if (!backend || !backend.startsWith("gpu")) fail(`the page did not use WebGPU (${backend})`);
