@@ -111,7 +111,8 @@ impl GpuContext {
         #[cfg(target_arch = "wasm32")]
         {
             let has_gpu = web_sys::window()
-                .map(|w| js_sys::Reflect::has(&w.navigator(), &"gpu".into()).unwrap_or(false))
+                .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).ok())
+                .map(|g| !g.is_undefined() && !g.is_null())
                 .unwrap_or(false);
             if !has_gpu {
                 return Err(Error::Gpu("WebGPU is not available here (navigator.gpu is missing)".into()));

@@ -54,7 +54,7 @@ try {
   }
   if (await page.isVisible("#error")) throw new Error(`rescoring failed: ${await page.textContent("#error")}\n${logs.join("\n")}`);
   const got = await page.evaluate(() => ({ ...document.getElementById("summary").dataset }));
-  await page.selectOption("#utt", "1");
+  await page.selectOption("#utt", String(Math.min(1, limit - 1)));
   await page.waitForTimeout(500);
   await page.screenshot({ path: `${out}/demo.png`, fullPage: true });
 
@@ -74,6 +74,24 @@ try {
   await page.screenshot({ path: `${out}/load-error.png` });
   console.log(`e2e: load failure shown as [${kind}] ${text.trim()}`);
   if (kind !== "io" || !text.includes("404")) fail(`expected an io error naming the 404, got [${kind}] ${text}`);
+
+  // 3. No WebGPU (navigator.gpu removed): "WebGPU only" is a typed gpu error on the page, and
+  // the default choice falls back to the CPU and says so.
+  const nogpu = await browser.newPage();
+  await nogpu.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+  await nogpu.goto(`${base}?limit=1&adapter=none`);
+  await nogpu.selectOption("#backend", "gpu");
+  await nogpu.click("#load");
+  await nogpu.waitForSelector("#error:not([hidden])", { timeout: 60_000 });
+  const gkind = await nogpu.getAttribute("#error", "data-kind");
+  console.log(`e2e: no WebGPU, "WebGPU only": [${gkind}] ${(await nogpu.textContent("#error")).trim()}`);
+  if (gkind !== "gpu") fail(`expected a gpu error without WebGPU, got ${gkind}`);
+  await nogpu.selectOption("#backend", "auto");
+  await nogpu.click("#load");
+  await nogpu.waitForSelector("#data:not([hidden])", { timeout: 600_000 });
+  const status = await nogpu.textContent("#load-status");
+  console.log(`e2e: no WebGPU, automatic: ${status.trim()}`);
+  if (!status.includes("no WebGPU")) fail(`expected the CPU fallback to be announced, got ${status}`);
   if (process.exitCode) {
     console.error(logs.join("\n"));
     console.log("test result: FAILED. 0 passed; 1 failed; (e2e demo page)");
