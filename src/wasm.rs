@@ -57,6 +57,14 @@ export interface Capabilities {
   maxTokens: number; mlmHead: boolean; clsHead: boolean; weight: number;
 }
 export interface AdapterInfo { r: number; alpha: number; pairs: number; parameters: number; clsHead: boolean }
+export interface TrainOptions {
+  /** LoRA rank, α and targets (default 4, 8, ["query", "value"]). */
+  r?: number; alpha?: number; targets?: string[];
+  objective?: "mwer" | "mwed"; kappa?: number; corWeight?: number;
+  lr?: number; epochs?: number; batch?: number; depth?: number; seed?: number; clip?: number;
+}
+export interface TrainProgress { step: number; total: number; epoch: number; loss: number; gradNorm: number }
+export interface TrainResult { steps: number; losses: number[]; weight: number; trainableParameters: number; cancelled: boolean }
 /** Errors thrown by lorb: a message and a machine-readable kind. */
 export interface LorbError extends Error {
   kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported";
@@ -107,12 +115,45 @@ fn to_js(v: &Value) -> Result<JsValue, JsValue> {
 
 use serde::Serialize;
 
-/// A loaded model (and adapter) ready to score and rescore.
+/// A loaded model (and adapter) ready to score, rescore and train.
 #[wasm_bindgen]
 pub struct Rescorer {
     scorer: Scorer,
     /// λ used when `rescore` is given none.
     weight: f64,
+    /// The adapter trained last (kept after a cancelled run: the last completed step's).
+    trained: Option<Adapter>,
+}
+
+/// Stops a running `Rescorer.train` after its current step: `const c = new CancelToken();
+/// r.train(lists, opts, onProgress, c); … c.cancel();`
+#[wasm_bindgen]
+#[derive(Default, Clone)]
+pub struct CancelToken {
+    flag: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+#[wasm_bindgen]
+impl CancelToken {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+    pub fn cancel(&self) {
+        self.flag.set(true);
+    }
+    #[wasm_bindgen(getter)]
+    pub fn cancelled(&self) -> bool {
+        self.flag.get()
+    }
+}
+
+/// Lets the browser's event loop run (progress redraws, a cancel click) between steps.
+async fn yield_to_browser() {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = web_sys::window().map(|w| w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0));
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
 }
 
 #[wasm_bindgen]
@@ -144,7 +185,7 @@ impl Rescorer {
             },
             Some(other) => return Err(js_error(Error::Input(format!("backend {other:?}: expected auto, gpu or cpu")))),
         };
-        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight: get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0) };
+        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight: get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0), trained: None };
         if let Some(a) = get(&opts, "adapter") {
             r.set_adapter_from(&a, &progress).await?;
         }
@@ -223,6 +264,138 @@ impl Rescorer {
             "rescoredErrors": errs(&r.hyps[0].text),
         });
         to_js(&out)
+    }
+
+    /// Trains a LoRB adapter (LoRA pairs + CLS head, MWER or MWED) on n-best lists with
+    /// references, on WebGPU when this rescorer uses it, one optimiser step at a time; then merges
+    /// it for rescoring with λ = 1/κ. `onProgress({step, total, epoch, loss, gradNorm})` after each
+    /// step; `cancel` (a CancelToken) stops it after the current step — the adapter of the last
+    /// completed step is kept (`exportAdapter`) and the promise rejects with kind `cancelled`.
+    /// NaN/Inf stops with kind `training`, keeping the last good parameters.
+    #[wasm_bindgen(unchecked_return_type = "TrainResult")]
+    pub async fn train(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "NBestList[]")] lists: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "TrainOptions | undefined")] opts: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "((p: TrainProgress) => void) | undefined")] on_progress: JsValue,
+        cancel: Option<CancelToken>,
+    ) -> Result<JsValue, JsValue> {
+        use crate::train::{Objective, TrainConfig, Trainer};
+        let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
+        let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("training lists: {e}"))))?;
+        let depth = num("depth", f64::INFINITY);
+        let mut examples = Vec::new();
+        for (i, mut v) in raw.into_iter().enumerate() {
+            if v.get("utt").is_none() {
+                v["utt"] = format!("list {i}").into();
+            }
+            let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("training list {i}: {e}"))))?;
+            let reference = nb.reference.clone().ok_or_else(|| js_error(Error::Input(format!("training list {i} has no `ref`"))))?;
+            let k = (depth as usize).min(nb.hyps.len());
+            if k == 0 {
+                return Err(js_error(Error::EmptyNBest(nb.utt)));
+            }
+            let ids = nb.hyps[..k].iter().enumerate().map(|(j, h)| self.scorer.encoder.encode(j, &h.text).map(|t| t.ids)).collect::<crate::Result<Vec<_>>>().map_err(js_error)?;
+            examples.push(crate::train::ListExample {
+                ids,
+                s1: nb.hyps[..k].iter().map(|h| h.score).collect(),
+                errors: nb.hyps[..k].iter().map(|h| word_errors(&reference, &h.text) as f64).collect(),
+                words: word_count(&reference),
+                teacher: None,
+            });
+        }
+        if examples.is_empty() {
+            return Err(js_error(Error::Input("no training lists".into())));
+        }
+        let objective = match get(&opts, "objective").and_then(|v| v.as_string()).as_deref() {
+            None | Some("mwer") => Objective::Mwer,
+            Some("mwed") => Objective::Mwed,
+            Some(o) => return Err(js_error(Error::Unsupported(format!("objective {o:?} in the browser (mwer, mwed)")))),
+        };
+        let targets: Vec<crate::adapter::Target> = match get(&opts, "targets") {
+            Some(t) => {
+                let names: Vec<String> = serde_wasm_bindgen::from_value(t).map_err(|e| js_error(Error::Input(format!("targets: {e}"))))?;
+                names.iter().map(|n| crate::adapter::Target::parse(n)).collect::<crate::Result<_>>().map_err(js_error)?
+            }
+            None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
+        };
+        let (epochs, batch) = (num("epochs", 1.0).max(1.0) as usize, num("batch", 8.0).max(1.0) as usize);
+        let steps_per_epoch = examples.len().div_ceil(batch) as u64;
+        let total = steps_per_epoch * epochs as u64;
+        let cfg = TrainConfig {
+            objective,
+            kappa: num("kappa", 1.0),
+            cor_weight: num("corWeight", 0.0),
+            optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), ..Default::default() },
+            warmup_steps: total / 10,
+            total_steps: total,
+            clip: num("clip", 1.0),
+            seed: num("seed", 0.0) as u64,
+            ..Default::default()
+        };
+        // Train on the base weights: remove the adapter merged for scoring first.
+        self.scorer.backend.set_adapter(None).await.map_err(js_error)?;
+        let base = self.scorer.model().clone();
+        let lora = Adapter::new_lora(&base.config, num("r", 4.0) as usize, num("alpha", 8.0), false, &targets, cfg.seed).map_err(js_error)?;
+        let kappa = cfg.kappa;
+        let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
+        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg.clone(), pad, mask).map_err(js_error)?;
+        if self.scorer.backend.is_gpu() {
+            let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await.map_err(js_error)?;
+            trainer.use_gpu(g).await.map_err(js_error)?;
+        }
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        let mut losses = Vec::new();
+        let mut cancelled = false;
+        let mut failure = None;
+        'epochs: for epoch in 1..=epochs {
+            trainer.rng.shuffle(&mut order);
+            for chunk in order.chunks(batch) {
+                if cancel.as_ref().is_some_and(|c| c.cancelled()) {
+                    cancelled = true;
+                    break 'epochs;
+                }
+                let refs: Vec<&crate::train::ListExample> = chunk.iter().map(|&i| &examples[i]).collect();
+                match trainer.step_lists(&refs).await {
+                    Ok(log) => {
+                        losses.push(log.loss);
+                        if on_progress.is_function() {
+                            let p = to_js(&json!({"step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}))?;
+                            let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &p);
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'epochs;
+                    }
+                }
+                yield_to_browser().await;
+            }
+        }
+        let adapter = trainer.adapter().map_err(js_error)?;
+        let trainable = adapter.parameter_count();
+        self.trained = Some(adapter.clone());
+        self.weight = 1.0 / kappa;
+        self.scorer.set_adapter(adapter).await.map_err(js_error)?;
+        if let Some(e) = failure {
+            return Err(js_error(e));
+        }
+        if cancelled {
+            return Err(js_error(Error::Cancelled(trainer.step)));
+        }
+        to_js(&json!({"steps": trainer.step, "losses": losses, "weight": self.weight, "trainableParameters": trainable, "cancelled": false}))
+    }
+
+    /// The adapter trained last, in PEFT's format: `{ config: Uint8Array, weights: Uint8Array }`
+    /// (adapter_config.json and adapter_model.safetensors).
+    #[wasm_bindgen(js_name = exportAdapter, unchecked_return_type = "{ config: Uint8Array; weights: Uint8Array }")]
+    pub fn export_adapter(&self) -> Result<JsValue, JsValue> {
+        let a = self.trained.as_ref().ok_or_else(|| js_error(Error::Adapter("no adapter has been trained yet".into())))?;
+        let (cfg, st) = a.to_bytes().map_err(js_error)?;
+        let o = js_sys::Object::new();
+        js_sys::Reflect::set(&o, &"config".into(), &js_sys::Uint8Array::from(&cfg[..]).into())?;
+        js_sys::Reflect::set(&o, &"weights".into(), &js_sys::Uint8Array::from(&st[..]).into())?;
+        Ok(o.into())
     }
 
     /// What this rescorer runs on and with: backend, model shape, heads.

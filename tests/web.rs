@@ -122,3 +122,47 @@ async fn rescorer_api_rescores_a_list() {
 }
 
 use serde::Serialize;
+
+fn training_lists(exp: &serde_json::Value) -> JsValue {
+    let s = &exp["sentences"];
+    let lists = serde_json::json!([
+        {"ref": s[0]["text"], "hyps": [{"text": s[1]["text"], "score": -1.0}, {"text": s[0]["text"], "score": -1.4}, {"text": s[2]["text"], "score": -2.0}]},
+        {"ref": s[2]["text"], "hyps": [{"text": s[3]["text"], "score": -0.5}, {"text": s[2]["text"], "score": -0.9}]},
+    ]);
+    lists.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap()
+}
+
+/// Training in the browser (WebGPU): steps with progress, then an exported PEFT adapter that
+/// lorb reads back; a cancelled run rejects with kind `cancelled` and keeps its adapter.
+#[wasm_bindgen_test]
+async fn training_in_the_browser() {
+    let f = fixture!("bert");
+    let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
+    let load = || lorb::wasm::Rescorer::load(opts(&[("config", bytes(f.config)), ("weights", bytes(f.weights)), ("tokenizer", bytes(f.tokenizer)), ("backend", "gpu".into())]));
+    let mut r = load().await.unwrap();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let s2 = seen.clone();
+    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_p: JsValue| s2.set(s2.get() + 1));
+    let o = opts(&[("epochs", 3.0.into()), ("batch", 1.0.into()), ("lr", 0.01.into()), ("kappa", 0.5.into())]);
+    let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, cb.as_ref().clone(), None).await.unwrap()).unwrap();
+    assert_eq!(res["steps"], 6);
+    assert_eq!(seen.get(), 6, "one progress report per step");
+    assert!(res["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
+    let exported = r.export_adapter().unwrap();
+    let cfg = js_sys::Uint8Array::new(&js_sys::Reflect::get(&exported, &"config".into()).unwrap()).to_vec();
+    let st = js_sys::Uint8Array::new(&js_sys::Reflect::get(&exported, &"weights".into()).unwrap()).to_vec();
+    let config = lorb::ModelConfig::from_json(f.config).unwrap();
+    let a = lorb::Adapter::from_bytes(&cfg, &st, &config).unwrap();
+    assert_eq!(a.pairs.len(), 4);
+    assert!(a.cls_head.is_some());
+    // The trained adapter is merged: rescoring uses its head.
+    let nb = serde_json::json!({"hyps": [{"text": "the quick brown fox", "score": -1.0}]});
+    assert!(r.rescore(nb.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap(), JsValue::UNDEFINED).await.is_ok());
+
+    let mut r = load().await.unwrap();
+    let token = lorb::wasm::CancelToken::new();
+    token.cancel();
+    let e = r.train(training_lists(&exp), JsValue::UNDEFINED, JsValue::UNDEFINED, Some(token)).await.err().unwrap();
+    assert_eq!(kind_of(e), "cancelled");
+    assert!(r.export_adapter().is_ok(), "a cancelled run keeps its adapter");
+}
