@@ -41,6 +41,8 @@ export interface LoadOptions {
   config: Source; weights: Source; tokenizer: Source; head?: Source;
   adapter?: AdapterSource;
   backend?: "auto" | "gpu" | "cpu";
+  /** Cut hypotheses longer than the model's positions instead of refusing them. */
+  truncate?: boolean;
   /** Default λ for rescore(). */
   weight?: number;
   onProgress?: (file: string, loaded: number, total: number) => void;
@@ -167,7 +169,10 @@ impl Rescorer {
         let weights = required(&opts, "weights", "model.safetensors", &progress).await?;
         let tokenizer = required(&opts, "tokenizer", "tokenizer.json", &progress).await?;
         let model = Model::from_bytes(&config, &weights).map_err(js_error)?;
-        let encoder = TextEncoder::from_bytes(&tokenizer, &model.config).map_err(js_error)?;
+        let mut encoder = TextEncoder::from_bytes(&tokenizer, &model.config).map_err(js_error)?;
+        if get(&opts, "truncate").and_then(|v| v.as_bool()) == Some(true) {
+            encoder.policy = crate::tokenize::LongPolicy::Truncate;
+        }
         let head = match get(&opts, "head") {
             Some(v) => Some(ClsHead::from_safetensors(&bytes_of(&v, "head", &progress).await?, model.config.hidden).map_err(js_error)?),
             None => None,
@@ -278,7 +283,7 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "NBestList[]")] lists: JsValue,
         #[wasm_bindgen(unchecked_param_type = "TrainOptions | undefined")] opts: JsValue,
         #[wasm_bindgen(unchecked_param_type = "((p: TrainProgress) => void) | undefined")] on_progress: JsValue,
-        cancel: Option<CancelToken>,
+        #[wasm_bindgen(unchecked_param_type = "CancelToken | undefined")] cancel: JsValue,
     ) -> Result<JsValue, JsValue> {
         use crate::train::{Objective, TrainConfig, Trainer};
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
@@ -351,7 +356,8 @@ impl Rescorer {
         'epochs: for epoch in 1..=epochs {
             trainer.rng.shuffle(&mut order);
             for chunk in order.chunks(batch) {
-                if cancel.as_ref().is_some_and(|c| c.cancelled()) {
+                // Read through the token's JS getter: the token stays the caller's.
+                if get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true) {
                     cancelled = true;
                     break 'epochs;
                 }

@@ -144,7 +144,7 @@ async fn training_in_the_browser() {
     let s2 = seen.clone();
     let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_p: JsValue| s2.set(s2.get() + 1));
     let o = opts(&[("epochs", 3.0.into()), ("batch", 1.0.into()), ("lr", 0.01.into()), ("kappa", 0.5.into())]);
-    let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, cb.as_ref().clone(), None).await.unwrap()).unwrap();
+    let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, cb.as_ref().clone(), JsValue::UNDEFINED).await.unwrap()).unwrap();
     assert_eq!(res["steps"], 6);
     assert_eq!(seen.get(), 6, "one progress report per step");
     assert!(res["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
@@ -162,7 +162,7 @@ async fn training_in_the_browser() {
     let mut r = load().await.unwrap();
     let token = lorb::wasm::CancelToken::new();
     token.cancel();
-    let e = r.train(training_lists(&exp), JsValue::UNDEFINED, JsValue::UNDEFINED, Some(token)).await.err().unwrap();
+    let e = r.train(training_lists(&exp), JsValue::UNDEFINED, JsValue::UNDEFINED, token.into()).await.err().unwrap();
     assert_eq!(kind_of(e), "cancelled");
     assert!(r.export_adapter().is_ok(), "a cancelled run keeps its adapter");
 }

@@ -1,9 +1,10 @@
 // The demo page: loads a model (and adapter) into lorb's Rescorer, rescores n-best lists and
 // shows WER before and after. Everything runs in this page (WebGPU or CPU).
-import init, { Rescorer } from "lorb";
+import init, { Rescorer, CancelToken } from "lorb";
 
 const $ = (id) => document.getElementById(id);
-// The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them.
+// The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them,
+// `?truncate` cuts over-long hypotheses, `?limit=N` keeps the first N utterances.
 const params = new URLSearchParams(location.search);
 const DEFAULT = {
   model: params.get("model") || "../models/all-MiniLM-L6-v2/",
@@ -95,12 +96,13 @@ async function load() {
       if (typeof src.trainLog.depth === "number") $("depth").value = src.trainLog.depth;
     }
     const started = performance.now();
-    rescorer = await Rescorer.load({ ...src, backend: $("backend").value, onProgress: progressReporter($("load-progress"), status) });
+    rescorer = await Rescorer.load({ ...src, backend: $("backend").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
     const caps = rescorer.capabilities();
     status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
       (caps.gpu ? "" : " (no WebGPU: the CPU computes the same scores, more slowly)");
     status.dataset.backend = caps.backend;
     $("data").hidden = false;
+    $("training").hidden = false;
     await loadLists();
   } catch (e) {
     showError(e);
@@ -216,6 +218,89 @@ async function rescoreAll() {
   }
 }
 
+// Training: LoRB on the loaded lists, with a live loss plot; the adapter can be downloaded.
+let token = null;
+
+function plotLosses(losses) {
+  const c = $("loss-plot");
+  c.hidden = false;
+  const g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  if (losses.length < 2) return;
+  const lo = Math.min(...losses), hi = Math.max(...losses);
+  const y = (v) => c.height - 10 - ((v - lo) / (hi - lo || 1)) * (c.height - 20);
+  g.strokeStyle = "#2a6ebb";
+  g.beginPath();
+  losses.forEach((v, i) => {
+    const x = 10 + (i / (losses.length - 1)) * (c.width - 20);
+    if (i === 0) g.moveTo(x, y(v)); else g.lineTo(x, y(v));
+  });
+  g.stroke();
+  g.fillStyle = "#555";
+  g.fillText(`loss ${hi.toFixed(3)}`, 12, 12);
+  g.fillText(`${lo.toFixed(3)}`, 12, c.height - 2);
+}
+
+async function train() {
+  clearError();
+  const depth = options().depth;
+  const examples = lists.filter((l) => l.ref).map((l) => ({ ...l, hyps: l.hyps.slice(0, depth) }));
+  const losses = [];
+  const bar = $("t-progress");
+  bar.hidden = false;
+  token = new CancelToken();
+  $("train").disabled = true;
+  $("cancel").disabled = false;
+  $("t-status").textContent = "training…";
+  $("t-status").dataset.state = "running";
+  const opts = { epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth };
+  try {
+    const r = await exclusive(() => rescorer.train(examples, opts, (p) => {
+      losses.push(p.loss);
+      bar.max = p.total;
+      bar.value = p.step;
+      $("t-status").textContent = `step ${p.step} / ${p.total} (epoch ${p.epoch}), loss ${p.loss.toFixed(4)}`;
+      plotLosses(losses);
+    }, token));
+    $("weight").value = r.weight;
+    $("t-status").textContent = `trained: ${r.steps} steps, ${r.trainableParameters} trainable parameters; the adapter is now in use (λ = ${r.weight}). Rescore again to see its effect.`;
+    $("t-status").dataset.state = "done";
+    results = new Map();
+  } catch (e) {
+    $("t-status").dataset.state = e && e.kind === "cancelled" ? "cancelled" : "failed";
+    if (e && e.kind === "cancelled") {
+      $("t-status").textContent = `training cancelled (${e.message}); the adapter of the last completed step is in use and can be downloaded.`;
+      results = new Map();
+    } else {
+      showError(e);
+      $("t-status").textContent = "training failed";
+    }
+  } finally {
+    $("train").disabled = false;
+    $("cancel").disabled = true;
+    $("download").disabled = false;
+  }
+}
+
+function download(name, bytes) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([bytes]));
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+$("train").addEventListener("click", train);
+$("cancel").addEventListener("click", () => token && token.cancel());
+$("download").addEventListener("click", () => {
+  try {
+    const a = rescorer.exportAdapter();
+    download("adapter_config.json", a.config);
+    download("adapter_model.safetensors", a.weights);
+  } catch (e) {
+    showError(e);
+  }
+});
 $("load").addEventListener("click", load);
 $("rescore-all").addEventListener("click", rescoreAll);
 $("utt").addEventListener("change", (e) => showUtterance(Number(e.target.value)));

@@ -92,6 +92,36 @@ try {
   const status = await nogpu.textContent("#load-status");
   console.log(`e2e: no WebGPU, automatic: ${status.trim()}`);
   if (!status.includes("no WebGPU")) fail(`expected the CPU fallback to be announced, got ${status}`);
+  // 4. Training on the page (the tiny fixture BERT, so that SwiftShader is quick): a run with a
+  // live loss plot, the adapter downloaded in PEFT's format, then a cancelled run announced.
+  const tp = await browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 1400 } });
+  tp.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  await tp.goto(`${base}?model=../tests/fixtures/bert/&adapter=none&limit=3&truncate`);
+  await tp.click("#load");
+  await tp.waitForSelector("#training:not([hidden])", { timeout: 120_000 });
+  await tp.fill("#t-epochs", "2");
+  await tp.fill("#t-lr", "0.01");
+  await tp.click("#train");
+  await tp.waitForFunction(() => ["done", "failed", "cancelled"].includes(document.getElementById("t-status").dataset.state), null, { timeout: 600_000, polling: 500 });
+  const tstate = await tp.getAttribute("#t-status", "data-state");
+  console.log(`e2e: training ${tstate}: ${(await tp.textContent("#t-status")).trim()}`);
+  if (tstate !== "done") fail(`training ended ${tstate}: ${await tp.textContent("#error")}`);
+  const [dl] = await Promise.all([tp.waitForEvent("download"), tp.click("#download")]);
+  const cfgPath = `${out}/${dl.suggestedFilename()}`;
+  await dl.saveAs(cfgPath);
+  const cfg = JSON.parse((await import("node:fs")).readFileSync(cfgPath, "utf8"));
+  if (cfg.peft_type !== "LORA" || !cfg.modules_to_save.includes("score")) fail(`downloaded ${dl.suggestedFilename()} is not a PEFT LoRA config`);
+  await tp.screenshot({ path: `${out}/training.png`, fullPage: true });
+  await tp.fill("#t-epochs", "50");
+  await tp.click("#train");
+  await tp.waitForFunction(() => document.getElementById("t-status").dataset.state === "running");
+  await tp.click("#cancel");
+  await tp.waitForFunction(() => document.getElementById("t-status").dataset.state !== "running", null, { timeout: 300_000, polling: 500 });
+  const cstate = await tp.getAttribute("#t-status", "data-state");
+  const ctext = (await tp.textContent("#t-status")).trim();
+  console.log(`e2e: aborted training: ${ctext}`);
+  if (cstate !== "cancelled" || !ctext.includes("cancelled")) fail(`expected an announced cancellation, got ${cstate}: ${ctext}`);
+
   if (process.exitCode) {
     console.error(logs.join("\n"));
     console.log("test result: FAILED. 0 passed; 1 failed; (e2e demo page)");
