@@ -59,6 +59,16 @@ impl Batch {
     }
 }
 
+/// `[rows × seq, h]` zeros with row b's first position set to `v[b]` (`v` is `[rows, h]`): the
+/// gradient of a loss on the [CLS] vectors, spread over the hidden states.
+pub fn at_first_positions(v: &[f32], rows: usize, seq: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * seq * h];
+    for b in 0..rows {
+        out[b * seq * h..][..h].copy_from_slice(&v[b * h..(b + 1) * h]);
+    }
+    out
+}
+
 /// Where the MLM head is evaluated: the log-probability of `target` at `(row, pos)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {

@@ -295,19 +295,8 @@ impl Rescorer {
                 v["utt"] = format!("list {i}").into();
             }
             let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("training list {i}: {e}"))))?;
-            let reference = nb.reference.clone().ok_or_else(|| js_error(Error::Input(format!("training list {i} has no `ref`"))))?;
-            let k = (depth as usize).min(nb.hyps.len());
-            if k == 0 {
-                return Err(js_error(Error::EmptyNBest(nb.utt)));
-            }
-            let ids = nb.hyps[..k].iter().enumerate().map(|(j, h)| self.scorer.encoder.encode(j, &h.text).map(|t| t.ids)).collect::<crate::Result<Vec<_>>>().map_err(js_error)?;
-            examples.push(crate::train::ListExample {
-                ids,
-                s1: nb.hyps[..k].iter().map(|h| h.score).collect(),
-                errors: nb.hyps[..k].iter().map(|h| word_errors(&reference, &h.text) as f64).collect(),
-                words: word_count(&reference),
-                teacher: None,
-            });
+            let k = depth.is_finite().then_some(depth as usize);
+            examples.push(crate::train::ListExample::from_nbest(&nb, &Default::default(), &self.scorer.encoder, k).map_err(js_error)?);
         }
         if examples.is_empty() {
             return Err(js_error(Error::Input("no training lists".into())));

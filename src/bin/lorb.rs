@@ -830,26 +830,7 @@ mod cli {
 
     /// Tokenised n-best lists with their errors, for training and evaluation.
     fn examples(scorer: &Scorer, lists: &[NBest], s1: &FirstPass, depth: Option<usize>) -> Result<Vec<lorb::train::ListExample>> {
-        use lorb::wer::{word_count, word_errors};
-        lists
-            .iter()
-            .map(|nb| {
-                let r = nb.reference.as_deref().ok_or_else(|| Error::Input(format!("utterance {:?} has no reference", nb.utt)))?;
-                let k = depth.unwrap_or(usize::MAX).min(nb.hyps.len());
-                if k == 0 {
-                    return Err(Error::EmptyNBest(nb.utt.clone()));
-                }
-                let mut s = first_pass_scores(nb, s1)?;
-                s.truncate(k);
-                Ok(lorb::train::ListExample {
-                    ids: nb.hyps[..k].iter().enumerate().map(|(i, h)| scorer.encoder.encode(i, &h.text).map(|t| t.ids)).collect::<Result<_>>()?,
-                    s1: s,
-                    errors: nb.hyps[..k].iter().map(|h| word_errors(r, &h.text) as f64).collect(),
-                    words: word_count(r),
-                    teacher: None,
-                })
-            })
-            .collect()
+        lists.iter().map(|nb| lorb::train::ListExample::from_nbest(nb, s1, &scorer.encoder, depth)).collect()
     }
 
     /// Sentences for MLM: lines of text files, or the references of n-best files.

@@ -324,11 +324,7 @@ impl GpuBackend {
         if d_cls.len() != (rows * h) as usize {
             return Err(Error::Training(format!("d_cls has {} values, expected {}", d_cls.len(), rows * h)));
         }
-        // The loss gradient sits at each sequence's first position.
-        let mut d_out = vec![0f32; (tokens * h) as usize];
-        for b in 0..rows as usize {
-            d_out[b * seq as usize * h as usize..][..h as usize].copy_from_slice(&d_cls[b * h as usize..(b + 1) * h as usize]);
-        }
+        let d_out = crate::batch::at_first_positions(d_cls, rows as usize, seq as usize, h as usize);
         let dx = self.ctx.work("bw.dx", tokens as u64 * h as u64 * 4)?;
         self.ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&d_out));
         let mut plan = Plan::default();

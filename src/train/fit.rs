@@ -4,9 +4,8 @@
 //! on NaN/Inf that keeps the last good parameters.
 
 use super::{ListExample, Rng, StepLog, TrainConfig, Trainer};
-use crate::adapter::Adapter;
 use crate::error::{Error, Result};
-use crate::model::{tensor_to_f32, ClsHead, Model, Tensor};
+use crate::model::{tensor_to_f32, Tensor};
 use crate::rescore::argmax;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -100,30 +99,6 @@ pub fn tune(lists: &[ListExample], s2: &[Vec<f64>], lambda0: f64) -> (f64, f64) 
     grid(lambda0).into_iter().map(|l| (l, wer_of(lists, s2, l))).fold((0.0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b })
 }
 
-/// The trainer's parameters that training changes (a snapshot to restore).
-#[derive(Clone)]
-struct Snapshot {
-    lora: Option<Adapter>,
-    cls: ClsHead,
-    model: Option<Model>,
-    mlm: Option<crate::model::MlmHead>,
-}
-
-impl Snapshot {
-    fn take(t: &Trainer) -> Self {
-        Snapshot { lora: t.lora.clone(), cls: t.cls.clone(), model: t.cfg.full.then(|| t.model.clone()), mlm: t.model.mlm.clone() }
-    }
-    fn restore(self, t: &mut Trainer) -> Result<()> {
-        t.lora = self.lora;
-        t.cls = self.cls;
-        if let Some(m) = self.model {
-            t.model = m;
-        }
-        t.model.mlm = self.mlm;
-        t.sync_gpu()
-    }
-}
-
 /// Where an interrupted run stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
@@ -169,14 +144,14 @@ impl Trainer {
     /// Trainable tensors by name (as [`Trainer::loss_and_grads`] names them).
     pub fn named_params(&mut self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut g = self.new_grads();
-        let mut gc = super::ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
         self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect()
     }
 
     /// Writes values back by name; every trainable tensor must be present with its size.
     pub fn load_named_params(&mut self, src: &[(String, Tensor)]) -> Result<()> {
         let mut g = self.new_grads();
-        let mut gc = super::ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
         for (name, p, _) in self.params(&mut g, &mut gc) {
             let t = src.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::Training(format!("checkpoint lacks {name}")))?;
             if t.1.data.len() != p.len() {
@@ -272,7 +247,6 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
     };
     let mut stopped = None;
-    let mut last_good = Snapshot::take(t);
     'epochs: while s.epoch < o.epochs {
         if s.order.is_empty() {
             s.order = (0..train.len()).collect();
@@ -294,11 +268,10 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                     s.losses.push(log.loss);
                     s.pos += lists.len();
                     s.step = t.step;
-                    last_good = Snapshot::take(t);
                     progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
                 }
+                // `apply` checks before it updates: the parameters are still the last good ones.
                 Err(e @ Error::NonFinite { .. }) => {
-                    last_good.clone().restore(t)?;
                     stopped = Some(e.to_string());
                     break 'epochs;
                 }

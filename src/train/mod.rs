@@ -149,6 +149,28 @@ pub struct ListExample {
     pub teacher: Option<Vec<f64>>,
 }
 
+impl ListExample {
+    /// The top `depth` hypotheses of `nb` (all without a depth), tokenised, with their word errors
+    /// against the reference and the first-pass scores `fp` chooses.
+    pub fn from_nbest(nb: &crate::nbest::NBest, fp: &crate::nbest::FirstPass, encoder: &crate::tokenize::TextEncoder, depth: Option<usize>) -> Result<Self> {
+        use crate::wer::{word_count, word_errors};
+        let r = nb.reference.as_deref().ok_or_else(|| Error::Input(format!("utterance {:?} has no reference", nb.utt)))?;
+        let k = depth.unwrap_or(usize::MAX).min(nb.hyps.len());
+        if k == 0 {
+            return Err(Error::EmptyNBest(nb.utt.clone()));
+        }
+        let mut s1 = crate::rescore::first_pass_scores(nb, fp)?;
+        s1.truncate(k);
+        Ok(ListExample {
+            ids: nb.hyps[..k].iter().enumerate().map(|(i, h)| encoder.encode(i, &h.text).map(|t| t.ids)).collect::<Result<_>>()?,
+            s1,
+            errors: nb.hyps[..k].iter().map(|h| word_errors(r, &h.text) as f64).collect(),
+            words: word_count(r),
+            teacher: None,
+        })
+    }
+}
+
 /// What one optimiser step reports.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StepLog {
@@ -180,6 +202,12 @@ pub struct Trainer {
 struct ClsGrad {
     w: Vec<f32>,
     b: f32,
+}
+
+impl ClsGrad {
+    fn zeros(hidden: usize) -> Self {
+        ClsGrad { w: vec![0.0; hidden], b: 0.0 }
+    }
 }
 
 impl Trainer {
@@ -269,7 +297,7 @@ impl Trainer {
         }
         let seqs: Vec<&[u32]> = ex.ids.iter().map(|v| v.as_slice()).collect();
         let b = Batch::pad(&seqs, self.pad_id)?;
-        b.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        b.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         Ok(b)
     }
 
@@ -293,12 +321,11 @@ impl Trainer {
         let h = self.model.config.hidden;
         let mut tape = Tape::default();
         let backprop = grads.is_some() && self.encoder_trains();
-        let (x, cls) = match self.gpu.as_mut() {
-            Some(g) if backprop => (Vec::new(), g.train_forward(&batch).await?),
+        let cls = match self.gpu.as_mut() {
+            Some(g) if backprop => g.train_forward(&batch).await?,
             _ => {
                 let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
-                let cls = self.cls_rows(&x, &batch);
-                (x, cls)
+                self.cls_rows(&x, &batch)
             }
         };
         let c = &self.cfg;
@@ -333,10 +360,7 @@ impl Trainer {
                 if let Some(g) = self.gpu.as_mut() {
                     g.train_backward(&dcls).await?;
                 } else {
-                    let mut d_out = vec![0f32; x.len()];
-                    for b in 0..batch.rows() {
-                        d_out[b * batch.seq * h..][..h].copy_from_slice(&dcls[b * h..(b + 1) * h]);
-                    }
+                    let d_out = crate::batch::at_first_positions(&dcls, batch.rows(), batch.seq, h);
                     encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
                 }
             }
@@ -356,7 +380,7 @@ impl Trainer {
             return Err(Error::Input("a training step needs at least one list".into()));
         }
         let mut g = self.new_grads();
-        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.zero_grads()?;
         }
@@ -416,7 +440,7 @@ impl Trainer {
 
     /// Mean masked-LM cross-entropy over `slots` of an already masked batch, with gradients.
     async fn mlm_loss(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
-        batch.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
         let mut g = self.new_grads();
         let w = 1.0 / slots.len() as f32;
@@ -448,7 +472,7 @@ impl Trainer {
 
     /// Mean MLM loss of a masked batch with the current parameters (no gradients).
     pub fn mlm_loss_only(&self, batch: &Batch, slots: &[Slot]) -> Result<f64> {
-        batch.validate(self.model.config.vocab_size, self.model.config.max_position_embeddings - self.model.config.position_offset)?;
+        batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
         let x = encoder::forward(&self.model, self.lora.as_ref(), batch, None);
         let mut loss = 0.0;
@@ -459,7 +483,7 @@ impl Trainer {
     /// MLM loss and named gradients of a given masked batch (no update; for tests).
     pub async fn mlm_loss_and_grads(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
         let (loss, mut g) = self.mlm_loss(batch, slots).await?;
-        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
         Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
     }
 
@@ -472,7 +496,7 @@ impl Trainer {
     /// One MLM optimiser step on an already masked batch.
     pub async fn step_masked(&mut self, batch: &Batch, slots: &[Slot]) -> Result<StepLog> {
         let (loss, mut g) = self.mlm_loss(batch, slots).await?;
-        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
         let log = self.apply(loss, &mut g, &mut gc)?;
         self.sync_gpu()?;
         Ok(log)
@@ -511,7 +535,7 @@ impl Trainer {
     /// Number of trainable parameters.
     pub fn trainable_parameters(&mut self) -> usize {
         let mut g = self.new_grads();
-        let mut gc = ClsGrad { w: vec![0.0; self.model.config.hidden], b: 0.0 };
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
         self.params(&mut g, &mut gc).iter().map(|(_, p, _)| p.len()).sum()
     }
 
