@@ -920,15 +920,14 @@ mod cli {
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
         let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
-        let arc = std::sync::Arc::new(model.clone());
         let use_gpu = lora.is_some();
         let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
         // The encoder's forward and backward run on the GPU for LoRA training when one is there
         // (--backend gpu accepts software adapters; auto only hardware ones).
         let gpu = match (a.m.backend, use_gpu) {
             (BackendKind::Cpu, _) | (_, false) => None,
-            (BackendKind::Gpu, true) => Some(pollster::block_on(lorb::gpu::GpuBackend::new(arc))?),
-            (BackendKind::Auto, true) => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(arc)).ok(),
+            (BackendKind::Gpu, true) => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())))?),
+            (BackendKind::Auto, true) => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(trainer.model.clone()))).ok(),
         };
         if let Some(g) = gpu {
             pollster::block_on(trainer.use_gpu(g))?;
@@ -1040,12 +1039,11 @@ mod cli {
         let per = a.batch.max(1);
         let total = (ids.len().div_ceil(per) * a.epochs) as u64;
         let cfg = lorb::train::TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
-        let arc = std::sync::Arc::new(model.clone());
         let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;
         let gpu = match a.m.backend {
             BackendKind::Cpu => None,
-            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(arc))?),
-            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(arc)).ok(),
+            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(t.model.clone())))?),
+            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(t.model.clone()))).ok(),
         };
         if let (Some(g), false) = (gpu, a.full) {
             pollster::block_on(t.use_gpu(g))?;
