@@ -58,15 +58,39 @@ export interface Capabilities {
   backend: string; gpu: boolean; arch: string; layers: number; hidden: number; vocab: number;
   maxTokens: number; mlmHead: boolean; clsHead: boolean; weight: number;
 }
+export interface WebGpuInfo {
+  /** lorb can run on this browser's WebGPU adapter. */
+  available: boolean;
+  /** Why not (no navigator.gpu, no adapter, too small limits). */
+  reason?: string;
+  adapter?: {
+    name: string; vendor: number; backend: string; deviceType: string; driver: string;
+    /** A CPU implementation such as SwiftShader: correct, but slow. */
+    software: boolean; f16: boolean; timestamps: boolean;
+    maxBufferSize: number; maxStorageBufferBindingSize: number; maxStorageBuffersPerShaderStage: number;
+    maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number;
+    problem: string | null;
+  };
+}
 export interface AdapterInfo { r: number; alpha: number; pairs: number; parameters: number; clsHead: boolean }
 export interface TrainOptions {
   /** LoRA rank, α and targets (default 4, 8, ["query", "value"]). */
   r?: number; alpha?: number; targets?: string[];
   objective?: "mwer" | "mwed"; kappa?: number; corWeight?: number;
-  lr?: number; epochs?: number; batch?: number; depth?: number; seed?: number; clip?: number;
+  lr?: number; headLr?: number; weightDecay?: number; epochs?: number; batch?: number; depth?: number;
+  seed?: number; clip?: number;
+  /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
+   *  (default 0.1 with at least 10 lists, else none: then λ = 1/κ). */
+  dev?: NBestList[]; devFraction?: number; patience?: number;
 }
-export interface TrainProgress { step: number; total: number; epoch: number; loss: number; gradNorm: number }
-export interface TrainResult { steps: number; losses: number[]; weight: number; trainableParameters: number; cancelled: boolean }
+export type TrainProgress =
+  | { type: "step"; step: number; total: number; epoch: number; loss: number; gradNorm: number }
+  | { type: "epoch"; epoch: number; devWer: number; weight: number; trainLoss: number };
+export interface TrainResult {
+  steps: number; losses: number[]; weight: number; trainableParameters: number; cancelled: boolean;
+  trainLists: number; devLists: number; devFirstPassWer: number | null; devWer: number | null; bestEpoch: number;
+  curve: { epoch: number; devWer: number; weight: number; trainLoss: number }[]; lambdaCurve: [number, number][];
+}
 /** Errors thrown by lorb: a message and a machine-readable kind. */
 export interface LorbError extends Error {
   kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported";
@@ -117,6 +141,19 @@ fn to_js(v: &Value) -> Result<JsValue, JsValue> {
 
 use serde::Serialize;
 
+/// What this browser's WebGPU offers, before any model is loaded: `{ available, reason?, adapter? }`
+/// with the adapter's name, backend, limits, f16 and timestamp support, and `problem` when lorb
+/// cannot run on it. `available: false` (no `navigator.gpu`, no adapter, or one lorb cannot use)
+/// means `Rescorer.load` with `backend: "auto"` will use the CPU. Never throws.
+#[wasm_bindgen(js_name = webgpuInfo, unchecked_return_type = "WebGpuInfo")]
+pub async fn webgpu_info() -> Result<JsValue, JsValue> {
+    let v = match crate::gpu::context::GpuContext::probe().await {
+        Ok(a) => json!({"available": a.problem.is_none(), "reason": a.problem, "adapter": a}),
+        Err(e) => json!({"available": false, "reason": e.to_string()}),
+    };
+    to_js(&v)
+}
+
 /// A loaded model (and adapter) ready to score, rescore and train.
 #[wasm_bindgen]
 pub struct Rescorer {
@@ -150,13 +187,6 @@ impl CancelToken {
     }
 }
 
-/// Lets the browser's event loop run (progress redraws, a cancel click) between steps.
-async fn yield_to_browser() {
-    let p = js_sys::Promise::new(&mut |resolve, _| {
-        let _ = web_sys::window().map(|w| w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0));
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
-}
 
 #[wasm_bindgen]
 impl Rescorer {
@@ -272,11 +302,16 @@ impl Rescorer {
     }
 
     /// Trains a LoRB adapter (LoRA pairs + CLS head, MWER or MWED) on n-best lists with
-    /// references, on WebGPU when this rescorer uses it, one optimiser step at a time; then merges
-    /// it for rescoring with λ = 1/κ. `onProgress({step, total, epoch, loss, gradNorm})` after each
-    /// step; `cancel` (a CancelToken) stops it after the current step — the adapter of the last
-    /// completed step is kept (`exportAdapter`) and the promise rejects with kind `cancelled`.
-    /// NaN/Inf stops with kind `training`, keeping the last good parameters.
+    /// references, on WebGPU when this rescorer uses it, one optimiser step at a time, through the
+    /// same epoch loop as `lorb train`: lists held out for dev (`dev`, or a `devFraction` of the
+    /// lists, default 10% when there are at least 10) give the dev WER after each epoch, early
+    /// stopping (`patience`) and λ tuned on a grid around 1/κ; without dev lists λ = 1/κ. The
+    /// trained adapter is then merged for rescoring with that λ.
+    /// `onProgress` gets `{type: "step", step, total, epoch, loss, gradNorm}` after each step and
+    /// `{type: "epoch", epoch, devWer, weight, trainLoss}` after each epoch; `cancel` (a
+    /// CancelToken) stops it after the current step — the best adapter so far (the last completed
+    /// step's when no epoch ended) is kept (`exportAdapter`) and the promise rejects with kind
+    /// `cancelled`. NaN/Inf stops with kind `training`, keeping the last good parameters.
     #[wasm_bindgen(unchecked_return_type = "TrainResult")]
     pub async fn train(
         &mut self,
@@ -285,22 +320,27 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "((p: TrainProgress) => void) | undefined")] on_progress: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CancelToken | undefined")] cancel: JsValue,
     ) -> Result<JsValue, JsValue> {
-        use crate::train::{Objective, TrainConfig, Trainer};
+        use crate::train::fit::{fit, FitOptions, Progress};
+        use crate::train::{hold_out, Objective, TrainConfig, Trainer};
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
-        let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("training lists: {e}"))))?;
         let depth = num("depth", f64::INFINITY);
-        let mut examples = Vec::new();
-        for (i, mut v) in raw.into_iter().enumerate() {
-            if v.get("utt").is_none() {
-                v["utt"] = format!("list {i}").into();
-            }
-            let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("training list {i}: {e}"))))?;
-            let k = depth.is_finite().then_some(depth as usize);
-            examples.push(crate::train::ListExample::from_nbest(&nb, &Default::default(), &self.scorer.encoder, k).map_err(js_error)?);
-        }
+        let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
+        let mut examples = self.examples(lists, "training", depth)?;
         if examples.is_empty() {
             return Err(js_error(Error::Input("no training lists".into())));
         }
+        let seed = num("seed", 0.0) as u64;
+        let dev = match get(&opts, "dev") {
+            Some(d) => self.examples(d, "dev", depth)?,
+            None => {
+                let fraction = num("devFraction", if examples.len() >= 10 { 0.1 } else { 0.0 });
+                if !(0.0..=0.5).contains(&fraction) {
+                    return Err(js_error(Error::Input(format!("devFraction {fraction}: expected 0 to 0.5"))));
+                }
+                let n = (fraction * examples.len() as f64).round() as usize;
+                hold_out(&mut examples, n, seed)
+            }
+        };
         let objective = match get(&opts, "objective").and_then(|v| v.as_string()).as_deref() {
             None | Some("mwer") => Objective::Mwer,
             Some("mwed") => Objective::Mwed,
@@ -313,72 +353,76 @@ impl Rescorer {
             }
             None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
         };
-        let (epochs, batch) = (num("epochs", 1.0).max(1.0) as usize, num("batch", 8.0).max(1.0) as usize);
-        let steps_per_epoch = examples.len().div_ceil(batch) as u64;
-        let total = steps_per_epoch * epochs as u64;
+        let o = FitOptions { epochs: num("epochs", 1.0).max(1.0) as usize, lists_per_step: num("batch", 8.0).max(1.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None };
+        let total = (examples.len().div_ceil(o.lists_per_step) * o.epochs) as u64;
         let cfg = TrainConfig {
             objective,
             kappa: num("kappa", 1.0),
             cor_weight: num("corWeight", 0.0),
-            optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), ..Default::default() },
+            optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), weight_decay: num("weightDecay", 0.01), ..Default::default() },
+            head_lr: get(&opts, "headLr").and_then(|v| v.as_f64()),
             warmup_steps: total / 10,
             total_steps: total,
             clip: num("clip", 1.0),
-            seed: num("seed", 0.0) as u64,
+            seed,
             ..Default::default()
         };
         // Train on the base weights: remove the adapter merged for scoring first.
         self.scorer.backend.set_adapter(None).await.map_err(js_error)?;
         let base = self.scorer.model().clone();
         let lora = Adapter::new_lora(&base.config, num("r", 4.0) as usize, num("alpha", 8.0), false, &targets, cfg.seed).map_err(js_error)?;
-        let kappa = cfg.kappa;
         let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
-        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg.clone(), pad, mask).map_err(js_error)?;
+        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask).map_err(js_error)?;
         if self.scorer.backend.is_gpu() {
             let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await.map_err(js_error)?;
             trainer.use_gpu(g).await.map_err(js_error)?;
         }
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        let mut losses = Vec::new();
-        let mut cancelled = false;
-        let mut failure = None;
-        'epochs: for epoch in 1..=epochs {
-            trainer.rng.shuffle(&mut order);
-            for chunk in order.chunks(batch) {
-                // Read through the token's JS getter: the token stays the caller's.
-                if get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true) {
-                    cancelled = true;
-                    break 'epochs;
-                }
-                let refs: Vec<&crate::train::ListExample> = chunk.iter().map(|&i| &examples[i]).collect();
-                match trainer.step_lists(&refs).await {
-                    Ok(log) => {
-                        losses.push(log.loss);
-                        if on_progress.is_function() {
-                            let p = to_js(&json!({"step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}))?;
-                            let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &p);
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break 'epochs;
-                    }
-                }
-                yield_to_browser().await;
+        // Read through the token's JS getter: the token stays the caller's.
+        let is_cancelled = || get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true);
+        let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {
+            if !on_progress.is_function() {
+                return;
             }
-        }
+            let v = match p {
+                Progress::Step { epoch, log, .. } => json!({"type": "step", "step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}),
+                Progress::Epoch(r) => json!({"type": "epoch", "epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss}),
+            };
+            if let Ok(v) = to_js(&v) {
+                let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
+            }
+        })
+        .await;
+        // Whatever happened, keep what was trained (the best or last good parameters).
         let adapter = trainer.adapter().map_err(js_error)?;
         let trainable = adapter.parameter_count();
         self.trained = Some(adapter.clone());
-        self.weight = 1.0 / kappa;
         self.scorer.set_adapter(adapter).await.map_err(js_error)?;
-        if let Some(e) = failure {
-            return Err(js_error(e));
+        let report = report.map_err(js_error)?;
+        self.weight = report.weight;
+        if let Some(why) = &report.stopped {
+            return Err(js_error(if is_cancelled() { Error::Cancelled(trainer.step) } else { Error::Training(why.clone()) }));
         }
-        if cancelled {
-            return Err(js_error(Error::Cancelled(trainer.step)));
+        let curve: Vec<Value> = report.curve.iter().map(|r| json!({"epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss})).collect();
+        to_js(&json!({
+            "steps": trainer.step, "losses": report.losses, "weight": report.weight, "trainableParameters": trainable, "cancelled": false,
+            "trainLists": examples.len(), "devLists": dev.len(), "devFirstPassWer": (!dev.is_empty()).then_some(report.dev_first_pass_wer),
+            "devWer": (!dev.is_empty()).then_some(report.best_dev_wer), "bestEpoch": report.best_epoch, "curve": curve,
+            "lambdaCurve": report.lambda_curve,
+        }))
+    }
+
+    /// N-best lists from JS as training examples (each needs a reference).
+    fn examples(&self, lists: JsValue, what: &str, depth: Option<usize>) -> Result<Vec<crate::train::ListExample>, JsValue> {
+        let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("{what} lists: {e}"))))?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, mut v) in raw.into_iter().enumerate() {
+            if v.get("utt").is_none() {
+                v["utt"] = format!("list {i}").into();
+            }
+            let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("{what} list {i}: {e}"))))?;
+            out.push(crate::train::ListExample::from_nbest(&nb, &Default::default(), &self.scorer.encoder, depth).map_err(js_error)?);
         }
-        to_js(&json!({"steps": trainer.step, "losses": losses, "weight": self.weight, "trainableParameters": trainable, "cancelled": false}))
+        Ok(out)
     }
 
     /// The adapter trained last, in PEFT's format: `{ config: Uint8Array, weights: Uint8Array }`

@@ -121,6 +121,17 @@ async fn rescorer_api_rescores_a_list() {
     assert_eq!(caps["gpu"], true);
 }
 
+/// The WebGPU probe works before any model is loaded and describes the adapter.
+#[wasm_bindgen_test]
+async fn webgpu_info_describes_the_adapter() {
+    let v: serde_json::Value = serde_wasm_bindgen::from_value(lorb::wasm::webgpu_info().await.unwrap()).unwrap();
+    assert_eq!(v["available"], true, "{v}");
+    let a = &v["adapter"];
+    assert!(a["maxComputeInvocationsPerWorkgroup"].as_u64().unwrap() >= 256, "{v}");
+    assert!(a["maxStorageBufferBindingSize"].as_u64().unwrap() >= 1 << 20, "{v}");
+    assert!(a["f16"].is_boolean() && a["problem"].is_null(), "{v}");
+}
+
 use serde::Serialize;
 
 fn training_lists(exp: &serde_json::Value) -> JsValue {
@@ -140,13 +151,16 @@ async fn training_in_the_browser() {
     let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
     let load = || lorb::wasm::Rescorer::load(opts(&[("config", bytes(f.config)), ("weights", bytes(f.weights)), ("tokenizer", bytes(f.tokenizer)), ("backend", "gpu".into())]));
     let mut r = load().await.unwrap();
-    let seen = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::<serde_json::Value>::new()));
     let s2 = seen.clone();
-    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_p: JsValue| s2.set(s2.get() + 1));
+    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| s2.borrow_mut().push(serde_wasm_bindgen::from_value(p).unwrap()));
     let o = opts(&[("epochs", 3.0.into()), ("batch", 1.0.into()), ("lr", 0.01.into()), ("kappa", 0.5.into())]);
     let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, cb.as_ref().clone(), JsValue::UNDEFINED).await.unwrap()).unwrap();
     assert_eq!(res["steps"], 6);
-    assert_eq!(seen.get(), 6, "one progress report per step");
+    let of = |t: &str| seen.borrow().iter().filter(|p| p["type"] == t).count();
+    assert_eq!((of("step"), of("epoch")), (6, 3), "one progress report per step and per epoch: {:?}", seen.borrow());
+    // Two lists are too few to hold any out: λ = 1/κ.
+    assert_eq!((res["devLists"].as_u64(), res["weight"].as_f64()), (Some(0), Some(2.0)));
     assert!(res["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
     let exported = r.export_adapter().unwrap();
     let cfg = js_sys::Uint8Array::new(&js_sys::Reflect::get(&exported, &"config".into()).unwrap()).to_vec();
@@ -158,6 +172,18 @@ async fn training_in_the_browser() {
     // The trained adapter is merged: rescoring uses its head.
     let nb = serde_json::json!({"hyps": [{"text": "the quick brown fox", "score": -1.0}]});
     assert!(r.rescore(nb.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap(), JsValue::UNDEFINED).await.is_ok());
+
+    // With dev lists, λ is tuned on them (a multiple of 1/κ on the grid) and the dev WER reported.
+    let mut r = load().await.unwrap();
+    let o = opts(&[("epochs", 2.0.into()), ("batch", 1.0.into()), ("lr", 0.01.into()), ("kappa", 0.5.into()), ("dev", training_lists(&exp))]);
+    let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap()).unwrap();
+    assert_eq!(res["devLists"], 2);
+    let (first, best) = (res["devFirstPassWer"].as_f64().unwrap(), res["devWer"].as_f64().unwrap());
+    assert!(best <= first && first > 0.0, "dev WER {best} vs first pass {first}");
+    let w = res["weight"].as_f64().unwrap();
+    assert!(res["lambdaCurve"].as_array().unwrap().iter().any(|p| p[0].as_f64() == Some(w)), "λ {w} from the grid");
+    let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
+    assert_eq!(caps["weight"].as_f64(), Some(w), "rescore uses the tuned λ");
 
     let mut r = load().await.unwrap();
     let token = lorb::wasm::CancelToken::new();

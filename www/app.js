@@ -1,10 +1,11 @@
 // The demo page: loads a model (and adapter) into lorb's Rescorer, rescores n-best lists and
 // shows WER before and after. Everything runs in this page (WebGPU or CPU).
-import init, { Rescorer, CancelToken } from "lorb";
+import init, { Rescorer, CancelToken, webgpuInfo } from "lorb";
 
 const $ = (id) => document.getElementById(id);
 // The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them,
-// `?truncate` cuts over-long hypotheses, `?limit=N` keeps the first N utterances.
+// `?truncate` cuts over-long hypotheses, `?limit=N` keeps the first N utterances, `?depth=K`
+// rescores the top K hypotheses.
 const params = new URLSearchParams(location.search);
 const DEFAULT = {
   model: params.get("model") || "../models/all-MiniLM-L6-v2/",
@@ -21,6 +22,20 @@ const exclusive = (f) => {
 };
 let lists = [];
 let results = new Map();
+
+// What WebGPU offers here, shown before anything is loaded.
+const ready = init().then(async () => {
+  const info = await webgpuInfo();
+  const el = $("gpu-info");
+  el.dataset.available = info.available;
+  if (info.available) {
+    const a = info.adapter;
+    el.textContent = `WebGPU: ${a.name || "adapter"} (${a.backend}${a.software ? ", software: correct but slow" : ""}), ` +
+      `f16 ${a.f16 ? "yes" : "no"}, largest binding ${(a.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB.`;
+  } else {
+    el.textContent = `No usable WebGPU (${info.reason}): "WebGPU if available" will compute on the CPU.`;
+  }
+}).catch((e) => showError(e));
 
 function showError(e) {
   const box = $("error");
@@ -74,7 +89,7 @@ async function load() {
   $("load").disabled = true;
   const status = $("load-status");
   try {
-    await init();
+    await ready;
     const source = document.querySelector("input[name=source]:checked").value;
     let src;
     if (source === "folder") {
@@ -95,6 +110,7 @@ async function load() {
       if (typeof src.trainLog.weight === "number") $("weight").value = src.trainLog.weight;
       if (typeof src.trainLog.depth === "number") $("depth").value = src.trainLog.depth;
     }
+    if (params.get("depth")) $("depth").value = Math.max(1, Number(params.get("depth")) | 0);
     const started = performance.now();
     rescorer = await Rescorer.load({ ...src, backend: $("backend").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
     const caps = rescorer.capabilities();
@@ -141,6 +157,7 @@ async function loadLists() {
   });
   $("rescore-all").disabled = false;
   $("summary").textContent = `${lists.length} utterances loaded.`;
+  updateCorrected();
   await showUtterance(0);
 }
 
@@ -168,17 +185,42 @@ async function showUtterance(i) {
     const rows = r.hyps.map((h, k) => `<tr class="${k === 0 ? "best" : h.firstRank === 0 ? "first" : ""}">
       <td class="num">${k + 1}</td><td class="num">${h.firstRank + 1}</td><td>${escape(h.text)}</td>
       <td class="num">${h.s1.toFixed(2)}</td><td class="num">${h.s2.toFixed(3)}</td><td class="num">${h.total.toFixed(2)}</td>
-      <td class="num">${h.errors ?? ""}</td></tr>`).join("");
+      <td class="num">${h.errors ?? ""}</td><td><button class="use" data-text="${escape(h.text)}" title="make this the transcript">use</button></td></tr>`).join("");
     const words = r.words || 0;
-    $("detail").innerHTML = `
-      <div class="ref">reference: <b>${escape(r.ref || "(none)")}</b></div>
+    const d = $("detail");
+    d.dataset.utt = i;
+    d.dataset.firstPassErrors = r.firstPassErrors ?? "";
+    d.innerHTML = `
+      <div class="ref">transcript (reference): <input id="ref-edit" size="90" value="${escape(lists[i].ref || "")}">
+        <button id="ref-save">Save correction</button>${lists[i].corrected ? ' <span class="tag">corrected by you</span>' : ""}</div>
       <div class="ref">first pass: ${r.firstPassErrors ?? "?"} errors (WER ${wer(r.firstPassErrors, words).toFixed(1)}%) →
         rescored: ${r.rescoredErrors ?? "?"} errors (WER ${wer(r.rescoredErrors, words).toFixed(1)}%), λ = ${r.weight}</div>
-      <table><thead><tr><th>new rank</th><th>first-pass rank</th><th>hypothesis</th><th>s1</th><th>s2</th><th>s1 + λ·s2</th><th>errors</th></tr></thead>
+      <table><thead><tr><th>new rank</th><th>first-pass rank</th><th>hypothesis</th><th>s1</th><th>s2</th><th>s1 + λ·s2</th><th>errors</th><th></th></tr></thead>
       <tbody>${rows}</tbody></table>`;
+    $("ref-save").onclick = () => correct(i, $("ref-edit").value);
+    d.querySelectorAll("button.use").forEach((b) => (b.onclick = () => correct(i, b.dataset.text)));
   } catch (e) {
     showError(e);
   }
+}
+
+// A corrected transcript becomes the list's reference: its WER and the training data follow it.
+function correct(i, text) {
+  const ref = text.trim().replace(/\s+/g, " ");
+  if (ref === (lists[i].ref || "")) return showUtterance(i);
+  lists[i] = { ...lists[i], ref, corrected: true };
+  for (const k of [...results.keys()]) if (k.startsWith(`${i}|`)) results.delete(k);
+  delete $("summary").dataset.rescoredWer;
+  updateCorrected();
+  return showUtterance(i);
+}
+
+function updateCorrected() {
+  const n = lists.filter((l) => l.corrected).length;
+  $("t-corrected").textContent = n ? `${n} transcript${n > 1 ? "s" : ""} corrected by you.` : "";
+  $("t-only-corrected").disabled = n === 0;
+  if (!n) $("t-only-corrected").checked = false;
+  $("download-lists").disabled = n === 0;
 }
 
 function escape(s) {
@@ -244,27 +286,40 @@ function plotLosses(losses) {
 async function train() {
   clearError();
   const depth = options().depth;
-  const examples = lists.filter((l) => l.ref).map((l) => ({ ...l, hyps: l.hyps.slice(0, depth) }));
+  const chosen = lists.filter((l) => l.ref && (!$("t-only-corrected").checked || l.corrected));
+  const examples = chosen.map(({ corrected, ...l }) => ({ ...l, hyps: l.hyps.slice(0, depth) }));
   const losses = [];
+  const epochs = [];
   const bar = $("t-progress");
   bar.hidden = false;
   token = new CancelToken();
   $("train").disabled = true;
   $("cancel").disabled = false;
-  $("t-status").textContent = "training…";
+  $("t-status").textContent = `training on ${examples.length} lists…`;
   $("t-status").dataset.state = "running";
-  const opts = { epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth };
+  const opts = {
+    epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth,
+    devFraction: Math.min(0.5, Math.max(0, Number($("t-dev").value) / 100)),
+  };
   try {
     const r = await exclusive(() => rescorer.train(examples, opts, (p) => {
+      if (p.type === "epoch") {
+        epochs.push(`epoch ${p.epoch}: dev WER ${p.devWer.toFixed(2)}% (λ ${p.weight})`);
+        return;
+      }
       losses.push(p.loss);
       bar.max = p.total;
       bar.value = p.step;
-      $("t-status").textContent = `step ${p.step} / ${p.total} (epoch ${p.epoch}), loss ${p.loss.toFixed(4)}`;
+      $("t-status").textContent = `step ${p.step} / ${p.total} (epoch ${p.epoch}), loss ${p.loss.toFixed(4)}${epochs.length ? "; " + epochs.join("; ") : ""}`;
       plotLosses(losses);
     }, token));
     $("weight").value = r.weight;
-    $("t-status").textContent = `trained: ${r.steps} steps, ${r.trainableParameters} trainable parameters; the adapter is now in use (λ = ${r.weight}). Rescore again to see its effect.`;
+    const dev = r.devLists
+      ? `dev WER on ${r.devLists} held-out lists ${r.devFirstPassWer.toFixed(2)}% → ${r.devWer.toFixed(2)}% (best epoch ${r.bestEpoch}), λ = ${r.weight} tuned on them`
+      : `no lists held out, λ = 1/κ = ${r.weight}`;
+    $("t-status").textContent = `trained on ${r.trainLists} lists: ${r.steps} steps, ${r.trainableParameters} trainable parameters; ${dev}. The adapter is now in use: rescore again to see its effect.`;
     $("t-status").dataset.state = "done";
+    $("t-status").dataset.weight = r.weight;
     results = new Map();
   } catch (e) {
     $("t-status").dataset.state = e && e.kind === "cancelled" ? "cancelled" : "failed";
@@ -300,6 +355,10 @@ $("download").addEventListener("click", () => {
   } catch (e) {
     showError(e);
   }
+});
+$("download-lists").addEventListener("click", () => {
+  const text = lists.map(({ corrected, ...l }) => JSON.stringify(l)).join("\n") + "\n";
+  download("nbest-corrected.jsonl", new TextEncoder().encode(text));
 });
 $("load").addEventListener("click", load);
 $("rescore-all").addEventListener("click", rescoreAll);

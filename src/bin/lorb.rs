@@ -116,6 +116,9 @@ mod cli {
         cor_weight: f64,
         #[arg(long, default_value_t = 2e-4)]
         lr: f64,
+        /// Learning rate of the CLS/MLM heads (default: --lr); e.g. a larger one with --full
+        #[arg(long)]
+        head_lr: Option<f64>,
         #[arg(long, default_value_t = 0.01)]
         weight_decay: f64,
         /// Warm-up as a fraction of all steps (then linear decay to 0)
@@ -834,6 +837,29 @@ mod cli {
     }
 
     /// Sentences for MLM: lines of text files, or the references of n-best files.
+    /// A paragraph of running text cut into sentences (after `.`, `!`, `?` or `;`), and
+    /// those longer than 48 words into pieces: books put whole paragraphs on one line, and
+    /// masked-LM training wants sentence-sized inputs like the hypotheses it will score.
+    fn sentences(line: &str) -> Vec<String> {
+        const MAX_WORDS: usize = 48;
+        let mut out = Vec::new();
+        let mut cur: Vec<&str> = Vec::new();
+        for w in line.split_whitespace() {
+            cur.push(w);
+            let bare = w.trim_end_matches(['"', '\'', ')', '\u{201d}', '\u{2019}']);
+            let title = matches!(bare, "Mr." | "Mrs." | "Dr." | "St." | "Ms.");
+            let ends = !title && bare.ends_with(['.', '!', '?', ';']);
+            if ends || cur.len() == MAX_WORDS {
+                out.push(cur.join(" "));
+                cur.clear();
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur.join(" "));
+        }
+        out
+    }
+
     fn texts(paths: &[PathBuf], limit: Option<usize>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for p in paths {
@@ -849,7 +875,8 @@ mod cli {
                 } else {
                     String::from_utf8(raw).map_err(|_| Error::Input(format!("{name}: not UTF-8")))?
                 };
-                text.lines().map(str::trim).filter(|l| l.split_whitespace().count() >= 3).map(str::to_string).collect()
+                // Paragraphs (runs of non-blank lines), then sentences.
+                text.split("\n\n").flat_map(|p| sentences(&p.replace('\n', " "))).filter(|l| l.split_whitespace().count() >= 3).collect()
             };
             if let Some(n) = limit {
                 v.truncate(n);
@@ -879,6 +906,7 @@ mod cli {
             mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
             full: a.full,
             optim: lorb::train::AdamWConfig { lr: a.lr, weight_decay: a.weight_decay, ..Default::default() },
+            head_lr: a.head_lr,
             warmup_steps: 0,
             total_steps: 0,
             clip: a.clip,
@@ -912,10 +940,7 @@ mod cli {
             pb.finish_and_clear();
         }
         if a.dev.is_none() {
-            let mut rng = lorb::train::Rng::new(a.seed ^ 0xd1b5);
-            rng.shuffle(&mut train_ex);
-            let hold = a.holdout.min(train_ex.len() / 2);
-            dev_ex = train_ex.split_off(train_ex.len() - hold);
+            dev_ex = lorb::train::hold_out(&mut train_ex, a.holdout, a.seed);
         }
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
@@ -951,7 +976,7 @@ mod cli {
         );
         let train_started = Instant::now();
         let quiet = pb.is_hidden();
-        let report = pollster::block_on(fit(&mut trainer, &train_ex, &dev_ex, &opts, &cancel, |p| match p {
+        let report = pollster::block_on(fit(&mut trainer, &train_ex, &dev_ex, &opts, &*cancel, |p| match p {
             lorb::train::fit::Progress::Step { log, epoch, .. } => {
                 pb.set_position(log.step);
                 pb.set_message(format!("epoch {epoch} loss {:+.4} |g| {:.3}", log.loss, log.grad_norm));
@@ -1131,5 +1156,17 @@ mod cli {
         });
         print_json(&v, as_json);
         Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn paragraphs_become_sentences() {
+            let p = "\"Poor Mr. Woodhouse!\" said Emma. It rained; we stayed in. And then";
+            assert_eq!(super::sentences(p), ["\"Poor Mr. Woodhouse!\"", "said Emma.", "It rained;", "we stayed in.", "And then"]);
+            let long = vec!["word"; 100].join(" ");
+            let pieces = super::sentences(&long);
+            assert_eq!(pieces.iter().map(|s| s.split(' ').count()).collect::<Vec<_>>(), [48, 48, 4]);
+        }
     }
 }

@@ -106,15 +106,41 @@ fn align(n: u64, a: u64) -> u64 {
     n.div_ceil(a) * a
 }
 
+/// A GPU adapter as [`GpuContext::probe`] sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterReport {
+    pub name: String,
+    pub vendor: u32,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// A CPU implementation (SwiftShader, lavapipe, WARP).
+    pub software: bool,
+    pub f16: bool,
+    pub timestamps: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Why lorb cannot run on this adapter (`None`: it can).
+    pub problem: Option<String>,
+}
+
 impl GpuContext {
-    pub async fn new(opts: &GpuOptions) -> Result<Self> {
+    /// The adapter lorb would use: WebGPU's in the browser (after checking `navigator.gpu` by
+    /// value: wgpu must not be asked where WebGPU is missing), else the primary native backends.
+    async fn request_adapter() -> Result<wgpu::Adapter> {
         #[cfg(target_arch = "wasm32")]
         {
-            let has_gpu = web_sys::window()
-                .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).ok())
+            let gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+                .ok()
+                .filter(|n| n.is_object())
+                .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()).ok())
                 .map(|g| !g.is_undefined() && !g.is_null())
                 .unwrap_or(false);
-            if !has_gpu {
+            if !gpu {
                 return Err(Error::Gpu("WebGPU is not available here (navigator.gpu is missing)".into()));
             }
         }
@@ -124,7 +150,7 @@ impl GpuContext {
             desc.backends = if cfg!(target_arch = "wasm32") { wgpu::Backends::BROWSER_WEBGPU } else { wgpu::Backends::PRIMARY };
         }
         let instance = wgpu::Instance::new(desc);
-        let adapter = instance
+        instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: false,
@@ -132,26 +158,61 @@ impl GpuContext {
                 apply_limit_buckets: false,
             })
             .await
-            .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
+            .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))
+    }
+
+    /// The limits lorb asks for on an adapter that offers `a`, or why it cannot run there.
+    fn required_limits(info: &wgpu::AdapterInfo, a: &wgpu::Limits) -> Result<wgpu::Limits> {
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffer_binding_size = a.max_storage_buffer_binding_size;
+        limits.max_buffer_size = a.max_buffer_size;
+        limits.max_storage_buffers_per_shader_stage = a.max_storage_buffers_per_shader_stage.min(10);
+        limits.max_compute_workgroup_storage_size = a.max_compute_workgroup_storage_size.min(16384);
+        limits.max_compute_invocations_per_workgroup = a.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_size_x = a.max_compute_workgroup_size_x.min(256);
+        limits.max_compute_workgroup_size_y = a.max_compute_workgroup_size_y.min(256);
+        if limits.max_compute_invocations_per_workgroup < 256 || limits.max_storage_buffers_per_shader_stage < 6 {
+            return Err(Error::GpuLimit(format!(
+                "adapter {} allows {} invocations per workgroup and {} storage buffers per stage; lorb needs 256 and 6",
+                info.name, a.max_compute_invocations_per_workgroup, a.max_storage_buffers_per_shader_stage
+            )));
+        }
+        Ok(limits)
+    }
+
+    /// Describes the GPU adapter without creating a device: what it is, its limits, whether it
+    /// has f16 and timestamp queries, and whether lorb can run on it (`problem` says why not).
+    /// An error means there is no adapter at all (no WebGPU, no driver).
+    pub async fn probe() -> Result<AdapterReport> {
+        let adapter = Self::request_adapter().await?;
+        let info = adapter.get_info();
+        let l = adapter.limits();
+        let f = adapter.features();
+        Ok(AdapterReport {
+            name: info.name.clone(),
+            vendor: info.vendor,
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            device_type: format!("{:?}", info.device_type).to_lowercase(),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            software: info.device_type == wgpu::DeviceType::Cpu,
+            f16: f.contains(wgpu::Features::SHADER_F16),
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_buffer_size: l.max_buffer_size,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+            max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            problem: Self::required_limits(&info, &l).err().map(|e| e.to_string()),
+        })
+    }
+
+    pub async fn new(opts: &GpuOptions) -> Result<Self> {
+        let adapter = Self::request_adapter().await?;
         let info = adapter.get_info();
         if !opts.allow_software && info.device_type == wgpu::DeviceType::Cpu {
             return Err(Error::Gpu(format!("only a software adapter is available ({})", info.name)));
         }
-        let alimits = adapter.limits();
-        let mut limits = wgpu::Limits::downlevel_defaults();
-        limits.max_storage_buffer_binding_size = alimits.max_storage_buffer_binding_size;
-        limits.max_buffer_size = alimits.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage = alimits.max_storage_buffers_per_shader_stage.min(10);
-        limits.max_compute_workgroup_storage_size = alimits.max_compute_workgroup_storage_size.min(16384);
-        limits.max_compute_invocations_per_workgroup = alimits.max_compute_invocations_per_workgroup.min(256);
-        limits.max_compute_workgroup_size_x = alimits.max_compute_workgroup_size_x.min(256);
-        limits.max_compute_workgroup_size_y = alimits.max_compute_workgroup_size_y.min(256);
-        if limits.max_compute_invocations_per_workgroup < 256 || limits.max_storage_buffers_per_shader_stage < 6 {
-            return Err(Error::GpuLimit(format!(
-                "adapter {} allows {} invocations per workgroup and {} storage buffers per stage; lorb needs 256 and 6",
-                info.name, alimits.max_compute_invocations_per_workgroup, alimits.max_storage_buffers_per_shader_stage
-            )));
-        }
+        let limits = Self::required_limits(&info, &adapter.limits())?;
         let profile = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

@@ -89,13 +89,51 @@ fn seconds() -> f64 {
     }
 }
 
+/// Lets the browser's event loop run (progress redraws, a cancel click) between steps; nothing
+/// natively. Works in windows and workers alike (the global `setTimeout`).
+async fn yield_now() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let set_timeout = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into()).ok().filter(|f| f.is_function());
+        if let Some(f) = set_timeout {
+            let f = js_sys::Function::from(f);
+            let p = js_sys::Promise::new(&mut |resolve, _| {
+                let _ = f.call2(&wasm_bindgen::JsValue::NULL, &resolve, &wasm_bindgen::JsValue::from(0));
+            });
+            let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+        }
+    }
+}
+
+/// Asked before each optimiser step whether to stop: an `AtomicBool` (set from another thread or
+/// a signal handler), or any `Fn() -> bool` (the JS API reads its CancelToken).
+pub trait Cancel {
+    fn cancelled(&self) -> bool;
+}
+
+impl Cancel for AtomicBool {
+    fn cancelled(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+impl<F: Fn() -> bool> Cancel for F {
+    fn cancelled(&self) -> bool {
+        self()
+    }
+}
+
 /// The λ grid around `λ0 = 1/κ` (0 keeps the first pass).
 fn grid(lambda0: f64) -> Vec<f64> {
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
 }
 
-/// The best `(λ, WER)` on `lists` over [`grid`] (the first on ties: the smaller weight).
+/// The best `(λ, WER)` on `lists` over [`grid`] (the first on ties: the smaller weight); with no
+/// lists, `λ0` itself.
 pub fn tune(lists: &[ListExample], s2: &[Vec<f64>], lambda0: f64) -> (f64, f64) {
+    if lists.is_empty() {
+        return (lambda0, 0.0);
+    }
     grid(lambda0).into_iter().map(|l| (l, wer_of(lists, s2, l))).fold((0.0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b })
 }
 
@@ -213,7 +251,7 @@ async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
 /// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
 /// writes one after every epoch and when stopped. `cancel` is checked before each step.
-pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &AtomicBool, mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
+pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &(impl Cancel + ?Sized), mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
     if train.is_empty() {
         return Err(Error::Input("no training lists".into()));
     }
@@ -257,7 +295,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         let started = seconds();
         let steps_in_epoch = s.order.len().div_ceil(per);
         while s.pos < s.order.len() {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.cancelled() {
                 stopped = Some(format!("cancelled after step {}", t.step));
                 break 'epochs;
             }
@@ -269,6 +307,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                     s.pos += lists.len();
                     s.step = t.step;
                     progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
+                    yield_now().await;
                 }
                 // `apply` checks before it updates: the parameters are still the last good ones.
                 Err(e @ Error::NonFinite { .. }) => {
@@ -286,7 +325,8 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         s.epoch += 1;
         s.order.clear();
         s.pos = 0;
-        if dev_wer < s.best_dev_wer || s.best_epoch == 0 && dev.is_empty() {
+        // With no dev lists every epoch counts as the best: the last one is kept.
+        if dev_wer < s.best_dev_wer || dev.is_empty() {
             s.best_dev_wer = dev_wer;
             s.best_epoch = s.epoch;
             best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
@@ -296,7 +336,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
             let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
             Checkpoint::save(dir, t, &s, &b)?;
         }
-        if o.patience > 0 && s.epoch - s.best_epoch >= o.patience {
+        if o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience {
             break;
         }
     }

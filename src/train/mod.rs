@@ -107,6 +107,10 @@ pub struct TrainConfig {
     /// Full fine-tuning: every encoder weight is trainable (no LoRA).
     pub full: bool,
     pub optim: AdamWConfig,
+    /// Learning rate of the heads (`cls.*`, `mlm.*`) when it should differ from the encoder's
+    /// (full fine-tuning uses a small encoder rate, and the heads start at zero).
+    #[serde(default)]
+    pub head_lr: Option<f64>,
     pub warmup_steps: u64,
     /// Steps over which the learning rate decays to 0 (0: constant after warm-up).
     pub total_steps: u64,
@@ -127,6 +131,7 @@ impl Default for TrainConfig {
             mlm_head: false,
             full: false,
             optim: AdamWConfig::default(),
+            head_lr: None,
             warmup_steps: 0,
             total_steps: 0,
             clip: 1.0,
@@ -147,6 +152,15 @@ pub struct ListExample {
     pub words: usize,
     /// Teacher PLL of each hypothesis (MD).
     pub teacher: Option<Vec<f64>>,
+}
+
+/// Splits off `n` lists (at most half) chosen by a seeded shuffle, for early stopping and λ
+/// tuning; the rest stay in `lists` (shuffled).
+pub fn hold_out(lists: &mut Vec<ListExample>, n: usize, seed: u64) -> Vec<ListExample> {
+    let mut rng = Rng::new(seed ^ 0xd1b5);
+    rng.shuffle(lists);
+    let n = n.min(lists.len() / 2);
+    lists.split_off(lists.len() - n)
 }
 
 impl ListExample {
@@ -543,6 +557,7 @@ impl Trainer {
     /// takes the AdamW step.
     fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad) -> Result<StepLog> {
         let lr = self.cfg.optim.lr * self.lr_factor();
+        let head_lr = self.cfg.head_lr.map_or(lr, |h| h * self.lr_factor());
         let step = self.step + 1;
         let (clip, oc) = (self.cfg.clip, self.cfg.optim);
         let mut opt = std::mem::take(&mut self.opt);
@@ -558,8 +573,9 @@ impl Trainer {
             return Err(Error::NonFinite { step, what: what.into(), last_good: step - 1 });
         }
         opt.begin();
-        for (i, (_, p, g)) in params.iter_mut().enumerate() {
-            opt.update(i, p, g, &oc, lr);
+        for (i, (name, p, g)) in params.iter_mut().enumerate() {
+            let is_head = name.starts_with("cls.") || name.starts_with("mlm.");
+            opt.update(i, p, g, &oc, if is_head { head_lr } else { lr });
         }
         drop(params);
         self.opt = opt;

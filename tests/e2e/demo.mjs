@@ -1,41 +1,26 @@
 // End-to-end test of the demo page in Chromium (WebGPU: SwiftShader on CI machines):
 // serves the repository, loads www/ with the default model and the shipped adapter, rescores the
 // bundled sample (its first LIMIT=5 utterances by default), and checks that the WER figures on the page equal `lorb eval`'s for the same
-// inputs. Then checks that a failed load (a 404) shows a typed message. Saves screenshots.
+// inputs. Then checks that failed loads (a 404, truncated weights, a wrong tokenizer) and a missing
+// WebGPU show typed messages, and trains, corrects, downloads and cancels on the page. Saves
+// screenshots.
 //
 //   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
-import { chromium } from "playwright-core";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import { createServer } from "node:net";
-
-const root = new URL("../../", import.meta.url).pathname;
-const out = `${root}target/e2e`;
-mkdirSync(out, { recursive: true });
-
-const freePort = () => new Promise((ok) => {
-  const s = createServer();
-  s.listen(0, () => { const p = s.address().port; s.close(() => ok(p)); });
-});
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { open, root, out } from "./harness.mjs";
 
 function fail(msg) {
   console.error(`e2e: FAIL: ${msg}`);
   process.exitCode = 1;
 }
 
-const port = await freePort();
-const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], { cwd: root, stdio: "ignore" });
-await new Promise((r) => setTimeout(r, 800));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--enable-unsafe-webgpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
-});
+const { browser, base, close: shutdown } = await open();
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-  const base = `http://127.0.0.1:${port}/www/`;
 
   // 1. The main path, on the first LIMIT utterances of the sample (SwiftShader is slow).
   const limit = Number(process.env.LIMIT || 5);
@@ -65,15 +50,28 @@ try {
   if (!close(got.firstPassWer, want.first_pass_wer)) fail(`first-pass WER ${got.firstPassWer} vs lorb eval ${want.first_pass_wer}`);
   if (!close(got.rescoredWer, want.rescored_wer)) fail(`rescored WER ${got.rescoredWer} vs lorb eval ${want.rescored_wer}`);
 
-  // 2. A load failure (the model URL answers 404) is shown, with its kind.
-  await page.goto(`${base}?model=../no-such-model/`);
-  await page.click("#load");
-  await page.waitForSelector("#error:not([hidden])", { timeout: 60_000 });
-  const kind = await page.getAttribute("#error", "data-kind");
-  const text = await page.textContent("#error");
-  await page.screenshot({ path: `${out}/load-error.png` });
-  console.log(`e2e: load failure shown as [${kind}] ${text.trim()}`);
-  if (kind !== "io" || !text.includes("404")) fail(`expected an io error naming the 404, got [${kind}] ${text}`);
+  // 2. Load failures are shown with their kind: a 404, truncated weights, a wrong tokenizer
+  // (broken copies of the tiny fixture model, made here).
+  const fx = `${root}tests/fixtures/bert`;
+  for (const [dir, weights, tokenizer] of [
+    ["truncated-weights", readFileSync(`${fx}/model.safetensors`).subarray(0, 3000), readFileSync(`${fx}/tokenizer.json`)],
+    ["wrong-tokenizer", readFileSync(`${fx}/model.safetensors`), Buffer.from('{"version": "1.0", "model": {"type": "Nonsense"}}')],
+  ]) {
+    mkdirSync(`${out}/${dir}`, { recursive: true });
+    writeFileSync(`${out}/${dir}/config.json`, readFileSync(`${fx}/config.json`));
+    writeFileSync(`${out}/${dir}/model.safetensors`, weights);
+    writeFileSync(`${out}/${dir}/tokenizer.json`, tokenizer);
+  }
+  for (const [model, want, mention] of [["../no-such-model/", "io", "404"], ["../target/e2e/truncated-weights/", "weights", ""], ["../target/e2e/wrong-tokenizer/", "tokenizer", ""]]) {
+    await page.goto(`${base}?model=${model}&adapter=none`);
+    await page.click("#load");
+    await page.waitForSelector("#error:not([hidden])", { timeout: 60_000 });
+    const kind = await page.getAttribute("#error", "data-kind");
+    const text = (await page.textContent("#error")).trim();
+    if (want === "io") await page.screenshot({ path: `${out}/load-error.png` });
+    console.log(`e2e: load failure (${model}) shown as ${text}`);
+    if (kind !== want || !text.includes(mention)) fail(`expected a ${want} error${mention ? ` naming the ${mention}` : ""}, got [${kind}] ${text}`);
+  }
 
   // 3. No WebGPU (navigator.gpu removed): "WebGPU only" is a typed gpu error on the page, and
   // the default choice falls back to the CPU and says so.
@@ -99,6 +97,23 @@ try {
   await tp.goto(`${base}?model=../tests/fixtures/bert/&adapter=none&limit=3&truncate`);
   await tp.click("#load");
   await tp.waitForSelector("#training:not([hidden])", { timeout: 120_000 });
+  const probe = await tp.getAttribute("#gpu-info", "data-available");
+  console.log(`e2e: before loading: ${(await tp.textContent("#gpu-info")).trim()}`);
+  if (probe !== "true") fail(`webgpuInfo() did not report WebGPU: ${await tp.textContent("#gpu-info")}`);
+  // Correcting a transcript: "use" on a hypothesis makes it the reference; its WER follows, and
+  // the corrected lists can be downloaded.
+  await tp.waitForSelector("#detail button.use");
+  const pick = await tp.getAttribute("#detail tbody tr:last-child button.use", "data-text");
+  await tp.click("#detail tbody tr:last-child button.use");
+  await tp.waitForSelector("#detail .tag");
+  const refNow = await tp.inputValue("#ref-edit");
+  const corrected = (await tp.textContent("#t-corrected")).trim();
+  console.log(`e2e: corrected the transcript of utterance 1 to "${refNow}" (${corrected})`);
+  if (refNow !== pick || !corrected.startsWith("1 transcript")) fail(`the correction did not take: "${refNow}" vs "${pick}", "${corrected}"`);
+  const [lf] = await Promise.all([tp.waitForEvent("download"), tp.click("#download-lists")]);
+  await lf.saveAs(`${out}/${lf.suggestedFilename()}`);
+  const first = JSON.parse(readFileSync(`${out}/${lf.suggestedFilename()}`, "utf8").split("\n")[0]);
+  if (first.ref !== pick) fail(`the downloaded lists lack the correction: ${first.ref}`);
   await tp.fill("#t-epochs", "2");
   await tp.fill("#t-lr", "0.01");
   await tp.click("#train");
@@ -109,7 +124,7 @@ try {
   const [dl] = await Promise.all([tp.waitForEvent("download"), tp.click("#download")]);
   const cfgPath = `${out}/${dl.suggestedFilename()}`;
   await dl.saveAs(cfgPath);
-  const cfg = JSON.parse((await import("node:fs")).readFileSync(cfgPath, "utf8"));
+  const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
   if (cfg.peft_type !== "LORA" || !cfg.modules_to_save.includes("score")) fail(`downloaded ${dl.suggestedFilename()} is not a PEFT LoRA config`);
   await tp.screenshot({ path: `${out}/training.png`, fullPage: true });
   await tp.fill("#t-epochs", "50");
@@ -130,6 +145,5 @@ try {
     console.log("test result: ok. 1 passed; 0 failed; (e2e demo page)");
   }
 } finally {
-  await browser.close();
-  server.kill();
+  await shutdown();
 }

@@ -1,0 +1,34 @@
+// Shared by the e2e scripts: serves the repository over HTTP on a free port and launches
+// Debian's Chromium with WebGPU (SwiftShader where there is no GPU) through playwright-core.
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+
+export const root = new URL("../../", import.meta.url).pathname;
+export const out = `${root}target/e2e`;
+mkdirSync(out, { recursive: true });
+
+const freePort = () => new Promise((ok) => {
+  const s = createServer();
+  s.listen(0, () => { const p = s.address().port; s.close(() => ok(p)); });
+});
+
+/** `{ browser, base, close }`: `base` is the demo page's URL. */
+export async function open() {
+  const port = await freePort();
+  const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], { cwd: root, stdio: "ignore" });
+  await new Promise((r) => setTimeout(r, 800));
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--enable-unsafe-webgpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
+  });
+  return {
+    browser,
+    base: `http://127.0.0.1:${port}/www/`,
+    close: async () => {
+      await browser.close();
+      server.kill();
+    },
+  };
+}
