@@ -154,6 +154,13 @@ pub async fn webgpu_info() -> Result<JsValue, JsValue> {
     to_js(&v)
 }
 
+/// Word errors of `hypothesis` against `reference` (substitutions + deletions + insertions, with
+/// the same normalisation as `lorb eval`) and the reference's word count: `{ errors, words }`.
+#[wasm_bindgen(js_name = wordErrors, unchecked_return_type = "{ errors: number; words: number }")]
+pub fn word_errors_js(reference: &str, hypothesis: &str) -> Result<JsValue, JsValue> {
+    to_js(&json!({"errors": word_errors(reference, hypothesis), "words": word_count(reference)}))
+}
+
 /// A loaded model (and adapter) ready to score, rescore and train.
 #[wasm_bindgen]
 pub struct Rescorer {

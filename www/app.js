@@ -1,6 +1,6 @@
 // The demo page: loads a model (and adapter) into lorb's Rescorer, rescores n-best lists and
 // shows WER before and after. Everything runs in this page (WebGPU or CPU).
-import init, { Rescorer, CancelToken, webgpuInfo } from "lorb";
+import init, { Rescorer, CancelToken, webgpuInfo, wordErrors } from "lorb";
 
 const $ = (id) => document.getElementById(id);
 // The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them,
@@ -117,6 +117,7 @@ async function load() {
     status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
       (caps.gpu ? "" : " (no WebGPU: the CPU computes the same scores, more slowly)");
     status.dataset.backend = caps.backend;
+    setMethods(caps);
     $("data").hidden = false;
     $("training").hidden = false;
     await loadLists();
@@ -126,6 +127,15 @@ async function load() {
   } finally {
     $("load").disabled = false;
   }
+}
+
+// s2 is the CLS score when the model (or its adapter) has a CLS head, else the PLL from its
+// masked-LM head; training adds a CLS head.
+function setMethods(caps) {
+  const m = $("method");
+  m.querySelector("option[value=cls]").disabled = !caps.clsHead;
+  m.querySelector("option[value=pll]").disabled = !caps.mlmHead;
+  m.value = caps.clsHead ? "cls" : caps.mlmHead ? "pll" : "cls";
 }
 
 function parseJsonl(text) {
@@ -162,16 +172,16 @@ async function loadLists() {
 }
 
 function options() {
-  return { weight: Number($("weight").value), depth: Math.max(1, Number($("depth").value) | 0) };
+  return { weight: Number($("weight").value), depth: Math.max(1, Number($("depth").value) | 0), method: $("method").value };
 }
 
 async function rescoreOne(i) {
   const o = options();
-  const key = `${i}|${o.weight}|${o.depth}`;
+  const key = `${i}|${o.weight}|${o.depth}|${o.method}`;
   if (!results.has(key)) {
     const l = lists[i];
     const cut = { ...l, hyps: l.hyps.slice(0, o.depth) };
-    results.set(key, await exclusive(() => rescorer.rescore(cut, { weight: o.weight })));
+    results.set(key, await exclusive(() => rescorer.rescore(cut, { weight: o.weight, method: o.method })));
   }
   return results.get(key);
 }
@@ -209,7 +219,13 @@ function correct(i, text) {
   const ref = text.trim().replace(/\s+/g, " ");
   if (ref === (lists[i].ref || "")) return showUtterance(i);
   lists[i] = { ...lists[i], ref, corrected: true };
-  for (const k of [...results.keys()]) if (k.startsWith(`${i}|`)) results.delete(k);
+  // The scores do not depend on the reference: only the errors are counted again.
+  for (const [k, r] of results) {
+    if (!k.startsWith(`${i}|`)) continue;
+    const hyps = r.hyps.map((h) => ({ ...h, errors: wordErrors(ref, h.text).errors }));
+    const first = hyps.find((h) => h.firstRank === 0);
+    results.set(k, { ...r, ref, hyps, words: wordErrors(ref, "").words, firstPassErrors: first.errors, rescoredErrors: hyps[0].errors });
+  }
   delete $("summary").dataset.rescoredWer;
   updateCorrected();
   return showUtterance(i);
@@ -320,12 +336,16 @@ async function train() {
     $("t-status").textContent = `trained on ${r.trainLists} lists: ${r.steps} steps, ${r.trainableParameters} trainable parameters; ${dev}. The adapter is now in use: rescore again to see its effect.`;
     $("t-status").dataset.state = "done";
     $("t-status").dataset.weight = r.weight;
+    setMethods(rescorer.capabilities());
     results = new Map();
+    showUtterance(Number($("utt").value) || 0);
   } catch (e) {
     $("t-status").dataset.state = e && e.kind === "cancelled" ? "cancelled" : "failed";
     if (e && e.kind === "cancelled") {
       $("t-status").textContent = `training cancelled (${e.message}); the adapter of the last completed step is in use and can be downloaded.`;
+      setMethods(rescorer.capabilities());
       results = new Map();
+      showUtterance(Number($("utt").value) || 0);
     } else {
       showError(e);
       $("t-status").textContent = "training failed";
@@ -363,6 +383,7 @@ $("download-lists").addEventListener("click", () => {
 $("load").addEventListener("click", load);
 $("rescore-all").addEventListener("click", rescoreAll);
 $("utt").addEventListener("change", (e) => showUtterance(Number(e.target.value)));
+$("method").addEventListener("change", () => showUtterance(Number($("utt").value) || 0));
 $("sample").addEventListener("change", () => rescorer && loadLists());
 $("nbest-file").addEventListener("change", () => rescorer && loadLists().catch(showError));
 window.addEventListener("unhandledrejection", (e) => showError(e.reason));

@@ -889,15 +889,42 @@ mod cli {
     fn train(a: TrainArgs) -> Result<()> {
         use lorb::train::{fit, FitOptions, Objective, TrainConfig, Trainer};
         let t0 = Instant::now();
-        let scorer = load(&a.m)?;
+        // `--adapter DIR` is where training starts, not something merged for scoring: its LoRA
+        // pairs are the starting pairs (merged into the weights with --full), its heads the
+        // starting heads.
+        let start = a.m.adapter.clone();
+        let mut scorer = load(&ModelArgs { adapter: None, ..a.m.clone() })?;
         let mut model = scorer.model().clone();
         let config = model.config.clone();
+        let start = start.map(|d| lorb::Adapter::load_dir(&d, &config)).transpose()?;
         let targets = a.targets.iter().map(|t| lorb::adapter::Target::parse(t)).collect::<Result<Vec<_>>>()?;
         if (a.mlm_head || a.objective == Objective::Mlm) && model.mlm.is_none() {
             eprintln!("lorb: the model has no MLM head; starting a fresh one (tied decoder)");
             lorb::train::init_mlm_head(&mut model, a.seed);
         }
-        let lora = if a.head_only || a.full { None } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
+        let mut lora = if a.head_only || a.full { None } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
+        if let Some(st) = &start {
+            if let (Some(h), false) = (model.mlm.as_mut(), st.mlm_head.is_empty()) {
+                st.mlm_head.apply(h);
+            }
+            if st.cls_head.is_some() {
+                scorer.cls_head = st.cls_head.clone();
+            }
+            if !st.pairs.is_empty() {
+                match (&mut lora, a.full) {
+                    (_, true) => model.merge_lora(st, 1.0),
+                    (Some(l), false) => {
+                        eprintln!("lorb: continuing the adapter's LoRA pairs (r {}, α {}; --r/--alpha/--targets are ignored)", st.r, st.alpha);
+                        let mut c = st.clone();
+                        c.cls_head = None;
+                        c.mlm_head = Default::default();
+                        *l = c;
+                    }
+                    (None, false) => return Err(Error::Input("--head-only from an adapter with LoRA pairs would drop them; train LoRA too, or start from a head-only adapter".into())),
+                }
+            }
+            eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head" });
+        }
         let cfg = TrainConfig {
             objective: a.objective,
             kappa: a.kappa,

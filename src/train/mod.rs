@@ -603,7 +603,7 @@ impl Trainer {
                 a
             })?,
         };
-        a.cls_head = Some(self.cls.clone());
+        a.cls_head = self.cfg.cls_head.then(|| self.cls.clone());
         if self.cfg.mlm_head {
             let h = self.model.mlm.as_ref().ok_or(Error::NoMlmHead)?;
             a.mlm_head = MlmHeadUpdate {

@@ -7,7 +7,7 @@
 //
 //   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { open, root, out } from "./harness.mjs";
 
 function fail(msg) {
@@ -102,11 +102,15 @@ try {
   if (probe !== "true") fail(`webgpuInfo() did not report WebGPU: ${await tp.textContent("#gpu-info")}`);
   // Correcting a transcript: "use" on a hypothesis makes it the reference; its WER follows, and
   // the corrected lists can be downloaded.
-  await tp.waitForSelector("#detail button.use");
+  await tp.waitForSelector("#detail button.use, #error:not([hidden])", { timeout: 120_000 });
+  if (await tp.isVisible("#error")) throw new Error(`showing an utterance failed: ${await tp.textContent("#error")}`);
+  console.log(`e2e: without a CLS head the page rescores by ${await tp.inputValue("#method")}`);
   const pick = await tp.getAttribute("#detail tbody tr:last-child button.use", "data-text");
   await tp.click("#detail tbody tr:last-child button.use");
   await tp.waitForSelector("#detail .tag");
   const refNow = await tp.inputValue("#ref-edit");
+  const usedErrors = (await tp.textContent("#detail tbody tr:last-child td:nth-child(7)")).trim();
+  if (usedErrors !== "0") fail(`the hypothesis made the transcript still counts ${usedErrors} errors`);
   const corrected = (await tp.textContent("#t-corrected")).trim();
   console.log(`e2e: corrected the transcript of utterance 1 to "${refNow}" (${corrected})`);
   if (refNow !== pick || !corrected.startsWith("1 transcript")) fail(`the correction did not take: "${refNow}" vs "${pick}", "${corrected}"`);
@@ -136,6 +140,26 @@ try {
   const ctext = (await tp.textContent("#t-status")).trim();
   console.log(`e2e: aborted training: ${ctext}`);
   if (cstate !== "cancelled" || !ctext.includes("cancelled")) fail(`expected an announced cancellation, got ${cstate}: ${ctext}`);
+
+  // 5. A separate app imports the package through webpack (tests/bundler, built by .ci/run from
+  // both wasm-pack targets) and scores like Hugging Face transformers (expected.json).
+  const ref = JSON.parse(readFileSync(`${root}tests/fixtures/bert/expected.json`, "utf8")).sentences[0];
+  for (const html of ["index.html", "bundler.html"]) {
+    if (!existsSync(`${root}tests/bundler/${html === "index.html" ? "dist" : "dist-bundler"}/app.js`)) {
+      fail(`tests/bundler/${html}: not built (cd tests/bundler && npm install && npx webpack [--env bundler])`);
+      continue;
+    }
+    const bp = await browser.newPage();
+    bp.on("pageerror", (e) => logs.push(`pageerror (${html}): ${e.message}`));
+    await bp.goto(`${base}../tests/bundler/${html}`);
+    await bp.waitForFunction(() => { const d = document.getElementById("result").dataset; return d.result || d.error; }, null, { timeout: 300_000, polling: 500 });
+    const err = await bp.getAttribute("#result", "data-error");
+    const res = err ? null : JSON.parse(await bp.getAttribute("#result", "data-result"));
+    console.log(`e2e: webpack-bundled app (${html}): ${err || JSON.stringify(res)}; transformers PLL ${ref.pll}, CLS ${ref.cls_score}`);
+    // The native suite's tolerances for the same fixture (tests/checks): PLL 1e-3, CLS 1e-4.
+    if (err || !(Math.abs(res.pll - ref.pll) <= 1e-3) || !(Math.abs(res.cls - ref.cls_score) <= 1e-4)) fail(`the bundled app scored ${err || JSON.stringify(res)}`);
+    await bp.close();
+  }
 
   if (process.exitCode) {
     console.error(logs.join("\n"));
