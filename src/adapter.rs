@@ -256,6 +256,15 @@ impl Adapter {
         Ok(Adapter { r, alpha, use_rslora, pairs, cls_head: None, mlm_head: MlmHeadUpdate::default(), config_json: cj, key_prefix: format!("base_model.model.{family}"), arch: config.arch })
     }
 
+    /// An adapter with no LoRA pairs, for heads alone (`modules_to_save`). PEFT wants a target
+    /// module in a LoRA config, so `query` is named with r = 1; PEFT initialises that absent
+    /// pair with B = 0, which changes nothing.
+    pub fn heads_only(config: &ModelConfig) -> Self {
+        let mut a = Self::new_lora(config, 1, 1.0, false, &[Target::Query], 0).expect("r = 1, α = 1 and one target are valid");
+        a.pairs.clear();
+        a
+    }
+
     /// Sets `modules_to_save` in the config from the heads present (`score`, MLM head modules).
     pub fn sync_modules_to_save(&mut self) {
         let mut m: Vec<String> = Vec::new();

@@ -348,10 +348,34 @@ impl Model {
         Ok(Model { config, word_emb, pos_emb, type_emb, emb_ln, layers, mlm })
     }
 
-    /// The weight a LoRA target lives in, and the row where its block starts.
-    pub fn lora_weight_mut(&mut self, layer: usize, target: crate::adapter::Target) -> (&mut Tensor, usize) {
+    /// The weight a LoRA target lives in (Q, K and V share the fused `qkv`).
+    fn lora_weight(&self, layer: usize, target: crate::adapter::Target) -> &Tensor {
         use crate::adapter::Target;
+        let l = &self.layers[layer];
+        match target {
+            Target::Query | Target::Key | Target::Value => &l.qkv.weight,
+            Target::AttnOut => &l.attn_out.weight,
+            Target::FfnIn => &l.ffn_in.weight,
+            Target::FfnOut => &l.ffn_out.weight,
+        }
+    }
+
+    /// Where a LoRA target's rows lie in its weight's data.
+    fn lora_range(&self, target: crate::adapter::Target) -> std::ops::Range<usize> {
+        let (out, inp) = target.shape(&self.config);
         let off = target.row_offset(&self.config);
+        off * inp..(off + out) * inp
+    }
+
+    /// The rows of the weight that a LoRA target addresses.
+    pub fn lora_block(&self, layer: usize, target: crate::adapter::Target) -> &[f32] {
+        &self.lora_weight(layer, target).data[self.lora_range(target)]
+    }
+
+    /// The same rows, writable.
+    pub fn lora_block_mut(&mut self, layer: usize, target: crate::adapter::Target) -> &mut [f32] {
+        use crate::adapter::Target;
+        let range = self.lora_range(target);
         let l = &mut self.layers[layer];
         let w = match target {
             Target::Query | Target::Key | Target::Value => &mut l.qkv.weight,
@@ -359,22 +383,7 @@ impl Model {
             Target::FfnIn => &mut l.ffn_in.weight,
             Target::FfnOut => &mut l.ffn_out.weight,
         };
-        (w, off)
-    }
-
-    /// The rows of the weight that a LoRA target addresses.
-    pub fn lora_block(&self, layer: usize, target: crate::adapter::Target) -> &[f32] {
-        use crate::adapter::Target;
-        let l = &self.layers[layer];
-        let w = match target {
-            Target::Query | Target::Key | Target::Value => &l.qkv.weight,
-            Target::AttnOut => &l.attn_out.weight,
-            Target::FfnIn => &l.ffn_in.weight,
-            Target::FfnOut => &l.ffn_out.weight,
-        };
-        let (out, inp) = target.shape(&self.config);
-        let off = target.row_offset(&self.config);
-        &w.data[off * inp..(off + out) * inp]
+        &mut w.data[range]
     }
 
     /// Adds `sign · s·B·A` of every pair into the weights (sign −1 removes a merged adapter).
@@ -382,9 +391,7 @@ impl Model {
         let scale = sign * adapter.scale();
         for p in &adapter.pairs {
             let d = p.delta(scale);
-            let (w, off) = self.lora_weight_mut(p.layer, p.target);
-            let cols = w.shape[1];
-            for (x, dx) in w.data[off * cols..off * cols + d.len()].iter_mut().zip(&d) {
+            for (x, dx) in self.lora_block_mut(p.layer, p.target).iter_mut().zip(&d) {
                 *x += dx;
             }
         }

@@ -25,7 +25,7 @@ pub use head::{fit_cls_head, head_loss_grad, wer_with, EpochLog, HeadFit, HeadFi
 pub use loss::mwer;
 pub use optim::{AdamW, AdamWConfig};
 
-use crate::adapter::{Adapter, MlmHeadUpdate, Target};
+use crate::adapter::{Adapter, MlmHeadUpdate};
 use crate::batch::{Batch, Slot};
 use crate::cpu::encoder::{self, Grads, Tape};
 use crate::error::{Error, Result};
@@ -256,10 +256,7 @@ impl Trainer {
         if pairs == 0 && self.cfg.objective != Objective::Mlm {
             return Err(Error::Unsupported("GPU training of n-best objectives needs LoRA pairs (a frozen encoder trains its head on the CPU)".into()));
         }
-        let mut pairs_only = self.lora.clone().unwrap_or(Adapter::new_lora(&self.model.config, 1, 1.0, false, &[Target::Query], 0)?);
-        if pairs == 0 {
-            pairs_only.pairs.clear();
-        }
+        let mut pairs_only = self.lora.clone().unwrap_or_else(|| Adapter::heads_only(&self.model.config));
         pairs_only.cls_head = None;
         pairs_only.mlm_head = MlmHeadUpdate::default();
         gpu.set_adapter_unmerged(Some(std::sync::Arc::new(pairs_only))).await?;
@@ -598,10 +595,7 @@ impl Trainer {
         let mut a = match &self.lora {
             Some(a) => a.clone(),
             None if self.cfg.full => return Err(Error::Training("full fine-tuning has no adapter; save the weights".into())),
-            None => Adapter::new_lora(&self.model.config, 1, 1.0, false, &[Target::Query], 0).map(|mut a| {
-                a.pairs.clear();
-                a
-            })?,
+            None => Adapter::heads_only(&self.model.config),
         };
         a.cls_head = self.cfg.cls_head.then(|| self.cls.clone());
         if self.cfg.mlm_head {
