@@ -397,6 +397,27 @@ impl Model {
         }
     }
 
+    /// Gives an encoder-only model (all-MiniLM-L6-v2 ships none) the MLM head an adapter trained
+    /// for it: the adapter's transform and LayerNorm, the decoder tied to the word embeddings and
+    /// its output bias (zero when it has none), as `lorb train --objective mlm` built it. Returns
+    /// whether a head was added: not when the model has one or the adapter lacks a full transform.
+    pub fn add_mlm_head_from(&mut self, a: &crate::adapter::Adapter) -> bool {
+        let u = &a.mlm_head;
+        let (Some(w), Some(b), Some(g), Some(beta)) = (&u.dense_weight, &u.dense_bias, &u.ln_gamma, &u.ln_beta) else {
+            return false;
+        };
+        if self.mlm.is_some() {
+            return false;
+        }
+        self.mlm = Some(MlmHead {
+            dense: Linear { weight: w.clone(), bias: b.clone() },
+            ln: LayerNorm { gamma: g.clone(), beta: beta.clone() },
+            decoder: None,
+            bias: u.bias.clone().unwrap_or_else(|| Tensor::zeros(vec![self.config.vocab_size])),
+        });
+        true
+    }
+
     /// The decoder weight of the MLM head, `[V, H]` (the word embeddings when tied).
     pub fn decoder_weight(&self) -> Option<&Tensor> {
         self.mlm.as_ref().map(|m| m.decoder.as_ref().unwrap_or(&self.word_emb))

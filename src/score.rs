@@ -76,13 +76,28 @@ impl Scorer {
     /// when the folder has one) from a model folder.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn load_dir(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind) -> Result<Self> {
+        Self::load_dir_with(dir, kind, None).await
+    }
+
+    /// [`Scorer::load_dir`] with an adapter folder applied; an adapter with a trained MLM head
+    /// gives an encoder-only model that head ([`Model::add_mlm_head_from`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn load_dir_with(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind, adapter: Option<&std::path::Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let model = Model::load_dir(dir)?;
+        let mut model = Model::load_dir(dir)?;
+        let adapter = adapter.map(|a| crate::adapter::Adapter::load_dir(a, &model.config)).transpose()?;
+        if let Some(a) = &adapter {
+            model.add_mlm_head_from(a);
+        }
         let encoder = TextEncoder::load(dir.join("tokenizer.json"), &model.config)?;
         let head_path = dir.join("cls_head.safetensors");
         let head = if head_path.exists() { Some(ClsHead::load(&head_path, model.config.hidden)?) } else { None };
         let backend = Backend::new(std::sync::Arc::new(model), kind).await?;
-        Ok(Scorer::new(encoder, backend, head))
+        let mut s = Scorer::new(encoder, backend, head);
+        if let Some(a) = adapter {
+            s.set_adapter(a).await?;
+        }
+        Ok(s)
     }
 
     pub fn model(&self) -> &Model {

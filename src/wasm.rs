@@ -205,7 +205,16 @@ impl Rescorer {
         let config = required(&opts, "config", "config.json", &progress).await?;
         let weights = required(&opts, "weights", "model.safetensors", &progress).await?;
         let tokenizer = required(&opts, "tokenizer", "tokenizer.json", &progress).await?;
-        let model = Model::from_bytes(&config, &weights).map_err(js_error)?;
+        let mut model = Model::from_bytes(&config, &weights).map_err(js_error)?;
+        // The adapter comes first: one with a trained MLM head gives an encoder-only model that
+        // head before the backend uploads the weights.
+        let adapter = match get(&opts, "adapter") {
+            Some(a) => Some(Self::adapter_of(&a, &model.config, &progress).await?),
+            None => None,
+        };
+        if let Some((a, _)) = &adapter {
+            model.add_mlm_head_from(a);
+        }
         let mut encoder = TextEncoder::from_bytes(&tokenizer, &model.config).map_err(js_error)?;
         if get(&opts, "truncate").and_then(|v| v.as_bool()) == Some(true) {
             encoder.policy = crate::tokenize::LongPolicy::Truncate;
@@ -228,17 +237,27 @@ impl Rescorer {
             Some(other) => return Err(js_error(Error::Input(format!("backend {other:?}: expected auto, gpu or cpu")))),
         };
         let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight: get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0), trained: None };
-        if let Some(a) = get(&opts, "adapter") {
-            r.set_adapter_from(&a, &progress).await?;
+        if let Some((a, weight)) = adapter {
+            r.use_adapter(a, weight).await?;
         }
         Ok(r)
     }
 
-    async fn set_adapter_from(&mut self, a: &JsValue, progress: &JsValue) -> Result<JsValue, JsValue> {
+    /// An adapter from `{ config, weights, weight? }`, and its λ if given.
+    async fn adapter_of(a: &JsValue, config: &crate::ModelConfig, progress: &JsValue) -> Result<(Adapter, Option<f64>), JsValue> {
         let cfg = bytes_of(&get(a, "config").ok_or_else(|| js_error(Error::Adapter("adapter.config is required".into())))?, "adapter_config.json", progress).await?;
         let st = bytes_of(&get(a, "weights").ok_or_else(|| js_error(Error::Adapter("adapter.weights is required".into())))?, "adapter_model.safetensors", progress).await?;
-        let adapter = Adapter::from_bytes(&cfg, &st, &self.scorer.model().config).map_err(js_error)?;
-        if let Some(w) = get(a, "weight").and_then(|v| v.as_f64()) {
+        let adapter = Adapter::from_bytes(&cfg, &st, config).map_err(js_error)?;
+        Ok((adapter, get(a, "weight").and_then(|v| v.as_f64())))
+    }
+
+    async fn set_adapter_from(&mut self, a: &JsValue, progress: &JsValue) -> Result<JsValue, JsValue> {
+        let (adapter, weight) = Self::adapter_of(a, &self.scorer.model().config, progress).await?;
+        self.use_adapter(adapter, weight).await
+    }
+
+    async fn use_adapter(&mut self, adapter: Adapter, weight: Option<f64>) -> Result<JsValue, JsValue> {
+        if let Some(w) = weight {
             self.weight = w;
         }
         let info = json!({"r": adapter.r, "alpha": adapter.alpha, "pairs": adapter.pairs.len(), "parameters": adapter.parameter_count(), "clsHead": adapter.cls_head.is_some()});

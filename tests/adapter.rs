@@ -261,3 +261,43 @@ fn adapter_info_reports_the_parameter_fraction() {
     assert!((pct - 100.0 * 36864.0 / v["base_parameters"].as_f64().unwrap()).abs() < 1e-9);
     assert_eq!(v["targets"]["attention.self.query"], serde_json::json!([0, 1, 2, 3, 4, 5]));
 }
+
+/// An encoder-only model (all-MiniLM-L6-v2 ships no MLM head) gets the MLM head an adapter
+/// brings: with each fixture's own head moved into an adapter and removed from the model, PLL
+/// on every backend equals transformers' (≤ 1e-3), where the bare model refuses PLL.
+#[test]
+fn an_adapter_gives_an_encoder_only_model_its_mlm_head() {
+    for arch in ["bert", "roberta", "distilbert"] {
+        let dir = fixture_dir(arch);
+        let exp = expected(arch);
+        let full = Model::load_dir(&dir).unwrap();
+        let h = full.mlm.clone().unwrap();
+        let mut a = Adapter::heads_only(&full.config);
+        a.mlm_head = lorb::adapter::MlmHeadUpdate {
+            dense_weight: Some(h.dense.weight.clone()),
+            dense_bias: Some(h.dense.bias.clone()),
+            ln_gamma: Some(h.ln.gamma.clone()),
+            ln_beta: Some(h.ln.beta.clone()),
+            bias: Some(h.bias.clone()),
+        };
+        a.sync_modules_to_save();
+        let mut bare = full.clone();
+        bare.mlm = None;
+        let texts: Vec<&str> = exp["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
+        let enc = || lorb::TextEncoder::load(dir.join("tokenizer.json"), &full.config).unwrap();
+        let mut s = lorb::Scorer::new(enc(), block(Backend::new(Arc::new(bare.clone()), lorb::BackendKind::Cpu)).unwrap(), None);
+        let e = block(s.score_list(&texts, Method::Pll)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Weights, "{arch}: {e}");
+        assert!(bare.add_mlm_head_from(&a), "{arch}: no head added");
+        assert!(!bare.clone().add_mlm_head_from(&a), "{arch}: a head added twice");
+        for b in backends(Arc::new(bare)) {
+            let mut s = lorb::Scorer::new(enc(), b, None);
+            block(s.set_adapter(a.clone())).unwrap();
+            let pll = block(s.score_list(&texts, Method::Pll)).unwrap();
+            for (i, sent) in exp["sentences"].as_array().unwrap().iter().enumerate() {
+                let d = (pll[i] - sent["pll"].as_f64().unwrap()).abs();
+                assert!(d <= 1e-3, "{arch} on {}: PLL of sentence {i} differs by {d}", s.backend.describe());
+            }
+        }
+    }
+}

@@ -386,16 +386,12 @@ mod cli {
                 dir.display()
             )));
         }
-        let mut s = pollster::block_on(Scorer::load_dir(&dir, m.backend))?;
+        let mut s = pollster::block_on(Scorer::load_dir_with(&dir, m.backend, m.adapter.as_deref()))?;
         if let Some(h) = &m.head {
             s.cls_head = Some(ClsHead::load(h, s.model().config.hidden)?);
         }
         if m.truncate {
             s.encoder.policy = LongPolicy::Truncate;
-        }
-        if let Some(a) = &m.adapter {
-            let adapter = lorb::Adapter::load_dir(a, &s.model().config)?;
-            pollster::block_on(s.set_adapter(adapter))?;
         }
         eprintln!("lorb: {} on {}", dir.display(), s.backend.describe());
         Ok(s)
