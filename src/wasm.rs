@@ -62,7 +62,7 @@ export interface WebGpuInfo {
   /** lorb can run on this browser's WebGPU adapter. */
   available: boolean;
   /** Why not (no navigator.gpu, no adapter, too small limits). */
-  reason?: string;
+  reason?: string | null;
   adapter?: {
     name: string; vendor: number; backend: string; deviceType: string; driver: string;
     /** A CPU implementation such as SwiftShader: correct, but slow. */
@@ -85,7 +85,7 @@ export interface TrainOptions {
 }
 export type TrainProgress =
   | { type: "step"; step: number; total: number; epoch: number; loss: number; gradNorm: number }
-  | { type: "epoch"; epoch: number; devWer: number; weight: number; trainLoss: number };
+  | { type: "epoch"; epoch: number; devWer: number | null; weight: number; trainLoss: number };
 export interface TrainResult {
   steps: number; losses: number[]; weight: number; trainableParameters: number; cancelled: boolean;
   trainLists: number; devLists: number; devFirstPassWer: number | null; devWer: number | null; bestEpoch: number;
@@ -334,10 +334,11 @@ impl Rescorer {
     /// stopping (`patience`) and λ tuned on a grid around 1/κ; without dev lists λ = 1/κ. The
     /// trained adapter is then merged for rescoring with that λ.
     /// `onProgress` gets `{type: "step", step, total, epoch, loss, gradNorm}` after each step and
-    /// `{type: "epoch", epoch, devWer, weight, trainLoss}` after each epoch; `cancel` (a
-    /// CancelToken) stops it after the current step — the best adapter so far (the last completed
-    /// step's when no epoch ended) is kept (`exportAdapter`) and the promise rejects with kind
-    /// `cancelled`. NaN/Inf stops with kind `training`, keeping the last good parameters.
+    /// `{type: "epoch", epoch, devWer, weight, trainLoss}` after each epoch (devWer null without
+    /// dev lists); `cancel` (a CancelToken) stops it after the current step — the best epoch's
+    /// adapter is kept (the last completed step's when no epoch has ended or beaten the first
+    /// pass; `exportAdapter`) and the promise rejects with kind `cancelled`. NaN/Inf stops with
+    /// kind `training`, keeping the last good parameters.
     #[wasm_bindgen(unchecked_return_type = "TrainResult")]
     pub async fn train(
         &mut self,
@@ -398,6 +399,7 @@ impl Rescorer {
         let base = self.scorer.model().clone();
         let lora = Adapter::new_lora(&base.config, num("r", 4.0) as usize, num("alpha", 8.0), false, &targets, cfg.seed).map_err(js_error)?;
         let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
+        let kappa = cfg.kappa;
         let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask).map_err(js_error)?;
         if self.scorer.backend.is_gpu() {
             let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await.map_err(js_error)?;
@@ -411,7 +413,7 @@ impl Rescorer {
             }
             let v = match p {
                 Progress::Step { epoch, log, .. } => json!({"type": "step", "step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}),
-                Progress::Epoch(r) => json!({"type": "epoch", "epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss}),
+                Progress::Epoch(r) => json!({"type": "epoch", "epoch": r.epoch, "devWer": (!dev.is_empty()).then_some(r.dev_wer), "weight": r.weight, "trainLoss": r.train_loss}),
             };
             if let Ok(v) = to_js(&v) {
                 let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
@@ -423,6 +425,7 @@ impl Rescorer {
         let trainable = adapter.parameter_count();
         self.trained = Some(adapter.clone());
         self.scorer.set_adapter(adapter).await.map_err(js_error)?;
+        self.weight = 1.0 / kappa;
         let report = report.map_err(js_error)?;
         self.weight = report.weight;
         if let Some(why) = &report.stopped {

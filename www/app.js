@@ -23,8 +23,9 @@ const exclusive = (f) => {
 let lists = [];
 let results = new Map();
 
-// What WebGPU offers here, shown before anything is loaded.
-const ready = init().then(async () => {
+// The wasm module, then what WebGPU offers here (shown before anything is loaded).
+const ready = init();
+ready.then(async () => {
   const info = await webgpuInfo();
   const el = $("gpu-info");
   el.dataset.available = info.available;
@@ -226,7 +227,11 @@ function correct(i, text) {
     const first = hyps.find((h) => h.firstRank === 0);
     results.set(k, { ...r, ref, hyps, words: wordErrors(ref, "").words, firstPassErrors: first.errors, rescoredErrors: hyps[0].errors });
   }
-  delete $("summary").dataset.rescoredWer;
+  const sum = $("summary");
+  delete sum.dataset.rescoredWer;
+  delete sum.dataset.firstPassWer;
+  delete sum.dataset.msPerList;
+  sum.textContent = `${lists.length} utterances; a transcript changed: "Rescore all" again for the WER summary.`;
   updateCorrected();
   return showUtterance(i);
 }
@@ -313,14 +318,13 @@ async function train() {
   $("cancel").disabled = false;
   $("t-status").textContent = `training on ${examples.length} lists…`;
   $("t-status").dataset.state = "running";
-  const opts = {
-    epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth,
-    devFraction: Math.min(0.5, Math.max(0, Number($("t-dev").value) / 100)),
-  };
+  const opts = { epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth };
+  // Hold lists out only when there are enough to spare (as the library does by default).
+  opts.devFraction = examples.length >= 10 ? Math.min(0.5, Math.max(0, Number($("t-dev").value) / 100)) : 0;
   try {
     const r = await exclusive(() => rescorer.train(examples, opts, (p) => {
       if (p.type === "epoch") {
-        epochs.push(`epoch ${p.epoch}: dev WER ${p.devWer.toFixed(2)}% (λ ${p.weight})`);
+        if (p.devWer !== null) epochs.push(`epoch ${p.epoch}: dev WER ${p.devWer.toFixed(2)}% (λ ${p.weight})`);
         return;
       }
       losses.push(p.loss);
@@ -342,7 +346,8 @@ async function train() {
   } catch (e) {
     $("t-status").dataset.state = e && e.kind === "cancelled" ? "cancelled" : "failed";
     if (e && e.kind === "cancelled") {
-      $("t-status").textContent = `training cancelled (${e.message}); the adapter of the last completed step is in use and can be downloaded.`;
+      $("t-status").textContent = `training cancelled (${e.message}); the best adapter so far (the last completed step's when no epoch has ended) is in use and can be downloaded.`;
+      $("weight").value = rescorer.capabilities().weight;
       setMethods(rescorer.capabilities());
       results = new Map();
       showUtterance(Number($("utt").value) || 0);

@@ -200,7 +200,7 @@ mod cli {
         /// Model folder (config.json, model.safetensors, tokenizer.json[, cls_head.safetensors])
         #[arg(long, env = "LORB_MODEL")]
         model: Option<PathBuf>,
-        /// CLS head file (safetensors with `weight` [1,H] and `bias` [1]); overrides the model's
+        /// CLS head file (safetensors with `weight` [1,H] and `bias` [1]); overrides the model's and the adapter's
         #[arg(long)]
         head: Option<PathBuf>,
         /// LoRA adapter folder in PEFT's format (merged into the weights; its CLS head is used)
@@ -832,30 +832,34 @@ mod cli {
         lists.iter().map(|nb| lorb::train::ListExample::from_nbest(nb, s1, &scorer.encoder, depth)).collect()
     }
 
-    /// Sentences for MLM: lines of text files, or the references of n-best files.
-    /// A paragraph of running text cut into sentences (after `.`, `!`, `?` or `;`), and
-    /// those longer than 48 words into pieces: books put whole paragraphs on one line, and
-    /// masked-LM training wants sentence-sized inputs like the hypotheses it will score.
-    fn sentences(line: &str) -> Vec<String> {
+    /// A unit of running text (a line or a paragraph) cut into sentences (after `.`, `!`, `?` or
+    /// `;`; a piece under 3 words joins the one before), and those longer than 48 words into
+    /// pieces: books put whole paragraphs on one line, and masked-LM training wants
+    /// sentence-sized inputs like the hypotheses it will score.
+    fn sentences(unit: &str) -> Vec<String> {
         const MAX_WORDS: usize = 48;
-        let mut out = Vec::new();
+        let mut out: Vec<Vec<&str>> = Vec::new();
         let mut cur: Vec<&str> = Vec::new();
-        for w in line.split_whitespace() {
+        for w in unit.split_whitespace() {
             cur.push(w);
             let bare = w.trim_end_matches(['"', '\'', ')', '\u{201d}', '\u{2019}']);
             let title = matches!(bare, "Mr." | "Mrs." | "Dr." | "St." | "Ms.");
             let ends = !title && bare.ends_with(['.', '!', '?', ';']);
             if ends || cur.len() == MAX_WORDS {
-                out.push(cur.join(" "));
-                cur.clear();
+                match out.last_mut() {
+                    Some(prev) if cur.len() < 3 && prev.len() + cur.len() <= MAX_WORDS => prev.append(&mut cur),
+                    _ => out.push(std::mem::take(&mut cur)),
+                }
             }
         }
         if !cur.is_empty() {
-            out.push(cur.join(" "));
+            out.push(cur);
         }
-        out
+        out.into_iter().map(|s| s.join(" ")).collect()
     }
 
+    /// Sentences for MLM: the references of n-best files; from text files, the sentences of each
+    /// paragraph (blank-line separated, when the file has such paragraphs) or else of each line.
     fn texts(paths: &[PathBuf], limit: Option<usize>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for p in paths {
@@ -871,8 +875,9 @@ mod cli {
                 } else {
                     String::from_utf8(raw).map_err(|_| Error::Input(format!("{name}: not UTF-8")))?
                 };
-                // Paragraphs (runs of non-blank lines), then sentences.
-                text.split("\n\n").flat_map(|p| sentences(&p.replace('\n', " "))).filter(|l| l.split_whitespace().count() >= 3).collect()
+                let text = text.replace("\r\n", "\n");
+                let units: Vec<String> = if text.contains("\n\n") { text.split("\n\n").map(|p| p.replace('\n', " ")).collect() } else { text.lines().map(str::to_string).collect() };
+                units.iter().flat_map(|u| sentences(u)).filter(|l| l.split_whitespace().count() >= 3).collect()
             };
             if let Some(n) = limit {
                 v.truncate(n);
@@ -1186,7 +1191,7 @@ mod cli {
         #[test]
         fn paragraphs_become_sentences() {
             let p = "\"Poor Mr. Woodhouse!\" said Emma. It rained; we stayed in. And then";
-            assert_eq!(super::sentences(p), ["\"Poor Mr. Woodhouse!\"", "said Emma.", "It rained;", "we stayed in.", "And then"]);
+            assert_eq!(super::sentences(p), ["\"Poor Mr. Woodhouse!\" said Emma. It rained;", "we stayed in.", "And then"]);
             let long = vec!["word"; 100].join(" ");
             let pieces = super::sentences(&long);
             assert_eq!(pieces.iter().map(|s| s.split(' ').count()).collect::<Vec<_>>(), [48, 48, 4]);

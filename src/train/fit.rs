@@ -89,19 +89,19 @@ fn seconds() -> f64 {
     }
 }
 
-/// Lets the browser's event loop run (progress redraws, a cancel click) between steps; nothing
-/// natively. Works in windows and workers alike (the global `setTimeout`).
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/src/js/web.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = yieldToEventLoop)]
+    fn yield_to_event_loop() -> js_sys::Promise;
+}
+
+/// Lets the browser's event loop run (progress redraws, a cancel click) between steps, in a
+/// window or a worker; nothing natively.
 async fn yield_now() {
     #[cfg(target_arch = "wasm32")]
     {
-        let set_timeout = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into()).ok().filter(|f| f.is_function());
-        if let Some(f) = set_timeout {
-            let f = js_sys::Function::from(f);
-            let p = js_sys::Promise::new(&mut |resolve, _| {
-                let _ = f.call2(&wasm_bindgen::JsValue::NULL, &resolve, &wasm_bindgen::JsValue::from(0));
-            });
-            let _ = wasm_bindgen_futures::JsFuture::from(p).await;
-        }
+        let _ = wasm_bindgen_futures::JsFuture::from(yield_to_event_loop()).await;
     }
 }
 

@@ -18,11 +18,25 @@ const freePort = () => new Promise((ok) => {
 export async function open() {
   const port = await freePort();
   const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], { cwd: root, stdio: "ignore" });
-  await new Promise((r) => setTimeout(r, 800));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--enable-unsafe-webgpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
-  });
+  let browser;
+  try {
+    // Wait until the server answers (a busy machine may take a while to start Python).
+    for (let i = 0; ; i++) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/`)).ok) break;
+      } catch (e) {
+        if (i >= 100) throw new Error(`the HTTP server on port ${port} did not start: ${e.message}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      args: ["--enable-unsafe-webgpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
+    });
+  } catch (e) {
+    server.kill();
+    throw e;
+  }
   return {
     browser,
     base: `http://127.0.0.1:${port}/www/`,
