@@ -832,32 +832,6 @@ mod cli {
         lists.iter().map(|nb| lorb::train::ListExample::from_nbest(nb, s1, &scorer.encoder, depth)).collect()
     }
 
-    /// A unit of running text (a line or a paragraph) cut into sentences (after `.`, `!`, `?` or
-    /// `;`; a piece under 3 words joins the one before), and those longer than 48 words into
-    /// pieces: books put whole paragraphs on one line, and masked-LM training wants
-    /// sentence-sized inputs like the hypotheses it will score.
-    fn sentences(unit: &str) -> Vec<String> {
-        const MAX_WORDS: usize = 48;
-        let mut out: Vec<Vec<&str>> = Vec::new();
-        let mut cur: Vec<&str> = Vec::new();
-        for w in unit.split_whitespace() {
-            cur.push(w);
-            let bare = w.trim_end_matches(['"', '\'', ')', '\u{201d}', '\u{2019}']);
-            let title = matches!(bare, "Mr." | "Mrs." | "Dr." | "St." | "Ms.");
-            let ends = !title && bare.ends_with(['.', '!', '?', ';']);
-            if ends || cur.len() == MAX_WORDS {
-                match out.last_mut() {
-                    Some(prev) if cur.len() < 3 && prev.len() + cur.len() <= MAX_WORDS => prev.append(&mut cur),
-                    _ => out.push(std::mem::take(&mut cur)),
-                }
-            }
-        }
-        if !cur.is_empty() {
-            out.push(cur);
-        }
-        out.into_iter().map(|s| s.join(" ")).collect()
-    }
-
     /// Sentences for MLM: the references of n-best files; from text files, the sentences of each
     /// paragraph (blank-line separated, when the file has such paragraphs) or else of each line.
     fn texts(paths: &[PathBuf], limit: Option<usize>) -> Result<Vec<String>> {
@@ -875,9 +849,7 @@ mod cli {
                 } else {
                     String::from_utf8(raw).map_err(|_| Error::Input(format!("{name}: not UTF-8")))?
                 };
-                let text = text.replace("\r\n", "\n");
-                let units: Vec<String> = if text.contains("\n\n") { text.split("\n\n").map(|p| p.replace('\n', " ")).collect() } else { text.lines().map(str::to_string).collect() };
-                units.iter().flat_map(|u| sentences(u)).filter(|l| l.split_whitespace().count() >= 3).collect()
+                lorb::train::text::sentences_of(&text)
             };
             if let Some(n) = limit {
                 v.truncate(n);
@@ -1184,17 +1156,5 @@ mod cli {
         });
         print_json(&v, as_json);
         Ok(())
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn paragraphs_become_sentences() {
-            let p = "\"Poor Mr. Woodhouse!\" said Emma. It rained; we stayed in. And then";
-            assert_eq!(super::sentences(p), ["\"Poor Mr. Woodhouse!\" said Emma. It rained;", "we stayed in.", "And then"]);
-            let long = vec!["word"; 100].join(" ");
-            let pieces = super::sentences(&long);
-            assert_eq!(pieces.iter().map(|s| s.split(' ').count()).collect::<Vec<_>>(), [48, 48, 4]);
-        }
     }
 }

@@ -19,6 +19,7 @@ pub mod fit;
 pub mod head;
 pub mod loss;
 pub mod optim;
+pub mod text;
 
 pub use fit::{fit, Checkpoint, EpochRecord, FitOptions, FitReport};
 pub use head::{fit_cls_head, head_loss_grad, wer_with, EpochLog, HeadFit, HeadFitOptions, ListFeatures};
