@@ -340,15 +340,16 @@ async function train() {
     $("t-status").textContent = `trained on ${r.trainLists} lists: ${r.steps} steps, ${r.trainableParameters} trainable parameters; ${dev}. The adapter is now in use: rescore again to see its effect.`;
     $("t-status").dataset.state = "done";
     $("t-status").dataset.weight = r.weight;
-    setMethods(rescorer.capabilities());
+    setMethods(await exclusive(() => rescorer.capabilities()));
     results = new Map();
     showUtterance(Number($("utt").value) || 0);
   } catch (e) {
     $("t-status").dataset.state = e && e.kind === "cancelled" ? "cancelled" : "failed";
     if (e && e.kind === "cancelled") {
       $("t-status").textContent = `training cancelled (${e.message}); the best adapter so far (the last completed step's when no epoch has ended) is in use and can be downloaded.`;
-      $("weight").value = rescorer.capabilities().weight;
-      setMethods(rescorer.capabilities());
+      const caps = await exclusive(() => rescorer.capabilities());
+      $("weight").value = caps.weight;
+      setMethods(caps);
       results = new Map();
       showUtterance(Number($("utt").value) || 0);
     } else {
@@ -372,15 +373,13 @@ function download(name, bytes) {
 
 $("train").addEventListener("click", train);
 $("cancel").addEventListener("click", () => token && token.cancel());
-$("download").addEventListener("click", () => {
-  try {
-    const a = rescorer.exportAdapter();
-    download("adapter_config.json", a.config);
-    download("adapter_model.safetensors", a.weights);
-  } catch (e) {
-    showError(e);
-  }
-});
+// Through the queue: a rescoring still running (the view refreshed after training) holds the
+// Rescorer, and wasm-bindgen refuses a second use meanwhile.
+$("download").addEventListener("click", () => exclusive(() => {
+  const a = rescorer.exportAdapter();
+  download("adapter_config.json", a.config);
+  download("adapter_model.safetensors", a.weights);
+}).catch(showError));
 $("download-lists").addEventListener("click", () => {
   const text = lists.map(({ corrected, ...l }) => JSON.stringify(l)).join("\n") + "\n";
   download("nbest-corrected.jsonl", new TextEncoder().encode(text));
