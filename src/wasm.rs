@@ -82,6 +82,9 @@ export interface TrainOptions {
   /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
    *  (default 0.1 with at least 10 lists, else none: then λ = 1/κ). */
   dev?: NBestList[]; devFraction?: number; patience?: number;
+  /** Seconds for the training steps: the run is cut to the steps that fit (timed over the first
+   *  five), with the learning-rate schedule fitted to them. */
+  timeLimit?: number;
 }
 export type TrainProgress =
   | { type: "step"; step: number; total: number; epoch: number; loss: number; gradNorm: number }
@@ -380,7 +383,7 @@ impl Rescorer {
             }
             None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
         };
-        let o = FitOptions { epochs: num("epochs", 1.0).max(1.0) as usize, lists_per_step: num("batch", 8.0).max(1.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None };
+        let o = FitOptions { epochs: num("epochs", 1.0).max(1.0) as usize, lists_per_step: num("batch", 8.0).max(1.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
         let total = (examples.len().div_ceil(o.lists_per_step) * o.epochs) as u64;
         let cfg = TrainConfig {
             objective,

@@ -226,11 +226,38 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     // In the loop: the run stops, says why, and leaves finite parameters.
     let mut t = traj_trainer("bert", &f);
     let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
-    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None };
+    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None };
     let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
     let why = r.stopped.expect("stopped");
     assert!(why.contains("non-finite"), "{why}");
     assert!(t.named_params().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+}
+
+/// A time limit becomes a step count after the first five steps, the schedule is fitted to it
+/// and the run ends there: with a budget already spent, exactly five steps run, the
+/// schedule is the planned one scaled to five steps, and the dev evaluation and λ still happen.
+#[test]
+fn a_time_limit_cuts_the_run_and_fits_the_schedule() {
+    let f = fixture("bert");
+    let base = lists(&f.meta);
+    let train: Vec<ListExample> = (0..12).map(|i| base[i % 2].clone()).collect();
+    let mut t = traj_trainer("bert", &f);
+    t.cfg.total_steps = 24;
+    t.cfg.warmup_steps = 4;
+    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: Some(0.0) };
+    let r = common::block(fit(&mut t, &train, &base, &o, &AtomicBool::new(false), |_| {})).unwrap();
+    assert_eq!(r.steps, lorb::train::fit::TIMED_STEPS);
+    assert_eq!(r.time_limited_steps, Some(5));
+    assert_eq!((t.cfg.total_steps, t.cfg.warmup_steps), (5, 1), "schedule fitted to 5 steps with the same 1/6 warm-up");
+    assert_eq!(r.curve.len(), 1, "the epoch in progress is the last");
+    assert!(r.stopped.is_none());
+
+    // A generous limit changes nothing: the planned steps all run.
+    let mut t = traj_trainer("bert", &f);
+    t.cfg.total_steps = 24;
+    let o = FitOptions { time_limit: Some(1e6), ..o };
+    let r = common::block(fit(&mut t, &train, &base, &o, &AtomicBool::new(false), |_| {})).unwrap();
+    assert_eq!((r.steps, r.time_limited_steps, t.cfg.total_steps), (24, None, 24));
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -253,7 +280,7 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
             l
         })
         .collect();
-    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck };
+    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
     let never = AtomicBool::new(false);
 
     let mut straight = traj_trainer("bert", &f);

@@ -139,6 +139,10 @@ mod cli {
         /// Checkpoint folder: written every epoch and on stop; an existing one is resumed
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Seconds for the training steps: cut the run to the steps that fit (timed over the
+        /// first five) and fit the learning-rate schedule to them (not resumable)
+        #[arg(long, conflicts_with = "checkpoint")]
+        time_limit: Option<f64>,
         #[arg(long)]
         json: bool,
     }
@@ -945,7 +949,7 @@ mod cli {
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
         let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
-        let use_gpu = lora.is_some();
+        let use_gpu = !a.full;
         let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
         // The encoder's forward and backward run on the GPU for LoRA training when one is there
         // (--backend gpu accepts software adapters; auto only hardware ones).
@@ -969,7 +973,7 @@ mod cli {
             dev_ex.len(),
             total
         );
-        let opts = FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: a.patience, checkpoint: a.checkpoint.clone() };
+        let opts = FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: a.patience, checkpoint: a.checkpoint.clone(), time_limit: a.time_limit };
         let pb = progress(total as usize, "train");
         pb.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
@@ -990,6 +994,38 @@ mod cli {
         }))?;
         pb.finish_and_clear();
         let train_secs = train_started.elapsed().as_secs_f64();
+        // The adapter is written before the test evaluation (which can be long).
+        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
+        if a.full {
+            eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
+        } else {
+            trainer.adapter()?.save_dir(&a.out)?;
+        }
+        let mut log = json!({
+            "weight": report.weight,
+            "kappa": a.kappa,
+            "objective": a.objective,
+            "model": model_dir(&a.m).display().to_string(),
+            "trainer": trainer.device(),
+            "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "dev": a.dev.as_ref().map(|p| p.display().to_string()),
+            "depth": a.depth,
+            "train_lists": train_ex.len(),
+            "dev_lists": dev_ex.len(),
+            "config": trainer.cfg,
+            "lists_per_step": a.batch,
+            "trainable_parameters": trainable,
+            "base_parameters": base,
+            "trainable_percent": 100.0 * trainable as f64 / base as f64,
+            "report": report,
+            "test": null,
+            "ms_per_step": 1000.0 * train_secs / report.steps.max(1) as f64,
+            "train_seconds": train_secs,
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        let side = a.out.join("train_log.json");
+        let write_log = |log: &serde_json::Value| std::fs::write(&side, serde_json::to_string_pretty(log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e });
+        write_log(&log)?;
         let test = match &a.test {
             Some(p) => {
                 let ex = examples(&scorer, &read_lists(p, a.eval_limit)?, &a.s1, a.depth)?;
@@ -1008,36 +1044,9 @@ mod cli {
             }
             None => None,
         };
-        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
-        if a.full {
-            eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
-        } else {
-            trainer.adapter()?.save_dir(&a.out)?;
-        }
-        let log = json!({
-            "weight": report.weight,
-            "kappa": a.kappa,
-            "objective": a.objective,
-            "model": model_dir(&a.m).display().to_string(),
-            "trainer": trainer.device(),
-            "train": a.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "dev": a.dev.as_ref().map(|p| p.display().to_string()),
-            "depth": a.depth,
-            "train_lists": train_ex.len(),
-            "dev_lists": dev_ex.len(),
-            "config": trainer.cfg,
-            "lists_per_step": a.batch,
-            "trainable_parameters": trainable,
-            "base_parameters": base,
-            "trainable_percent": 100.0 * trainable as f64 / base as f64,
-            "report": report,
-            "test": test,
-            "ms_per_step": 1000.0 * train_secs / report.steps.max(1) as f64,
-            "train_seconds": train_secs,
-            "seconds": t0.elapsed().as_secs_f64(),
-        });
-        let side = a.out.join("train_log.json");
-        std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+        log["test"] = test.unwrap_or(serde_json::Value::Null);
+        log["seconds"] = json!(t0.elapsed().as_secs_f64());
+        write_log(&log)?;
         if a.json {
             println!("{log}");
         } else {
@@ -1084,13 +1093,26 @@ mod cli {
         let mut curve = Vec::new();
         let started = Instant::now();
         let mut order: Vec<usize> = (0..ids.len()).collect();
+        let (first_step, mut cap) = (t.step, None::<u64>);
         for epoch in 1..=a.epochs {
+            if cap.is_some_and(|c| t.step >= c) {
+                break;
+            }
             t.rng.shuffle(&mut order);
             let mut sum = 0.0;
+            let mut steps = 0usize;
             for c in order.chunks(per) {
+                if cap.is_some_and(|c| t.step >= c) {
+                    break;
+                }
                 let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
                 let log = pollster::block_on(t.step_texts(&batch))?;
                 sum += log.loss;
+                steps += 1;
+                if let (Some(limit), lorb::train::fit::TIMED_STEPS) = (a.time_limit, t.step - first_step) {
+                    cap = t.limit_steps(limit, started.elapsed().as_secs_f64(), t.step - first_step);
+                    pb.set_length(cap.unwrap_or(total));
+                }
                 pb.set_position(log.step);
                 pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
             }
@@ -1099,8 +1121,9 @@ mod cli {
             } else {
                 dev_batches.iter().map(|(b, s)| t.mlm_loss_only(b, s)).collect::<Result<Vec<f64>>>()?.iter().sum::<f64>() / dev_batches.len() as f64
             };
-            eprintln!("epoch {epoch:3}  train MLM loss {:.4}  dev MLM loss {dev_loss:.4}", sum / order.len().div_ceil(per) as f64);
-            curve.push(json!({"epoch": epoch, "train_loss": sum / order.len().div_ceil(per) as f64, "dev_loss": dev_loss}));
+            let train_loss = sum / steps.max(1) as f64;
+            eprintln!("epoch {epoch:3}  train MLM loss {train_loss:.4}  dev MLM loss {dev_loss:.4}");
+            curve.push(json!({"epoch": epoch, "steps": t.step, "train_loss": train_loss, "dev_loss": dev_loss}));
         }
         pb.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
@@ -1117,6 +1140,7 @@ mod cli {
             "config": t.cfg,
             "trainable_parameters": trainable,
             "curve": curve,
+            "time_limited_steps": cap,
             "ms_per_step": 1000.0 * secs / t.step.max(1) as f64,
             "train_seconds": secs,
             "seconds": t0.elapsed().as_secs_f64(),

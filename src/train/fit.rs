@@ -21,13 +21,21 @@ pub struct FitOptions {
     /// Where checkpoints go (and `fit` resumes from, when one is there).
     #[serde(skip)]
     pub checkpoint: Option<PathBuf>,
+    /// A budget in seconds for the optimiser steps (dev evaluation not counted): after a few
+    /// steps the run is cut to the steps that fit, the learning-rate schedule is fitted to that
+    /// count (warm-up and decay keep their proportions), and the epoch in progress is the last.
+    #[serde(default)]
+    pub time_limit: Option<f64>,
 }
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None }
+        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None, time_limit: None }
     }
 }
+
+/// Steps timed before a time limit is turned into a step count.
+pub const TIMED_STEPS: u64 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -53,6 +61,9 @@ pub struct FitReport {
     pub losses: Vec<f64>,
     /// Why training ended early (NaN/Inf, cancellation), if it did.
     pub stopped: Option<String>,
+    /// The steps the time limit allowed, when it cut the run short.
+    #[serde(default)]
+    pub time_limited_steps: Option<u64>,
     pub trainable_parameters: usize,
     pub steps: u64,
 }
@@ -153,6 +164,9 @@ struct State {
     dev_first_pass_wer: f64,
     curve: Vec<EpochRecord>,
     losses: Vec<f64>,
+    /// The time limit ended the run.
+    #[serde(default)]
+    limited: bool,
 }
 
 /// Checkpoint files in a folder: `state.json`, `params.safetensors` (trainable tensors by name),
@@ -279,12 +293,16 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                 dev_first_pass_wer: first,
                 curve: Vec::new(),
                 losses: Vec::new(),
+                limited: false,
             };
             let best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
             (s, best)
         }
     };
     let mut stopped = None;
+    // With a time limit: when training began here, and the step count it allows once known.
+    let (run_started, run_first_step) = (seconds(), t.step);
+    let mut cap: Option<u64> = None;
     'epochs: while s.epoch < o.epochs {
         if s.order.is_empty() {
             s.order = (0..train.len()).collect();
@@ -308,6 +326,14 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                     s.step = t.step;
                     progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
                     yield_now().await;
+                    let done = t.step - run_first_step;
+                    if let (Some(limit), TIMED_STEPS) = (o.time_limit, done) {
+                        cap = t.limit_steps(limit, seconds() - run_started, done);
+                    }
+                    if cap.is_some_and(|c| t.step >= c) {
+                        s.limited = true;
+                        break;
+                    }
                 }
                 // `apply` checks before it updates: the parameters are still the last good ones.
                 Err(e @ Error::NonFinite { .. }) => {
@@ -319,7 +345,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
         let scores = dev_scores(t, dev).await?;
         let (weight, dev_wer) = tune(dev, &scores, lambda0);
-        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / train.len() as f64, dev_wer, weight, seconds: seconds() - started };
+        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / s.pos.max(1) as f64, dev_wer, weight, seconds: seconds() - started };
         progress(&Progress::Epoch(rec.clone()));
         s.curve.push(rec);
         s.epoch += 1;
@@ -336,7 +362,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
             let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
             Checkpoint::save(dir, t, &s, &b)?;
         }
-        if o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience {
+        if s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience) {
             break;
         }
     }
@@ -366,6 +392,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         curve: s.curve,
         losses: s.losses,
         stopped,
+        time_limited_steps: cap.filter(|_| s.limited),
         trainable_parameters,
         steps: t.step,
     })

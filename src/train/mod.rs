@@ -247,15 +247,12 @@ impl Trainer {
         Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None })
     }
 
-    /// Runs the encoder's forward and backward on `gpu` (created for this model): LoRA training
-    /// of n-best objectives. Full fine-tuning, the MLM head and MLM stay on the CPU for now.
+    /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA and the
+    /// MLM head, the forward alone when only the CLS head trains. Full fine-tuning stays on the
+    /// CPU trainer.
     pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
         if self.cfg.full {
             return Err(Error::Unsupported("full fine-tuning runs on the CPU trainer".into()));
-        }
-        let pairs = self.lora.as_ref().map(|a| a.pairs.len()).unwrap_or(0);
-        if pairs == 0 && self.cfg.objective != Objective::Mlm {
-            return Err(Error::Unsupported("GPU training of n-best objectives needs LoRA pairs (a frozen encoder trains its head on the CPU)".into()));
         }
         let mut pairs_only = self.lora.clone().unwrap_or_else(|| Adapter::heads_only(&self.model.config));
         pairs_only.cls_head = None;
@@ -335,7 +332,8 @@ impl Trainer {
         let backprop = grads.is_some() && self.encoder_trains();
         let cls = match self.gpu.as_mut() {
             Some(g) if backprop => g.train_forward(&batch).await?,
-            _ => {
+            Some(g) => g.cls_vectors(&batch).await?,
+            None => {
                 let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
                 self.cls_rows(&x, &batch)
             }
@@ -579,6 +577,24 @@ impl Trainer {
         self.opt = opt;
         self.step = step;
         Ok(StepLog { step, loss, grad_norm: norm, lr })
+    }
+
+    /// Turns a time limit into a step count: `done` steps took `spent` of `limit` seconds. When
+    /// fewer steps than planned fit (or none were planned), returns the step the run should end
+    /// at (never before this one) and fits the schedule to it (warm-up and decay keep their
+    /// proportions); `None` when the plan fits.
+    pub fn limit_steps(&mut self, limit: f64, spent: f64, done: u64) -> Option<u64> {
+        let per = spent / done.max(1) as f64;
+        let more = ((limit - spent) / per.max(1e-9)).floor().max(0.0) as u64;
+        let cap = self.step.saturating_add(more);
+        let total = self.cfg.total_steps;
+        if total > 0 && cap >= total {
+            return None;
+        }
+        let frac = if total > 0 { self.cfg.warmup_steps as f64 / total as f64 } else { 0.0 };
+        self.cfg.warmup_steps = (frac * cap as f64).round() as u64;
+        self.cfg.total_steps = cap;
+        Some(cap)
     }
 
     /// The learning-rate factor of the next step.
