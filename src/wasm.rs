@@ -82,8 +82,8 @@ export interface TrainOptions {
   /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
    *  (default 0.1 with at least 10 lists, else none: then λ = 1/κ). */
   dev?: NBestList[]; devFraction?: number; patience?: number;
-  /** Seconds for the training steps: the run is cut to the steps that fit (timed over the first
-   *  five), with the learning-rate schedule fitted to them. */
+  /** Seconds for training: the run is cut to the steps that fit at the recent pace, with the
+   *  learning-rate schedule fitted to them; the dev evaluation at the end is extra. */
   timeLimit?: number;
 }
 export type TrainProgress =

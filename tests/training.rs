@@ -233,9 +233,9 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     assert!(t.named_params().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
 }
 
-/// A time limit becomes a step count after the first five steps, the schedule is fitted to it
-/// and the run ends there: with a budget already spent, exactly five steps run, the
-/// schedule is the planned one scaled to five steps, and the dev evaluation and λ still happen.
+/// A time limit ends the run once spent (here at once: one step), and the epoch in progress is
+/// the last, still evaluated on dev; a generous one changes nothing. Shortening fits the
+/// learning-rate schedule to the steps that remain, keeping the warm-up's proportion.
 #[test]
 fn a_time_limit_cuts_the_run_and_fits_the_schedule() {
     let f = fixture("bert");
@@ -243,21 +243,26 @@ fn a_time_limit_cuts_the_run_and_fits_the_schedule() {
     let train: Vec<ListExample> = (0..12).map(|i| base[i % 2].clone()).collect();
     let mut t = traj_trainer("bert", &f);
     t.cfg.total_steps = 24;
-    t.cfg.warmup_steps = 4;
     let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: Some(0.0) };
-    let r = common::block(fit(&mut t, &train, &base, &o, &AtomicBool::new(false), |_| {})).unwrap();
-    assert_eq!(r.steps, lorb::train::fit::TIMED_STEPS);
-    assert_eq!(r.time_limited_steps, Some(5));
-    assert_eq!((t.cfg.total_steps, t.cfg.warmup_steps), (5, 1), "schedule fitted to 5 steps with the same 1/6 warm-up");
-    assert_eq!(r.curve.len(), 1, "the epoch in progress is the last");
+    let mut epochs = 0;
+    let r = common::block(fit(&mut t, &train, &base, &o, &AtomicBool::new(false), |p| epochs += matches!(p, lorb::train::fit::Progress::Epoch(_)) as usize)).unwrap();
+    assert_eq!((r.steps, r.time_limited_steps), (1, Some(1)));
+    assert_eq!((r.curve.len(), epochs), (1, 1), "the epoch in progress is the last, and it is evaluated");
     assert!(r.stopped.is_none());
 
-    // A generous limit changes nothing: the planned steps all run.
     let mut t = traj_trainer("bert", &f);
     t.cfg.total_steps = 24;
     let o = FitOptions { time_limit: Some(1e6), ..o };
     let r = common::block(fit(&mut t, &train, &base, &o, &AtomicBool::new(false), |_| {})).unwrap();
     assert_eq!((r.steps, r.time_limited_steps, t.cfg.total_steps), (24, None, 24));
+
+    // Shortening: from step 2 of a 24-step plan with 4 warm-up steps, 3 more steps fit.
+    let mut t = traj_trainer("bert", &f);
+    (t.cfg.total_steps, t.cfg.warmup_steps, t.step) = (24, 4, 2);
+    assert_eq!(t.limit_steps(30), None, "the plan fits");
+    assert_eq!(t.limit_steps(3), Some(5));
+    assert_eq!((t.cfg.total_steps, t.cfg.warmup_steps), (5, 1), "5 steps with the same 1/6 warm-up");
+    assert_eq!(t.limit_steps(4), None, "never lengthened");
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {

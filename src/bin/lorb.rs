@@ -139,8 +139,8 @@ mod cli {
         /// Checkpoint folder: written every epoch and on stop; an existing one is resumed
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Seconds for the training steps: cut the run to the steps that fit (timed over the
-        /// first five) and fit the learning-rate schedule to them (not resumable)
+        /// Seconds for training (steps and per-epoch dev evaluations): the run is cut to the steps
+        /// that fit at the recent pace, with the learning-rate schedule fitted to them (not resumable)
         #[arg(long, conflicts_with = "checkpoint")]
         time_limit: Option<f64>,
         #[arg(long)]
@@ -1093,25 +1093,26 @@ mod cli {
         let mut curve = Vec::new();
         let started = Instant::now();
         let mut order: Vec<usize> = (0..ids.len()).collect();
-        let (first_step, mut cap) = (t.step, None::<u64>);
+        let mut budget = a.time_limit.map(|l| lorb::train::fit::TimeBudget::new(l, t.step));
+        let mut out_of_time = false;
         for epoch in 1..=a.epochs {
-            if cap.is_some_and(|c| t.step >= c) {
+            if out_of_time {
                 break;
             }
             t.rng.shuffle(&mut order);
             let mut sum = 0.0;
             let mut steps = 0usize;
             for c in order.chunks(per) {
-                if cap.is_some_and(|c| t.step >= c) {
+                if out_of_time {
                     break;
                 }
                 let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
                 let log = pollster::block_on(t.step_texts(&batch))?;
                 sum += log.loss;
                 steps += 1;
-                if let (Some(limit), lorb::train::fit::TIMED_STEPS) = (a.time_limit, t.step - first_step) {
-                    cap = t.limit_steps(limit, started.elapsed().as_secs_f64(), t.step - first_step);
-                    pb.set_length(cap.unwrap_or(total));
+                if let Some(b) = budget.as_mut() {
+                    out_of_time = b.after_step(&mut t);
+                    pb.set_length(b.cap.unwrap_or(total));
                 }
                 pb.set_position(log.step);
                 pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
@@ -1140,7 +1141,7 @@ mod cli {
             "config": t.cfg,
             "trainable_parameters": trainable,
             "curve": curve,
-            "time_limited_steps": cap,
+            "time_limited_steps": budget.and_then(|b| b.cap),
             "ms_per_step": 1000.0 * secs / t.step.max(1) as f64,
             "train_seconds": secs,
             "seconds": t0.elapsed().as_secs_f64(),

@@ -21,9 +21,10 @@ pub struct FitOptions {
     /// Where checkpoints go (and `fit` resumes from, when one is there).
     #[serde(skip)]
     pub checkpoint: Option<PathBuf>,
-    /// A budget in seconds for the optimiser steps (dev evaluation not counted): after a few
-    /// steps the run is cut to the steps that fit, the learning-rate schedule is fitted to that
-    /// count (warm-up and decay keep their proportions), and the epoch in progress is the last.
+    /// A budget in seconds for training (the steps and the dev evaluations between epochs; not
+    /// the final one): the run is cut to the steps that fit ([`TimeBudget`]), the learning-rate
+    /// schedule is fitted to that count (warm-up and decay keep their proportions), and the epoch
+    /// in progress is the last.
     #[serde(default)]
     pub time_limit: Option<f64>,
 }
@@ -36,6 +37,56 @@ impl Default for FitOptions {
 
 /// Steps timed before a time limit is turned into a step count.
 pub const TIMED_STEPS: u64 = 5;
+
+/// A time budget for training, turned into a step count as the steps go: after every step (from
+/// the [`TIMED_STEPS`]th on) the steps that still fit are estimated from the pace of the recent
+/// steps, and the run is shortened (never lengthened) to them; once the budget is spent the run
+/// ends at once. Pace changes (another job on the GPU, longer lists) are followed.
+pub struct TimeBudget {
+    limit: f64,
+    start: f64,
+    first_step: u64,
+    /// When the recent steps ended (seconds, oldest first).
+    recent: std::collections::VecDeque<f64>,
+    /// The step the run ends at, once shortened.
+    pub cap: Option<u64>,
+}
+
+/// Steps whose pace predicts the next ones.
+const PACE_WINDOW: usize = 20;
+
+impl TimeBudget {
+    pub fn new(limit: f64, first_step: u64) -> Self {
+        TimeBudget { limit, start: seconds(), first_step, recent: Default::default(), cap: None }
+    }
+
+    /// Called after each step: shortens the run (and its schedule) when needed, and says whether
+    /// the run should end now.
+    pub fn after_step(&mut self, t: &mut Trainer) -> bool {
+        let now = seconds();
+        self.recent.push_back(now);
+        if self.recent.len() > PACE_WINDOW + 1 {
+            self.recent.pop_front();
+        }
+        let done = t.step - self.first_step;
+        let spent = now - self.start;
+        if spent >= self.limit {
+            self.cap = Some(t.step.min(self.cap.unwrap_or(u64::MAX)));
+        } else if done >= TIMED_STEPS {
+            // Pace: over the window, or since the start while the window is filling.
+            let (span, n) = match (self.recent.front(), self.recent.len()) {
+                (Some(&first), n) if n > PACE_WINDOW => (now - first, n - 1),
+                _ => (spent, done as usize),
+            };
+            let per = span / n.max(1) as f64;
+            let more = ((self.limit - spent) / per.max(1e-9)).floor() as u64;
+            if let Some(c) = t.limit_steps(more) {
+                self.cap = Some(c);
+            }
+        }
+        self.cap.is_some_and(|c| t.step >= c)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -300,9 +351,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
     };
     let mut stopped = None;
-    // With a time limit: when training began here, and the step count it allows once known.
-    let (run_started, run_first_step) = (seconds(), t.step);
-    let mut cap: Option<u64> = None;
+    let mut budget = o.time_limit.map(|l| TimeBudget::new(l, t.step));
     'epochs: while s.epoch < o.epochs {
         if s.order.is_empty() {
             s.order = (0..train.len()).collect();
@@ -326,11 +375,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                     s.step = t.step;
                     progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
                     yield_now().await;
-                    let done = t.step - run_first_step;
-                    if let (Some(limit), TIMED_STEPS) = (o.time_limit, done) {
-                        cap = t.limit_steps(limit, seconds() - run_started, done);
-                    }
-                    if cap.is_some_and(|c| t.step >= c) {
+                    if budget.as_mut().is_some_and(|b| b.after_step(t)) {
                         s.limited = true;
                         break;
                     }
@@ -392,7 +437,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         curve: s.curve,
         losses: s.losses,
         stopped,
-        time_limited_steps: cap.filter(|_| s.limited),
+        time_limited_steps: budget.and_then(|b| b.cap).filter(|_| s.limited),
         trainable_parameters,
         steps: t.step,
     })

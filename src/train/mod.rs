@@ -579,13 +579,10 @@ impl Trainer {
         Ok(StepLog { step, loss, grad_norm: norm, lr })
     }
 
-    /// Turns a time limit into a step count: `done` steps took `spent` of `limit` seconds. When
-    /// fewer steps than planned fit (or none were planned), returns the step the run should end
-    /// at (never before this one) and fits the schedule to it (warm-up and decay keep their
-    /// proportions); `None` when the plan fits.
-    pub fn limit_steps(&mut self, limit: f64, spent: f64, done: u64) -> Option<u64> {
-        let per = spent / done.max(1) as f64;
-        let more = ((limit - spent) / per.max(1e-9)).floor().max(0.0) as u64;
+    /// Ends the run `more` steps from now when that comes before the planned total (or none was
+    /// planned): returns the step it ends at and fits the schedule to it (warm-up and decay keep
+    /// their proportions); `None` when the plan fits.
+    pub fn limit_steps(&mut self, more: u64) -> Option<u64> {
         let cap = self.step.saturating_add(more);
         let total = self.cfg.total_steps;
         if total > 0 && cap >= total {
