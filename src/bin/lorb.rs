@@ -737,10 +737,16 @@ mod cli {
         let lora = || lorb::Adapter::new_lora(&model.config, 4, 8.0, false, &[lorb::adapter::Target::Query, lorb::adapter::Target::Value], 0);
         let mut modes: Vec<(&str, Trainer)> = Vec::new();
         if scorer.backend.is_gpu() {
-            let mut t = Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?;
-            let g = pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(model.clone())))?;
-            pollster::block_on(t.use_gpu(g))?;
-            modes.push(("lora_gpu", t));
+            let on_gpu = |mut t: Trainer| -> Result<Trainer> {
+                let g = pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(t.model.clone())))?;
+                pollster::block_on(t.use_gpu(g))?;
+                Ok(t)
+            };
+            modes.push(("lora_gpu", on_gpu(Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?)?));
+            modes.push(("head_only_gpu", on_gpu(Trainer::new(model.clone(), None, None, cfg.clone(), pad, mask)?)?));
+            if !a.no_full {
+                modes.push(("full_gpu", on_gpu(Trainer::new(model.clone(), None, None, TrainConfig { full: true, ..cfg.clone() }, pad, mask)?)?));
+            }
         }
         modes.push(("lora_cpu", Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?));
         modes.push(("head_only_cpu", Trainer::new(model.clone(), None, None, cfg.clone(), pad, mask)?));
@@ -949,14 +955,14 @@ mod cli {
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
         let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
-        let use_gpu = !a.full;
         let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
-        // The encoder's forward and backward run on the GPU for LoRA training when one is there
-        // (--backend gpu accepts software adapters; auto only hardware ones).
-        let gpu = match (a.m.backend, use_gpu) {
-            (BackendKind::Cpu, _) | (_, false) => None,
-            (BackendKind::Gpu, true) => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())))?),
-            (BackendKind::Auto, true) => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(trainer.model.clone()))).ok(),
+        // The encoder runs on the GPU when one is there (--backend gpu accepts software adapters;
+        // auto only hardware ones): forward and backward for LoRA and full fine-tuning, the
+        // forward for a CLS head alone.
+        let gpu = match a.m.backend {
+            BackendKind::Cpu => None,
+            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())))?),
+            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(trainer.model.clone()))).ok(),
         };
         if let Some(g) = gpu {
             pollster::block_on(trainer.use_gpu(g))?;

@@ -79,6 +79,8 @@ pub struct GpuBackend {
     tape: Option<train::Tape>,
     /// `s` of the unmerged adapter (its `B` is stored pre-scaled as `s·B`).
     unmerged_scale: f32,
+    /// Gradients of every encoder weight (full fine-tuning), when enabled.
+    full: Option<train::FullGrads>,
 }
 
 struct GPair {
@@ -208,6 +210,7 @@ impl GpuBackend {
             zeros: ctx.upload("zeros", &vec![0.0; 3 * c.hidden.max(c.intermediate)])?,
             tape: None,
             unmerged_scale: 1.0,
+            full: None,
             ctx,
             model,
         })

@@ -1,6 +1,7 @@
 //! Training on the GPU: a forward that keeps what the backward needs in per-layer buffers (a
-//! tape), and the backward through the frozen encoder into the gradients of the unmerged LoRA
-//! pairs. The loss itself is computed on the CPU from the [CLS] vectors (a few KiB read back per
+//! tape), and the backward through the encoder into the gradients of the unmerged LoRA pairs or,
+//! for full fine-tuning, of every encoder weight (one buffer, read back once per step; the
+//! optimiser runs on the CPU and the new weights are written back). The loss itself is computed on the CPU from the [CLS] vectors (a few KiB read back per
 //! list); its gradient is uploaded and the whole backward is one submission. Gradients accumulate
 //! on the GPU over the lists of a step and are read back once per step.
 //!
@@ -38,12 +39,37 @@ struct TapeLayer {
 pub(super) struct Tape {
     tokens: u32,
     layers: Vec<TapeLayer>,
+    /// The embeddings' sum before their LayerNorm (full fine-tuning).
+    emb0: Buf,
+    /// Groups of the batch's tokens by word, position and token-type row (full fine-tuning).
+    emb_groups: [u32; 3],
     out: Buf,
     /// The batch of the last training forward: rows, seq, lens.
     rows: u32,
     seq: u32,
     lens: Buf,
 }
+
+/// Full fine-tuning: the gradient of every encoder tensor in one buffer, at float offsets by the
+/// trainer's tensor names (`word_emb`, `layers.3.qkv.weight`, …).
+pub(super) struct FullGrads {
+    buf: Buf,
+    floats: u64,
+    offsets: std::collections::HashMap<String, u32>,
+}
+
+impl FullGrads {
+    fn at(&self, name: &str) -> Result<u32> {
+        self.offsets.get(name).copied().ok_or_else(|| Error::Training(format!("no gradient slot for {name}")))
+    }
+}
+
+/// The embedding tables' row groups, by table: word, position, token type.
+const EMB_GROUPS: [(&str, &str, &str, &str); 3] = [
+    ("word_emb", "emb_bw.word.starts", "emb_bw.word.toks", "emb_bw.word.rows"),
+    ("pos_emb", "emb_bw.pos.starts", "emb_bw.pos.toks", "emb_bw.pos.rows"),
+    ("type_emb", "emb_bw.type.starts", "emb_bw.type.toks", "emb_bw.type.rows"),
+];
 
 /// Where each pair's `dA` and `dB` live in the gradient buffer (floats).
 #[derive(Clone)]
@@ -100,9 +126,62 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Zeroes the gradient accumulators — LoRA pairs and MLM head transform — at the start of an
-    /// optimiser step.
+    /// Full fine-tuning: keeps gradients for the tensors of `layout` (name, floats), in that
+    /// order in one buffer (a GPU limit error when it exceeds one binding).
+    pub fn enable_full_grads(&mut self, layout: &[(String, usize)]) -> Result<()> {
+        let mut offsets = std::collections::HashMap::new();
+        let mut off = 0u64;
+        for (name, n) in layout {
+            offsets.insert(name.clone(), u32::try_from(off).map_err(|_| Error::GpuLimit("too many parameters for one gradient buffer".into()))?);
+            off += *n as u64;
+        }
+        let buf = self.alloc("full_grads", off)?;
+        self.full = Some(FullGrads { buf, floats: off, offsets });
+        self.tape = None; // the next tape keeps what full fine-tuning needs
+        Ok(())
+    }
+
+    /// The accumulated gradients of full fine-tuning, in the order of the layout given to
+    /// [`GpuBackend::enable_full_grads`].
+    pub async fn read_full_grads(&mut self) -> Result<Vec<f32>> {
+        let (buf, floats) = self.full.as_ref().map(|f| (f.buf.clone(), f.floats)).ok_or_else(|| Error::Training("full fine-tuning gradients are not enabled".into()))?;
+        self.ctx.run(Plan::default(), &buf, floats * 4).await
+    }
+
+    /// Writes every encoder weight of `m` (same shapes as the model this backend was made for)
+    /// to the GPU: after an optimiser step of full fine-tuning.
+    pub fn update_weights(&mut self, m: &crate::model::Model) -> Result<()> {
+        let h = m.config.hidden;
+        let q = &self.ctx.queue;
+        let w = |b: &Buf, d: &[f32]| q.write_buffer(b, 0, bytemuck::cast_slice(d));
+        for s in &self.word {
+            w(&s.buf, &m.word_emb.data[s.lo as usize * h..s.hi as usize * h]);
+        }
+        w(&self.pos, &m.pos_emb.data);
+        w(&self.typ, &m.type_emb.data);
+        w(&self.emb_ln.g, &m.emb_ln.gamma.data);
+        w(&self.emb_ln.b, &m.emb_ln.beta.data);
+        for (g, l) in self.layers.iter().zip(&m.layers) {
+            for (gl, ml) in [(&g.qkv, &l.qkv), (&g.attn_out, &l.attn_out), (&g.ffn_in, &l.ffn_in), (&g.ffn_out, &l.ffn_out)] {
+                w(&gl.w, &ml.weight.data);
+                w(&gl.b, &ml.bias.data);
+            }
+            for (gl, ml) in [(&g.attn_ln, &l.attn_ln), (&g.ffn_ln, &l.ffn_ln)] {
+                w(&gl.g, &ml.gamma.data);
+                w(&gl.b, &ml.beta.data);
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the gradient accumulators — LoRA pairs, MLM head transform, and every weight under
+    /// full fine-tuning — at the start of an optimiser step.
     pub fn zero_grads(&mut self) -> Result<()> {
+        if let Some(f) = &self.full {
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("zero full_grads") });
+            enc.clear_buffer(&f.buf, 0, None);
+            self.ctx.queue.submit([enc.finish()]);
+        }
         let n: u32 = self.grad_slots().iter().map(|s| s.a_len + s.b_len).sum();
         let h = self.model.config.hidden;
         for (name, len) in [("lora_grads", n as usize), ("mlm_grads", h * h + 3 * h)] {
@@ -144,13 +223,13 @@ impl GpuBackend {
         if ns as u64 * v as u64 * 4 > self.ctx.binding_budget() {
             return Err(Error::GpuLimit(format!("{ns} masked slots × {v} logits exceed one binding; use fewer texts per step")));
         }
-        let tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
-        let res = self.record_train_mlm(batch, slots, w, head_grads, &tape).await;
+        let mut tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
+        let res = self.record_train_mlm(batch, slots, w, head_grads, &mut tape).await;
         self.tape = Some(tape);
         res
     }
 
-    async fn record_train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, tape: &Tape) -> Result<f64> {
+    async fn record_train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, tape: &mut Tape) -> Result<f64> {
         let c = self.model.config.clone();
         let (h, v, eps) = (c.hidden as u32, c.vocab_size as u32, c.layer_norm_eps);
         let ns = slots.len() as u32;
@@ -253,20 +332,21 @@ impl GpuBackend {
                 t,
             });
         }
-        Ok(Tape { tokens, layers, out: self.alloc("tape.out", n * h)?, rows, seq, lens: self.alloc("tape.lens", rows as u64)? })
+        let emb0 = self.alloc("tape.emb0", if self.full.is_some() { n * h } else { 4 })?;
+        Ok(Tape { tokens, layers, emb0, emb_groups: [0; 3], out: self.alloc("tape.out", n * h)?, rows, seq, lens: self.alloc("tape.lens", rows as u64)? })
     }
 
     /// The training forward: final [CLS] vectors `[rows, H]`, with the tape kept for
     /// [`GpuBackend::train_backward`]. The batch must fit one chunk.
     pub async fn train_forward(&mut self, batch: &Batch) -> Result<Vec<f32>> {
-        let tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
-        let res = self.record_train_forward(batch, &tape).await;
+        let mut tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
+        let res = self.record_train_forward(batch, &mut tape).await;
         self.tape = Some(tape);
         res
     }
 
     /// Records the embeddings and every layer of `batch` with the tape kept (lens uploaded).
-    fn record_forward_tape(&mut self, plan: &mut Plan, batch: &Batch, tape: &Tape) -> Result<()> {
+    fn record_forward_tape(&mut self, plan: &mut Plan, batch: &Batch, tape: &mut Tape) -> Result<()> {
         let c = self.model.config.clone();
         let h = c.hidden as u32;
         let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
@@ -275,6 +355,22 @@ impl GpuBackend {
         let ids = self.ctx.work_with("ids", &batch.ids)?;
         let x0 = &tape.layers[0].x;
         embed::record(plan, &ids, &self.word, &self.pos, &self.typ, x0, tokens, h, seq, c.position_offset as u32, 0);
+        if self.full.is_some() {
+            plan.copy(x0, 0, &tape.emb0, 0, tokens as u64 * h as u64 * 4);
+            let po = c.position_offset as u32;
+            let groups = [
+                embed::RowGroups::new(tokens, |t| batch.ids[t as usize]),
+                embed::RowGroups::new(tokens, |t| t % seq + po),
+                embed::RowGroups::new(if c.type_vocab_size > 0 { tokens } else { 0 }, |_| 0),
+            ];
+            for (k, (g, (_, starts, toks, rws))) in groups.iter().zip(EMB_GROUPS).enumerate() {
+                self.ctx.work_with(starts, &g.starts)?;
+                self.ctx.work_with(toks, &g.toks)?;
+                self.ctx.work_with(rws, &g.rows)?;
+                tape.emb_groups[k] = g.rows.len() as u32;
+            }
+        }
+        let x0 = &tape.layers[0].x;
         layernorm::record(plan, x0, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
         for li in 0..self.layers.len() {
             let l = &tape.layers[li];
@@ -294,7 +390,7 @@ impl GpuBackend {
         Ok(())
     }
 
-    async fn record_train_forward(&mut self, batch: &Batch, tape: &Tape) -> Result<Vec<f32>> {
+    async fn record_train_forward(&mut self, batch: &Batch, tape: &mut Tape) -> Result<Vec<f32>> {
         let h = self.model.config.hidden as u32;
         let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
         let mut plan = Plan::default();
@@ -334,14 +430,19 @@ impl GpuBackend {
     }
 
     /// Records the backward of every layer from the gradient in the pooled `bw.dx` buffer,
-    /// accumulating the LoRA pairs' gradients.
+    /// accumulating the LoRA pairs' gradients and, under full fine-tuning, every weight's
+    /// (`dW += dYᵀ·X`, `db += Σ dY`, LayerNorm `dγ += Σ dY⊙x̂`, `dβ += Σ dY`, embedding rows).
     fn record_encoder_backward(&mut self, plan: &mut Plan, tape: &Tape) -> Result<()> {
         let c = self.model.config.clone();
         let (h, im) = (c.hidden as u32, c.intermediate as u32);
         let (rows, seq) = (tape.rows, tape.seq);
         let tokens = rows * seq;
-        let Some(u) = self.unmerged.as_ref().filter(|u| !u.pairs.is_empty()) else { return Ok(()) };
-        let r = u.r;
+        let lora = self.unmerged.as_ref().filter(|u| !u.pairs.is_empty());
+        let full = self.full.as_ref();
+        if lora.is_none() && full.is_none() {
+            return Ok(());
+        }
+        let r = lora.map(|u| u.r).unwrap_or(1);
         let slots = self.grad_slots();
         let ngrad: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
         let n = tokens as u64;
@@ -356,18 +457,44 @@ impl GpuBackend {
         let dctx = ctx.work("bw.dctx", n * h as u64 * 4)?;
         let dqkv = ctx.work("bw.dqkv", n * 3 * h as u64 * 4)?;
         let du = ctx.work("bw.du", n * r as u64 * 4)?;
+        let xhat = ctx.work("bw.xhat", if full.is_some() { n * h as u64 * 4 } else { 16 })?;
         let stats = ctx.work("bw.stats", 2 * rows as u64 * c.heads as u64 * seq as u64 * 4)?;
+        let emb_groups = match full {
+            Some(_) => EMB_GROUPS.iter().map(|(_, s, t, r)| Ok((ctx.work(s, 4)?, ctx.work(t, 4)?, ctx.work(r, 4)?))).collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let dummy = ctx.dummy.clone();
         let zeros = &self.zeros;
         // dX = dY·W (+ R): W stored [out, in] is B = [k = out, n = in] row-major.
         let dx_of = |plan: &mut Plan, dyb: &Buf, w: &Buf, add: Add<'_>, dst: &Buf, out: u32, inp: u32| {
             matmul::record_general(plan, row_major(dyb, out), row_major(w, inp), 1.0, add, Out { buf: dst, ldc: inp, offset: 0 }, tokens, inp, out, zeros, &dummy);
         };
+        // Full fine-tuning: a linear's `dW += dYᵀ·X` and `db += Σ_rows dY`.
+        let weight_grads = |plan: &mut Plan, dyb: &Buf, xin: &Buf, name: &str, out: u32, inp: u32| -> Result<()> {
+            if let Some(f) = full {
+                let a = Operand { buf: dyb, offset: 0, ld: out, trans: true };
+                let ow = f.at(&format!("{name}.weight"))?;
+                matmul::record_general(plan, a, row_major(xin, inp), 1.0, Add::Previous, Out { buf: &f.buf, ldc: inp, offset: ow }, out, inp, tokens, zeros, &dummy);
+                colsum::record(plan, dyb, None, &f.buf, tokens, out, f.at(&format!("{name}.bias"))?, &dummy);
+            }
+            Ok(())
+        };
+        // ... and a LayerNorm's `dγ += Σ dY⊙x̂`, `dβ += Σ dY` (x̂ from the backward just recorded).
+        let ln_grads = |plan: &mut Plan, dyb: &Buf, name: &str| -> Result<()> {
+            if let Some(f) = full {
+                colsum::record(plan, dyb, Some(&xhat), &f.buf, tokens, h, f.at(&format!("{name}.gamma"))?, &dummy);
+                colsum::record(plan, dyb, None, &f.buf, tokens, h, f.at(&format!("{name}.beta"))?, &dummy);
+            }
+            Ok(())
+        };
+        let keep_xhat = full.map(|_| &xhat);
+        let eps = c.layer_norm_eps;
         for li in (0..self.layers.len()).rev() {
             let l = &self.layers[li];
             let t = &tape.layers[li];
             // The LoRA pairs of `targets`: dY columns `off..off+out` of `dyb` (row stride `ld`), input `xin`.
             let branches = |plan: &mut Plan, targets: &[Target], dyb: &Buf, ld: u32, xin: &Buf, dxin: Option<&Buf>| {
+                let Some(u) = lora else { return };
                 for (pi, p) in u.pairs.iter().enumerate().filter(|(_, p)| p.layer == li && targets.contains(&p.target)) {
                     let (out, inp) = p.target.shape(&c);
                     let (out, inp) = (out as u32, inp as u32);
@@ -389,22 +516,40 @@ impl GpuBackend {
                     }
                 }
             };
-            let first = li == 0;
-            layernorm::record_backward(plan, &t.z0, &l.ffn_ln.g, &dx, &dz, None, tokens, h, c.layer_norm_eps, &dummy);
+            let name = |part: &str| format!("layers.{li}.{part}");
+            // The first layer's input gradient is needed only for the embeddings.
+            let input_grad = li > 0 || full.is_some();
+            layernorm::record_backward(plan, &t.z0, &l.ffn_ln.g, &dx, &dz, keep_xhat, tokens, h, eps, &dummy);
+            ln_grads(plan, &dx, &name("ffn_ln"))?;
             dx_of(plan, &dz, &l.ffn_out.w, Add::Nothing, &df, h, im);
             branches(plan, &[Target::FfnOut], &dz, h, &t.f, Some(&df));
+            weight_grads(plan, &dz, &t.f, &name("ffn_out"), h, im)?;
             gelu::record_backward(plan, &t.f0, &df, tokens * im);
             dx_of(plan, &df, &l.ffn_in.w, Add::Residual(&dz), &dy, im, h);
             branches(plan, &[Target::FfnIn], &df, im, &t.y, Some(&dy));
-            layernorm::record_backward(plan, &t.y0, &l.attn_ln.g, &dy, &dy0, None, tokens, h, c.layer_norm_eps, &dummy);
+            weight_grads(plan, &df, &t.y, &name("ffn_in"), im, h)?;
+            layernorm::record_backward(plan, &t.y0, &l.attn_ln.g, &dy, &dy0, keep_xhat, tokens, h, eps, &dummy);
+            ln_grads(plan, &dy, &name("attn_ln"))?;
             dx_of(plan, &dy0, &l.attn_out.w, Add::Nothing, &dctx, h, h);
             branches(plan, &[Target::AttnOut], &dy0, h, &t.ctx, Some(&dctx));
+            weight_grads(plan, &dy0, &t.ctx, &name("attn_out"), h, h)?;
             attention::record_backward(plan, &t.qkv, &tape.lens, &dctx, &stats, &dqkv, rows, seq, h, c.heads as u32);
-            if !first {
+            if input_grad {
                 dx_of(plan, &dqkv, &l.qkv.w, Add::Residual(&dy0), &dx2, 3 * h, h);
             }
-            branches(plan, &[Target::Query, Target::Key, Target::Value], &dqkv, 3 * h, &t.x, (!first).then_some(&dx2));
+            branches(plan, &[Target::Query, Target::Key, Target::Value], &dqkv, 3 * h, &t.x, input_grad.then_some(&dx2));
+            weight_grads(plan, &dqkv, &t.x, &name("qkv"), 3 * h, h)?;
             std::mem::swap(&mut dx, &mut dx2);
+        }
+        if let Some(f) = full {
+            // Embeddings: their LayerNorm, then each table's rows (grouped by the forward).
+            layernorm::record_backward(plan, &tape.emb0, &self.emb_ln.g, &dx, &dx2, keep_xhat, tokens, h, eps, &dummy);
+            ln_grads(plan, &dx, "emb_ln")?;
+            for (((table, ..), (starts, toks, rws)), &groups) in EMB_GROUPS.iter().zip(&emb_groups).zip(&tape.emb_groups) {
+                if groups > 0 {
+                    embed::record_backward(plan, &dx2, starts, toks, rws, &f.buf, groups, h, f.at(table)?);
+                }
+            }
         }
         Ok(())
     }

@@ -247,12 +247,17 @@ impl Trainer {
         Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None })
     }
 
-    /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA and the
-    /// MLM head, the forward alone when only the CLS head trains. Full fine-tuning stays on the
-    /// CPU trainer.
+    /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA, the MLM
+    /// head and full fine-tuning of n-best objectives (gradients of every encoder weight read back
+    /// once per step, AdamW on the CPU, the new weights written back); the forward alone when
+    /// only the CLS head trains. Full fine-tuning with MLM stays on the CPU trainer.
     pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
         if self.cfg.full {
-            return Err(Error::Unsupported("full fine-tuning runs on the CPU trainer".into()));
+            if self.cfg.objective == Objective::Mlm {
+                return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
+            }
+            gpu.enable_full_grads(&self.full_layout())?;
+            gpu.update_weights(&self.model)?;
         }
         let mut pairs_only = self.lora.clone().unwrap_or_else(|| Adapter::heads_only(&self.model.config));
         pairs_only.cls_head = None;
@@ -273,8 +278,19 @@ impl Trainer {
         }
     }
 
-    /// Brings the GPU's copy of the LoRA pairs up to date.
+    /// The encoder tensors full fine-tuning trains on the GPU (name, floats), in the order of
+    /// [`Model::tensors_mut`]: all but the MLM head.
+    fn full_layout(&self) -> Vec<(String, usize)> {
+        let mut g = self.new_grads();
+        g.model.as_mut().map(|m| m.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")).map(|(n, t)| (n, t.data.len())).collect()).unwrap_or_default()
+    }
+
+    /// Brings the GPU's copy of the trained weights (LoRA pairs, MLM head, or every encoder
+    /// weight under full fine-tuning) up to date.
     pub(crate) fn sync_gpu(&mut self) -> Result<()> {
+        if let (Some(g), true) = (self.gpu.as_mut(), self.cfg.full) {
+            g.update_weights(&self.model)?;
+        }
         if let (Some(g), Some(a)) = (self.gpu.as_mut(), self.lora.as_ref()) {
             g.update_lora(a)?;
         }
@@ -402,6 +418,15 @@ impl Trainer {
         if let Some(gpu) = self.gpu.as_mut() {
             if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
                 g.lora = gpu.read_lora_grads().await?;
+            }
+            if let (true, Some(gm)) = (self.cfg.full, g.model.as_mut()) {
+                let all = gpu.read_full_grads().await?;
+                let mut off = 0;
+                for (_, t) in gm.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
+                    let n = t.data.len();
+                    t.data.copy_from_slice(&all[off..off + n]);
+                    off += n;
+                }
             }
         }
         Ok((total, g, gc))

@@ -34,11 +34,12 @@ pub enum Kernel {
     /// dK and dV (entry `main_kv`).
     AttentionBackwardKv,
     ColSum,
+    EmbedBackward,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -53,6 +54,7 @@ impl Kernel {
         Kernel::AttentionBackward,
         Kernel::AttentionBackwardKv,
         Kernel::ColSum,
+        Kernel::EmbedBackward,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Kernel {
             Kernel::AttentionBackward => "attention_backward",
             Kernel::AttentionBackwardKv => "attention_backward_kv",
             Kernel::ColSum => "colsum",
+            Kernel::EmbedBackward => "embed_backward",
         }
     }
 
@@ -96,6 +99,7 @@ impl Kernel {
             Kernel::LayerNormBackward => layernorm::BACKWARD,
             Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
             Kernel::ColSum => colsum::SOURCE,
+            Kernel::EmbedBackward => embed::BACKWARD,
         }
     }
 
