@@ -211,6 +211,9 @@ pub struct Trainer {
     mask_id: Option<u32>,
     /// The GPU doing the encoder's forward and backward (LoRA training), when set.
     gpu: Option<crate::gpu::GpuBackend>,
+    /// Padded tokens per batched GPU training forward (the kept activations grow with it: about
+    /// 150 KB per token for all-MiniLM-L6-v2); a longer list still forms a batch alone.
+    pub gpu_batch_tokens: usize,
 }
 
 /// The CLS head's gradient.
@@ -244,7 +247,7 @@ impl Trainer {
             return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, h], got: vec![1, cls.weight.len()] });
         }
         let rng = Rng::new(cfg.seed);
-        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None })
+        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None, gpu_batch_tokens: 8192 })
     }
 
     /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA, the MLM
@@ -340,20 +343,11 @@ impl Trainer {
         Ok(cls.chunks_exact(h).map(|v| self.cls.score(v)).collect())
     }
 
-    /// The list loss `L_disc + λ_cor·L_cor`; with `grads`, adds `weight·∂L/∂θ` to them.
-    async fn list_loss(&mut self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
-        let batch = self.list_batch(ex)?;
+    /// The list loss `L_disc + λ_cor·L_cor` from its final [CLS] vectors `cls` (`[n, H]`); with
+    /// `gc`, adds `weight·∂L/∂(head)` to it and returns `weight·∂L/∂cls` (else an empty vector).
+    fn list_objective(&self, ex: &ListExample, cls: &[f32], weight: f64, gc: Option<&mut ClsGrad>) -> Result<(f64, Vec<f32>)> {
         let h = self.model.config.hidden;
-        let mut tape = Tape::default();
-        let backprop = grads.is_some() && self.encoder_trains();
-        let cls = match self.gpu.as_mut() {
-            Some(g) if backprop => g.train_forward(&batch).await?,
-            Some(g) => g.cls_vectors(&batch).await?,
-            None => {
-                let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
-                self.cls_rows(&x, &batch)
-            }
-        };
+        let rows = cls.len() / h;
         let c = &self.cfg;
         let s2: Vec<f64> = cls.chunks_exact(h).map(|v| self.cls.score(v)).collect();
         let (mut loss, ds2) = match c.objective {
@@ -369,29 +363,84 @@ impl Trainer {
         };
         let mut dcls = vec![0f32; cls.len()];
         if c.cor_weight > 0.0 {
-            let (lc, dh) = loss::correlation(&cls, batch.rows(), h);
+            let (lc, dh) = loss::correlation(cls, rows, h);
             loss += c.cor_weight * lc;
             dcls.iter_mut().zip(&dh).for_each(|(a, b)| *a = (c.cor_weight * weight * *b as f64) as f32);
         }
-        if let Some((grads, gc)) = grads {
-            for (j, v) in cls.chunks_exact(h).enumerate() {
-                let g = ds2[j] * weight;
-                if c.cls_head {
-                    gc.w.iter_mut().zip(v).for_each(|(a, b)| *a += (g * *b as f64) as f32);
-                    gc.b += g as f32;
-                }
-                dcls[j * h..(j + 1) * h].iter_mut().zip(&self.cls.weight).for_each(|(a, w)| *a += (g * *w as f64) as f32);
+        let Some(gc) = gc else { return Ok((loss, Vec::new())) };
+        for (j, v) in cls.chunks_exact(h).enumerate() {
+            let g = ds2[j] * weight;
+            if c.cls_head {
+                gc.w.iter_mut().zip(v).for_each(|(a, b)| *a += (g * *b as f64) as f32);
+                gc.b += g as f32;
             }
-            if backprop {
-                if let Some(g) = self.gpu.as_mut() {
-                    g.train_backward(&dcls).await?;
-                } else {
-                    let d_out = crate::batch::at_first_positions(&dcls, batch.rows(), batch.seq, h);
-                    encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
-                }
+            dcls[j * h..(j + 1) * h].iter_mut().zip(&self.cls.weight).for_each(|(a, w)| *a += (g * *w as f64) as f32);
+        }
+        Ok((loss, dcls))
+    }
+
+    /// The list loss on the CPU backend (or, without gradients, on the GPU); with `grads`, adds
+    /// `weight·∂L/∂θ` to them.
+    async fn list_loss(&mut self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
+        let batch = self.list_batch(ex)?;
+        let mut tape = Tape::default();
+        let backprop = grads.is_some() && self.encoder_trains();
+        let cls = match self.gpu.as_mut() {
+            Some(g) => g.cls_vectors(&batch).await?,
+            None => {
+                let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
+                self.cls_rows(&x, &batch)
             }
+        };
+        let Some((grads, gc)) = grads else { return Ok(self.list_objective(ex, &cls, weight, None)?.0) };
+        let (loss, dcls) = self.list_objective(ex, &cls, weight, Some(gc))?;
+        if backprop {
+            let d_out = crate::batch::at_first_positions(&dcls, batch.rows(), batch.seq, self.model.config.hidden);
+            encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
         }
         Ok(loss)
+    }
+
+    /// The lists of a step on the GPU, several per forward and backward: their hypotheses are
+    /// padded into one batch (up to `gpu_batch_tokens`), the [CLS] vectors read back
+    /// once, each list's loss and gradient computed here, and one backward run for the batch.
+    async fn gpu_lists_loss(&mut self, lists: &[&ListExample], weight: f64, gc: &mut ClsGrad) -> Result<f64> {
+        let h = self.model.config.hidden;
+        let mut total = 0.0;
+        let mut start = 0;
+        while start < lists.len() {
+            // Greedy grouping: add lists while the padded batch stays within the budget.
+            let (mut end, mut rows, mut seq) = (start, 0usize, 0usize);
+            while end < lists.len() {
+                let ex = lists[end];
+                let (r, sq) = (rows + ex.ids.len(), seq.max(ex.ids.iter().map(|v| v.len()).max().unwrap_or(0)));
+                if end > start && r * sq > self.gpu_batch_tokens {
+                    break;
+                }
+                (rows, seq, end) = (r, sq, end + 1);
+            }
+            let group = &lists[start..end];
+            for ex in group {
+                self.list_batch(ex)?; // each list's own checks
+            }
+            let seqs: Vec<&[u32]> = group.iter().flat_map(|ex| ex.ids.iter().map(|v| v.as_slice())).collect();
+            let batch = Batch::pad(&seqs, self.pad_id)?;
+            batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
+            let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
+            let cls = gpu.train_forward(&batch).await?;
+            let mut dcls = Vec::with_capacity(cls.len());
+            let mut row = 0;
+            for ex in group {
+                let n = ex.ids.len();
+                let (loss, d) = self.list_objective(ex, &cls[row * h..(row + n) * h], weight, Some(gc))?;
+                total += weight * loss;
+                dcls.extend(d);
+                row += n;
+            }
+            self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?.train_backward(&dcls).await?;
+            start = end;
+        }
+        Ok(total)
     }
 
     /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
@@ -412,8 +461,12 @@ impl Trainer {
         }
         let w = 1.0 / lists.len() as f64;
         let mut total = 0.0;
-        for ex in lists {
-            total += w * self.list_loss(ex, w, Some((&mut g, &mut gc))).await?;
+        if self.gpu.is_some() && self.encoder_trains() {
+            total = self.gpu_lists_loss(lists, w, &mut gc).await?;
+        } else {
+            for ex in lists {
+                total += w * self.list_loss(ex, w, Some((&mut g, &mut gc))).await?;
+            }
         }
         if let Some(gpu) = self.gpu.as_mut() {
             if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
