@@ -406,6 +406,27 @@ fn gpu_full_fine_tuning_matches_pytorch_and_the_cpu() {
     }
 }
 
+/// Dev and test scoring on the GPU batch several lists per forward: the scores equal those of
+/// one list at a time, and of the CPU.
+#[test]
+fn gpu_scores_of_many_lists_equal_one_at_a_time() {
+    let f = fixture("roberta");
+    let Some(g) = gpu(&f.model) else { return };
+    let ls = lists(&f.meta);
+    let many: Vec<&ListExample> = ls.iter().chain(ls.iter().rev()).collect();
+    let mut cpu = trainer("roberta", &f, cfg(Objective::Mwer, 0.0), true);
+    let mut t = trainer("roberta", &f, cfg(Objective::Mwer, 0.0), true);
+    common::block(t.use_gpu(g)).unwrap();
+    let batched = common::block(t.scores_many(&many)).unwrap();
+    for (i, l) in many.iter().enumerate() {
+        let (one, c) = (common::block(t.scores(l)).unwrap(), common::block(cpu.scores(l)).unwrap());
+        assert_eq!(batched[i].len(), l.ids.len());
+        for ((a, b), c) in batched[i].iter().zip(&one).zip(&c) {
+            assert!((a - b).abs() <= 1e-5 && (a - c).abs() <= 1e-4, "list {i}: batched {a}, alone {b}, CPU {c}");
+        }
+    }
+}
+
 /// The same ten AdamW steps with the encoder on the GPU.
 #[test]
 fn gpu_trajectory_reproduces_pytorch() {

@@ -1044,10 +1044,7 @@ mod cli {
         let test = match &a.test {
             Some(p) => {
                 let ex = examples(&scorer, &read_lists(p, a.eval_limit)?, &a.s1, a.depth)?;
-                let mut s2 = Vec::with_capacity(ex.len());
-                for l in &ex {
-                    s2.push(pollster::block_on(trainer.scores(l))?);
-                }
+                let s2 = pollster::block_on(trainer.scores_many(&ex.iter().collect::<Vec<_>>()))?;
                 let zero: Vec<Vec<f64>> = ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
                 Some(json!({
                     "file": p.display().to_string(),

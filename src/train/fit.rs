@@ -306,11 +306,7 @@ impl Checkpoint {
 
 /// CLS scores of every dev list.
 async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>>> {
-    let mut v = Vec::with_capacity(dev.len());
-    for l in dev {
-        v.push(t.scores(l).await?);
-    }
-    Ok(v)
+    t.scores_many(&dev.iter().collect::<Vec<_>>()).await
 }
 
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best

@@ -155,6 +155,27 @@ pub struct ListExample {
     pub teacher: Option<Vec<f64>>,
 }
 
+/// Consecutive groups of `lists` whose hypotheses, padded to the group's longest, stay within
+/// `budget` tokens (a list over it forms a group alone).
+fn token_groups(lists: &[&ListExample], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lists.len() {
+        let (mut end, mut rows, mut seq) = (start, 0usize, 0usize);
+        while end < lists.len() {
+            let ex = lists[end];
+            let (r, sq) = (rows + ex.ids.len(), seq.max(ex.ids.iter().map(|v| v.len()).max().unwrap_or(0)));
+            if end > start && r * sq > budget {
+                break;
+            }
+            (rows, seq, end) = (r, sq, end + 1);
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
 /// Splits off `n` lists (at most half) chosen by a seeded shuffle, for early stopping and λ
 /// tuning; the rest stay in `lists` (shuffled).
 pub fn hold_out(lists: &mut Vec<ListExample>, n: usize, seed: u64) -> Vec<ListExample> {
@@ -407,25 +428,9 @@ impl Trainer {
     async fn gpu_lists_loss(&mut self, lists: &[&ListExample], weight: f64, gc: &mut ClsGrad) -> Result<f64> {
         let h = self.model.config.hidden;
         let mut total = 0.0;
-        let mut start = 0;
-        while start < lists.len() {
-            // Greedy grouping: add lists while the padded batch stays within the budget.
-            let (mut end, mut rows, mut seq) = (start, 0usize, 0usize);
-            while end < lists.len() {
-                let ex = lists[end];
-                let (r, sq) = (rows + ex.ids.len(), seq.max(ex.ids.iter().map(|v| v.len()).max().unwrap_or(0)));
-                if end > start && r * sq > self.gpu_batch_tokens {
-                    break;
-                }
-                (rows, seq, end) = (r, sq, end + 1);
-            }
-            let group = &lists[start..end];
-            for ex in group {
-                self.list_batch(ex)?; // each list's own checks
-            }
-            let seqs: Vec<&[u32]> = group.iter().flat_map(|ex| ex.ids.iter().map(|v| v.as_slice())).collect();
-            let batch = Batch::pad(&seqs, self.pad_id)?;
-            batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
+        for range in token_groups(lists, self.gpu_batch_tokens) {
+            let group = &lists[range];
+            let batch = self.group_batch(group)?;
             let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
             let cls = gpu.train_forward(&batch).await?;
             let mut dcls = Vec::with_capacity(cls.len());
@@ -438,9 +443,42 @@ impl Trainer {
                 row += n;
             }
             self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?.train_backward(&dcls).await?;
-            start = end;
         }
         Ok(total)
+    }
+
+    /// The hypotheses of `group` (each list checked) padded into one batch.
+    fn group_batch(&self, group: &[&ListExample]) -> Result<Batch> {
+        for ex in group {
+            self.list_batch(ex)?;
+        }
+        let seqs: Vec<&[u32]> = group.iter().flat_map(|ex| ex.ids.iter().map(|v| v.as_slice())).collect();
+        let batch = Batch::pad(&seqs, self.pad_id)?;
+        batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
+        Ok(batch)
+    }
+
+    /// CLS scores `s2` of many lists; on the GPU several lists share a forward (as in training).
+    pub async fn scores_many(&mut self, lists: &[&ListExample]) -> Result<Vec<Vec<f64>>> {
+        if self.gpu.is_none() {
+            let mut v = Vec::with_capacity(lists.len());
+            for l in lists {
+                v.push(self.scores(l).await?);
+            }
+            return Ok(v);
+        }
+        let h = self.model.config.hidden;
+        let mut out = Vec::with_capacity(lists.len());
+        for range in token_groups(lists, self.gpu_batch_tokens) {
+            let group = &lists[range];
+            let batch = self.group_batch(group)?;
+            let cls = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?.cls_vectors(&batch).await?;
+            let mut rows = cls.chunks_exact(h);
+            for ex in group {
+                out.push(rows.by_ref().take(ex.ids.len()).map(|v| self.cls.score(v)).collect());
+            }
+        }
+        Ok(out)
     }
 
     /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
