@@ -483,3 +483,39 @@ fn train_cli_writes_an_adapter_that_eval_uses() {
         assert_eq!(e["weight"].as_f64(), log["weight"].as_f64(), "eval takes λ from train_log.json");
     }
 }
+
+/// MD on the command line: the teacher's PLL scores are computed once into `--teacher-cache`,
+/// and a second run reads them back and trains the same way.
+#[test]
+fn md_teacher_scores_are_cached() {
+    let sample = common::root().join("www/sample/librispeech-blstm-dev_clean-20.jsonl");
+    let model = fixture_dir("bert");
+    let dir = tmp("lorb-md-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("teacher.jsonl");
+    let run = |out: &str| {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .args(["train", "--objective", "md", "--backend", "cpu", "--truncate", "--depth", "3", "--holdout", "5", "--epochs", "1", "--batch", "4", "--json", "--train"])
+            .arg(&sample)
+            .arg("--model")
+            .arg(&model)
+            .arg("--teacher")
+            .arg(&model)
+            .arg("--teacher-cache")
+            .arg(&cache)
+            .arg("--out")
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let log: Value = serde_json::from_slice(&std::fs::read(dir.join(out).join("train_log.json")).unwrap()).unwrap();
+        (log["report"]["losses"].clone(), String::from_utf8_lossy(&r.stderr).to_string())
+    };
+    let (first, _) = run("a");
+    let lines = std::fs::read_to_string(&cache).unwrap().lines().count();
+    assert_eq!(lines, 20, "one cached line per list");
+    let (second, err) = run("b");
+    assert!(err.contains("teacher PLL of 20 lists from the cache"), "{err}");
+    assert_eq!(first, second, "the cached teacher gives the same training");
+    assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 20, "nothing recomputed");
+}
