@@ -93,6 +93,8 @@ export interface TrainResult {
   steps: number; losses: number[]; weight: number; trainableParameters: number; cancelled: boolean;
   trainLists: number; devLists: number; devFirstPassWer: number | null; devWer: number | null; bestEpoch: number;
   curve: { epoch: number; devWer: number; weight: number; trainLoss: number }[]; lambdaCurve: [number, number][];
+  /** The steps `timeLimit` allowed, when it cut the run short. */
+  timeLimitedSteps: number | null;
 }
 /** Errors thrown by lorb: a message and a machine-readable kind. */
 export interface LorbError extends Error {
@@ -439,7 +441,7 @@ impl Rescorer {
             "steps": trainer.step, "losses": report.losses, "weight": report.weight, "trainableParameters": trainable, "cancelled": false,
             "trainLists": examples.len(), "devLists": dev.len(), "devFirstPassWer": (!dev.is_empty()).then_some(report.dev_first_pass_wer),
             "devWer": (!dev.is_empty()).then_some(report.best_dev_wer), "bestEpoch": report.best_epoch, "curve": curve,
-            "lambdaCurve": report.lambda_curve,
+            "lambdaCurve": report.lambda_curve, "timeLimitedSteps": report.time_limited_steps,
         }))
     }
 

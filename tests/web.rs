@@ -185,6 +185,12 @@ async fn training_in_the_browser() {
     let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
     assert_eq!(caps["weight"].as_f64(), Some(w), "rescore uses the tuned λ");
 
+    // A time limit already spent: one step, then the usual dev evaluation.
+    let mut r = load().await.unwrap();
+    let o = opts(&[("epochs", 3.0.into()), ("batch", 1.0.into()), ("timeLimit", 1e-6.into()), ("dev", training_lists(&exp))]);
+    let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap()).unwrap();
+    assert_eq!((res["steps"].as_u64(), res["timeLimitedSteps"].as_u64(), res["curve"].as_array().map(|c| c.len())), (Some(1), Some(1), Some(1)));
+
     let mut r = load().await.unwrap();
     let token = lorb::wasm::CancelToken::new();
     token.cancel();
