@@ -481,6 +481,31 @@ fn train_cli_writes_an_adapter_that_eval_uses() {
         assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
         let e: Value = serde_json::from_slice(&eval.stdout).unwrap();
         assert_eq!(e["weight"].as_f64(), log["weight"].as_f64(), "eval takes λ from train_log.json");
+
+        // `--adapter` is where training starts: with a learning rate of 0 the start adapter's
+        // pairs come back unchanged (a fresh LoRA would come back with B = 0).
+        let start = fixture_dir("bert").join("train_adapter");
+        let a = Adapter::load_dir(&start, &Model::load_dir(&model).unwrap().config).unwrap();
+        let again = out.with_extension("again");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .args(["train", "--train"])
+            .arg(&sample)
+            .arg("--model")
+            .arg(&model)
+            .arg("--adapter")
+            .arg(&start)
+            .arg("--out")
+            .arg(&again)
+            .args(["--backend", backend, "--truncate", "--depth", "6", "--holdout", "5", "--epochs", "1", "--batch", "4", "--lr", "0", "--kappa", "0.5", "--json"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let b = Adapter::load_dir(&again, &Model::load_dir(&model).unwrap().config).unwrap();
+        assert!(a.pairs.iter().any(|p| p.b.data.iter().any(|x| *x != 0.0)), "the start adapter has B ≠ 0");
+        assert_eq!(a.pairs.len(), b.pairs.len());
+        for (p, q) in a.pairs.iter().zip(&b.pairs) {
+            assert!(p.a.data == q.a.data && p.b.data == q.b.data, "layer {} {:?}: the start pair came back changed", p.layer, p.target);
+        }
     }
 }
 

@@ -945,7 +945,9 @@ mod cli {
             eprintln!("lorb: the model has no MLM head; starting a fresh one (tied decoder)");
             lorb::train::init_mlm_head(&mut model, a.seed);
         }
-        let mut lora = if a.head_only || a.full { None } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
+        // A fresh LoRA adapter unless the start adapter brings pairs to continue.
+        let continues = start.as_ref().is_some_and(|st| !st.pairs.is_empty());
+        let mut lora = if a.head_only || a.full { None } else if continues { Some(lorb::Adapter::heads_only(&config)) } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
         if let Some(st) = &start {
             if let (Some(h), false) = (model.mlm.as_mut(), st.mlm_head.is_empty()) {
                 st.mlm_head.apply(h);
