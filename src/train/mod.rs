@@ -340,14 +340,7 @@ impl Trainer {
     }
 
     fn list_batch(&self, ex: &ListExample) -> Result<Batch> {
-        let n = ex.ids.len();
-        if n == 0 || ex.s1.len() != n || ex.errors.len() != n || ex.teacher.as_ref().is_some_and(|t| t.len() != n) {
-            return Err(Error::Input(format!("n-best example: {} hypotheses, {} first-pass scores, {} error counts", n, ex.s1.len(), ex.errors.len())));
-        }
-        let seqs: Vec<&[u32]> = ex.ids.iter().map(|v| v.as_slice()).collect();
-        let b = Batch::pad(&seqs, self.pad_id)?;
-        b.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
-        Ok(b)
+        self.group_batch(&[ex])
     }
 
     /// CLS scores `s2` of a list with the current parameters (no tape).
@@ -447,10 +440,14 @@ impl Trainer {
         Ok(total)
     }
 
-    /// The hypotheses of `group` (each list checked) padded into one batch.
+    /// The hypotheses of `group` (each list's counts checked) padded into one batch, checked
+    /// against the vocabulary and the position table.
     fn group_batch(&self, group: &[&ListExample]) -> Result<Batch> {
         for ex in group {
-            self.list_batch(ex)?;
+            let n = ex.ids.len();
+            if n == 0 || ex.s1.len() != n || ex.errors.len() != n || ex.teacher.as_ref().is_some_and(|t| t.len() != n) {
+                return Err(Error::Input(format!("n-best example: {} hypotheses, {} first-pass scores, {} error counts", n, ex.s1.len(), ex.errors.len())));
+            }
         }
         let seqs: Vec<&[u32]> = group.iter().flat_map(|ex| ex.ids.iter().map(|v| v.as_slice())).collect();
         let batch = Batch::pad(&seqs, self.pad_id)?;
