@@ -328,7 +328,11 @@ impl Adapter {
         let mut mlm_head = MlmHeadUpdate::default();
         let mlm_names = MlmHeadUpdate::names(config.arch);
         let mut key_prefix = None;
-        for (name, view) in st.tensors() {
+        // Visit the tensors in name order (the file's index is a hash map): the same file gives
+        // the same error every time.
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in tensors {
             if let Some(module) = name.strip_suffix(".lora_A.weight").or_else(|| name.strip_suffix(".lora_B.weight")) {
                 let is_a = name.ends_with(".lora_A.weight");
                 let pos = module.find(layers).ok_or_else(|| bad(format!("{name}: not a module of a {:?} encoder layer", config.arch)))?;

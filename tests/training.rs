@@ -140,7 +140,7 @@ fn gradients_match_finite_differences() {
     for (full, picks) in [(false, &["layers.0.query.lora_A", "layers.1.ffn_out.lora_B", "cls.weight"][..]), (true, &["layers.0.qkv.weight", "layers.1.ffn_ln.gamma", "word_emb"][..])] {
         let mut t = trainer("bert", &f, TrainConfig { full, ..cfg(Objective::Mwer, 0.5) }, !full);
         let (_, grads) = common::block(t.loss_and_grads(&refs)).unwrap();
-        let base = t.named_params();
+        let base = common::block(t.named_params()).unwrap();
         for name in picks {
             let g = &grads.iter().find(|(n, _)| n == name).unwrap().1;
             // The coordinate with the largest gradient, and one in the middle.
@@ -213,7 +213,7 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     for _ in 0..3 {
         common::block(t.step_lists(&refs)).unwrap();
     }
-    let before = t.named_params();
+    let before = common::block(t.named_params()).unwrap();
     ls[1].s1[2] = f64::NAN;
     let refs: Vec<&ListExample> = ls.iter().collect();
     match common::block(t.step_lists(&refs)) {
@@ -221,7 +221,7 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
         other => panic!("expected NonFinite at step 4, got {other:?}"),
     }
     assert_eq!(t.step, 3);
-    assert!(before == t.named_params(), "parameters changed by a non-finite step");
+    assert!(before == common::block(t.named_params()).unwrap(), "parameters changed by a non-finite step");
 
     // In the loop: the run stops, says why, and leaves finite parameters.
     let mut t = traj_trainer("bert", &f);
@@ -230,7 +230,7 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
     let why = r.stopped.expect("stopped");
     assert!(why.contains("non-finite"), "{why}");
-    assert!(t.named_params().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+    assert!(common::block(t.named_params()).unwrap().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
 }
 
 /// A time limit ends the run once spent (here at once: one step), and the epoch in progress is
@@ -310,7 +310,7 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
     let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {})).unwrap();
     assert_eq!(r2.steps, 6);
     assert_eq!(r2.losses, r0.losses, "loss curve of the resumed run");
-    assert!(straight.named_params() == resumed.named_params(), "resumed parameters differ from the uninterrupted run");
+    assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "resumed parameters differ from the uninterrupted run");
 
     // A checkpoint made with another configuration is refused.
     let mut other = traj_trainer("bert", &f);
@@ -382,15 +382,18 @@ fn gpu_full_fine_tuning_matches_pytorch_and_the_cpu() {
         let mut cpu = trainer(arch, &f, TrainConfig { optim: lorb::train::AdamWConfig { lr: 1e-3, ..Default::default() }, ..full() }, false);
         let mut gpu_t = trainer(arch, &f, cpu.cfg.clone(), false);
         common::block(gpu_t.use_gpu(gpu(&gpu_t.model).unwrap())).unwrap();
+        // The GPU steps the encoder's weights itself (AdamW there, the global norm from its sum of
+        // squares); the CPU trainer is the reference (its AdamW reproduces PyTorch's trajectory).
         for step in 0..3 {
-            let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap().loss, common::block(gpu_t.step_lists(&refs)).unwrap().loss);
-            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{arch} step {step}: GPU loss {b} vs CPU {a}");
+            let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap(), common::block(gpu_t.step_lists(&refs)).unwrap());
+            assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0), "{arch} step {step}: GPU loss {} vs CPU {}", b.loss, a.loss);
+            assert!((a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "{arch} step {step}: GPU gradient norm {} vs CPU {}", b.grad_norm, a.grad_norm);
         }
         // The weights written back to the GPU are the trainer's: a CPU trainer given the same
         // parameters computes the same loss and gradients. (Parameters are not compared directly:
         // tensors with no true gradient, such as the key bias, take noise-driven Adam steps.)
         let mut check = trainer(arch, &f, cpu.cfg.clone(), false);
-        let params: Vec<(String, lorb::model::Tensor)> = gpu_t.named_params().into_iter().map(|(n, sh, d)| (n, lorb::model::Tensor::new(sh, d))).collect();
+        let params: Vec<(String, lorb::model::Tensor)> = common::block(gpu_t.named_params()).unwrap().into_iter().map(|(n, sh, d)| (n, lorb::model::Tensor::new(sh, d))).collect();
         check.load_named_params(&params).unwrap();
         let (lg, gg) = common::block(gpu_t.loss_and_grads(&refs)).unwrap();
         let (lc, gc) = common::block(check.loss_and_grads(&refs)).unwrap();
@@ -404,6 +407,64 @@ fn gpu_full_fine_tuning_matches_pytorch_and_the_cpu() {
             assert!(diff <= 1e-3 * scale, "{arch} {name}: GPU gradient off by {diff} (scale {scale}) after 3 steps");
         }
     }
+}
+
+/// Full fine-tuning on the GPU keeps the weights and AdamW's moments there: a clipped step
+/// matches the CPU's, a non-finite step changes nothing, and cancelling and resuming from a
+/// checkpoint (weights and moments read back, then written again) gives exactly the
+/// uninterrupted run.
+#[test]
+fn gpu_full_fine_tuning_clips_stops_and_resumes() {
+    let f = fixture("roberta");
+    let Some(_) = gpu(&f.model) else { return };
+    let base = lists(&f.meta);
+    let refs: Vec<&ListExample> = base.iter().collect();
+    // A clip far below the gradient norm: every step is scaled.
+    let full = TrainConfig { full: true, clip: 1e-3, optim: lorb::train::AdamWConfig { lr: 1e-3, ..Default::default() }, ..cfg(Objective::Mwer, 0.5) };
+    let on_gpu = |cfg: TrainConfig| {
+        let mut t = trainer("roberta", &f, cfg, false);
+        common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
+        t
+    };
+    let mut cpu = trainer("roberta", &f, full.clone(), false);
+    let mut g = on_gpu(full.clone());
+    for step in 0..2 {
+        let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap(), common::block(g.step_lists(&refs)).unwrap());
+        assert!(a.grad_norm > 10.0 * full.clip, "the clip binds (norm {})", a.grad_norm);
+        assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0) && (a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "step {step}: GPU {b:?} vs CPU {a:?}");
+    }
+    let (lc, _) = common::block(cpu.loss_and_grads(&refs)).unwrap();
+    let (lg, _) = common::block(g.loss_and_grads(&refs)).unwrap();
+    assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1.0), "after two clipped steps: GPU loss {lg} vs CPU {lc}");
+
+    let before = common::block(g.named_params()).unwrap();
+    let mut bad = base.clone();
+    bad[0].s1[1] = f64::INFINITY;
+    let bad_refs: Vec<&ListExample> = bad.iter().collect();
+    assert!(matches!(common::block(g.step_lists(&bad_refs)), Err(Error::NonFinite { step: 3, .. })));
+    assert!(before == common::block(g.named_params()).unwrap(), "a non-finite step changed the GPU's weights");
+
+    let train: Vec<ListExample> = (0..6).map(|i| base[i % 2].clone()).collect();
+    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
+    let never = AtomicBool::new(false);
+    let full = TrainConfig { clip: 1.0, ..full };
+    let mut straight = on_gpu(full.clone());
+    let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
+    let dir = tmp("lorb-resume-gpu-full");
+    let cancel = AtomicBool::new(false);
+    let mut first = on_gpu(full.clone());
+    common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
+        if let lorb::train::fit::Progress::Step { log, .. } = p {
+            if log.step == 4 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }))
+    .unwrap();
+    let mut resumed = on_gpu(full);
+    let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap();
+    assert_eq!((r2.steps, &r2.losses), (6, &r0.losses), "loss curve of the resumed run");
+    assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "resumed weights differ from the uninterrupted run");
 }
 
 /// Dev and test scoring on the GPU batch several lists per forward: the scores equal those of

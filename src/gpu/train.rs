@@ -1,9 +1,11 @@
 //! Training on the GPU: a forward that keeps what the backward needs in per-layer buffers (a
 //! tape), and the backward through the encoder into the gradients of the unmerged LoRA pairs or,
-//! for full fine-tuning, of every encoder weight (one buffer, read back once per step; the
-//! optimiser runs on the CPU and the new weights are written back). The loss itself is computed on the CPU from the [CLS] vectors (a few KiB read back per
-//! list); its gradient is uploaded and the whole backward is one submission. Gradients accumulate
-//! on the GPU over the lists of a step and are read back once per step.
+//! for full fine-tuning, of every encoder weight. The loss itself is computed on the CPU from the
+//! [CLS] vectors (a few KiB read back per list); its gradient is uploaded and the whole backward
+//! is one submission. Gradients accumulate on the GPU over the lists of a step. LoRA and MLM-head
+//! gradients are read back once per step (the optimiser steps them on the CPU); full
+//! fine-tuning's stay on the GPU, where AdamW steps every weight (`ops/adamw.rs`) after the
+//! global norm's partial sums (1 KiB) are read back for clipping and the NaN/Inf check.
 //!
 //! Per layer, in reverse (each op's backward kernel sits beside its forward in `ops/`):
 //! LayerNorm₂ → FFN-out (dX = dY·W, LoRA dA, dB, dX) → GELU → FFN-in → LayerNorm₁ → attention-out
@@ -11,7 +13,7 @@
 
 use super::context::{Buf, Plan};
 use super::ops::matmul::{self, Add, Operand, Out};
-use super::ops::{attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
+use super::ops::{adamw, attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
 use super::{GpuBackend, Keep, LayerIo, LoraT};
 use crate::adapter::{Adapter, Target};
 use crate::batch::Batch;
@@ -51,9 +53,12 @@ pub(super) struct Tape {
 }
 
 /// Full fine-tuning: the gradient of every encoder tensor in one buffer, at float offsets by the
-/// trainer's tensor names (`word_emb`, `layers.3.qkv.weight`, …).
+/// trainer's tensor names (`word_emb`, `layers.3.qkv.weight`, …), and AdamW's two moments in the
+/// same layout (the optimiser runs on the GPU).
 pub(super) struct FullGrads {
     buf: Buf,
+    m: Buf,
+    v: Buf,
     floats: u64,
     offsets: std::collections::HashMap<String, u32>,
 }
@@ -126,8 +131,9 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Full fine-tuning: keeps gradients for the tensors of `layout` (name, floats), in that
-    /// order in one buffer (a GPU limit error when it exceeds one binding).
+    /// Full fine-tuning: keeps gradients and AdamW moments (zero) for the tensors of `layout`
+    /// (name, floats), in that order in one buffer each (a GPU limit error when that exceeds one
+    /// binding).
     pub fn enable_full_grads(&mut self, layout: &[(String, usize)]) -> Result<()> {
         let mut offsets = std::collections::HashMap::new();
         let mut off = 0u64;
@@ -135,42 +141,116 @@ impl GpuBackend {
             offsets.insert(name.clone(), u32::try_from(off).map_err(|_| Error::GpuLimit("too many parameters for one gradient buffer".into()))?);
             off += *n as u64;
         }
-        let buf = self.alloc("full_grads", off)?;
-        self.full = Some(FullGrads { buf, floats: off, offsets });
+        let (buf, m, v) = (self.alloc("full_grads", off)?, self.alloc("adamw.m", off)?, self.alloc("adamw.v", off)?);
+        self.full = Some(FullGrads { buf, m, v, floats: off, offsets });
         self.tape = None; // the next tape keeps what full fine-tuning needs
         Ok(())
+    }
+
+    fn full_grads(&self) -> Result<&FullGrads> {
+        self.full.as_ref().ok_or_else(|| Error::Training("full fine-tuning gradients are not enabled".into()))
     }
 
     /// The accumulated gradients of full fine-tuning, in the order of the layout given to
     /// [`GpuBackend::enable_full_grads`].
     pub async fn read_full_grads(&mut self) -> Result<Vec<f32>> {
-        let (buf, floats) = self.full.as_ref().map(|f| (f.buf.clone(), f.floats)).ok_or_else(|| Error::Training("full fine-tuning gradients are not enabled".into()))?;
+        let (buf, floats) = self.full_grads().map(|f| (f.buf.clone(), f.floats))?;
         self.ctx.run(Plan::default(), &buf, floats * 4).await
     }
 
-    /// Writes every encoder weight of `m` (same shapes as the model this backend was made for)
-    /// to the GPU: after an optimiser step of full fine-tuning.
-    pub fn update_weights(&mut self, m: &crate::model::Model) -> Result<()> {
+    /// Every encoder weight's GPU buffer: its tensor's name in the full-gradient layout, the
+    /// range of that tensor's floats it holds (the word embeddings come in row shards), and
+    /// those floats of `m`.
+    fn weight_pieces<'a>(&'a self, m: &'a crate::model::Model) -> Vec<(&'a Buf, String, std::ops::Range<usize>, &'a [f32])> {
         let h = m.config.hidden;
-        let q = &self.ctx.queue;
-        let w = |b: &Buf, d: &[f32]| q.write_buffer(b, 0, bytemuck::cast_slice(d));
+        let whole = |t: &'a crate::model::Tensor| (0..t.data.len(), &t.data[..]);
+        let mut v = Vec::new();
+        let mut push = |b: &'a Buf, name: String, (r, d): (std::ops::Range<usize>, &'a [f32])| v.push((b, name, r, d));
         for s in &self.word {
-            w(&s.buf, &m.word_emb.data[s.lo as usize * h..s.hi as usize * h]);
+            let r = s.lo as usize * h..s.hi as usize * h;
+            push(&s.buf, "word_emb".into(), (r.clone(), &m.word_emb.data[r]));
         }
-        w(&self.pos, &m.pos_emb.data);
-        w(&self.typ, &m.type_emb.data);
-        w(&self.emb_ln.g, &m.emb_ln.gamma.data);
-        w(&self.emb_ln.b, &m.emb_ln.beta.data);
-        for (g, l) in self.layers.iter().zip(&m.layers) {
-            for (gl, ml) in [(&g.qkv, &l.qkv), (&g.attn_out, &l.attn_out), (&g.ffn_in, &l.ffn_in), (&g.ffn_out, &l.ffn_out)] {
-                w(&gl.w, &ml.weight.data);
-                w(&gl.b, &ml.bias.data);
-            }
-            for (gl, ml) in [(&g.attn_ln, &l.attn_ln), (&g.ffn_ln, &l.ffn_ln)] {
-                w(&gl.g, &ml.gamma.data);
-                w(&gl.b, &ml.beta.data);
-            }
+        push(&self.pos, "pos_emb".into(), whole(&m.pos_emb));
+        if m.config.type_vocab_size > 0 {
+            push(&self.typ, "type_emb".into(), whole(&m.type_emb));
         }
+        push(&self.emb_ln.g, "emb_ln.gamma".into(), whole(&m.emb_ln.gamma));
+        push(&self.emb_ln.b, "emb_ln.beta".into(), whole(&m.emb_ln.beta));
+        for (i, (g, l)) in self.layers.iter().zip(&m.layers).enumerate() {
+            let p = |n: &str, what: &str| format!("layers.{i}.{n}.{what}");
+            for (n, gl, ml) in [("qkv", &g.qkv, &l.qkv), ("attn_out", &g.attn_out, &l.attn_out)] {
+                push(&gl.w, p(n, "weight"), whole(&ml.weight));
+                push(&gl.b, p(n, "bias"), whole(&ml.bias));
+            }
+            push(&g.attn_ln.g, p("attn_ln", "gamma"), whole(&l.attn_ln.gamma));
+            push(&g.attn_ln.b, p("attn_ln", "beta"), whole(&l.attn_ln.beta));
+            for (n, gl, ml) in [("ffn_in", &g.ffn_in, &l.ffn_in), ("ffn_out", &g.ffn_out, &l.ffn_out)] {
+                push(&gl.w, p(n, "weight"), whole(&ml.weight));
+                push(&gl.b, p(n, "bias"), whole(&ml.bias));
+            }
+            push(&g.ffn_ln.g, p("ffn_ln", "gamma"), whole(&l.ffn_ln.gamma));
+            push(&g.ffn_ln.b, p("ffn_ln", "beta"), whole(&l.ffn_ln.beta));
+        }
+        v
+    }
+
+    /// Writes every encoder weight of `m` (same shapes as the model this backend was made for)
+    /// to the GPU (full fine-tuning: a checkpoint or the best epoch restored).
+    pub fn update_weights(&mut self, m: &crate::model::Model) -> Result<()> {
+        for (buf, _, _, data) in self.weight_pieces(m) {
+            self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Sum of squares of the accumulated full fine-tuning gradients (NaN or ∞ when one is not
+    /// finite): 256 partials read back and added in f64.
+    pub async fn full_grad_sumsq(&mut self) -> Result<f64> {
+        let (buf, floats) = self.full_grads().map(|f| (f.buf.clone(), f.floats))?;
+        let out = self.ctx.work("sumsq", adamw::SUMSQ_GROUPS as u64 * 4)?;
+        let mut plan = Plan::default();
+        adamw::record_sumsq(&mut plan, &buf, &out, floats as u32);
+        let parts = self.ctx.run(plan, &out, adamw::SUMSQ_GROUPS as u64 * 4).await?;
+        Ok(parts.iter().map(|&x| x as f64).sum())
+    }
+
+    /// One AdamW step of every encoder weight from the accumulated gradients, in one submission.
+    pub async fn full_adamw(&mut self, c: &crate::train::AdamWConfig, step: adamw::Step) -> Result<()> {
+        let f = self.full_grads()?;
+        let mut plan = Plan::default();
+        for (buf, name, range, _) in self.weight_pieces(&self.model) {
+            let off = f.at(&name)? + range.start as u32;
+            adamw::record(&mut plan, buf, &f.buf, &f.m, &f.v, range.len() as u32, off, c, step);
+        }
+        self.ctx.submit(plan).await
+    }
+
+    /// Full fine-tuning's state on the GPU, each in the layout of
+    /// [`GpuBackend::enable_full_grads`]: the weights, AdamW's first and second moments.
+    pub async fn read_full_state(&mut self) -> Result<[Vec<f32>; 3]> {
+        let floats = self.full_grads()?.floats;
+        let dst = self.ctx.work("full_weights", floats * 4)?;
+        let f = self.full_grads()?;
+        let (m, v) = (f.m.clone(), f.v.clone());
+        let mut plan = Plan::default();
+        for (buf, name, range, _) in self.weight_pieces(&self.model) {
+            let off = f.at(&name)? as u64 + range.start as u64;
+            plan.copy(buf, 0, &dst, off * 4, range.len() as u64 * 4);
+        }
+        let w = self.ctx.run(plan, &dst, floats * 4).await?;
+        let m = self.ctx.run(Plan::default(), &m, floats * 4).await?;
+        let v = self.ctx.run(Plan::default(), &v, floats * 4).await?;
+        Ok([w, m, v])
+    }
+
+    /// Writes AdamW's moments for full fine-tuning (layout of [`GpuBackend::enable_full_grads`]).
+    pub fn write_full_moments(&mut self, m: &[f32], v: &[f32]) -> Result<()> {
+        let f = self.full_grads()?;
+        if m.len() as u64 != f.floats || v.len() as u64 != f.floats {
+            return Err(Error::Training(format!("AdamW moments of {} and {} floats for a layout of {}", m.len(), v.len(), f.floats)));
+        }
+        self.ctx.queue.write_buffer(&f.m, 0, bytemuck::cast_slice(m));
+        self.ctx.queue.write_buffer(&f.v, 0, bytemuck::cast_slice(v));
         Ok(())
     }
 

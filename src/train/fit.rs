@@ -244,14 +244,17 @@ fn read_named(path: &Path) -> Result<Vec<(String, Tensor)>> {
 }
 
 impl Trainer {
-    /// Trainable tensors by name (as [`Trainer::loss_and_grads`] names them).
-    pub fn named_params(&mut self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    /// Trainable tensors by name (as [`Trainer::loss_and_grads`] names them); what trains on the
+    /// GPU is read back first.
+    pub async fn named_params(&mut self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        self.pull_gpu().await?;
         let mut g = self.new_grads();
         let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
-        self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect()
+        Ok(self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect())
     }
 
-    /// Writes values back by name; every trainable tensor must be present with its size.
+    /// Writes values back by name; every trainable tensor must be present with its size. (Under
+    /// full fine-tuning on the GPU, AdamW's moments there are replaced by the CPU's.)
     pub fn load_named_params(&mut self, src: &[(String, Tensor)]) -> Result<()> {
         let mut g = self.new_grads();
         let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
@@ -262,14 +265,16 @@ impl Trainer {
             }
             p.copy_from_slice(&t.1.data);
         }
+        self.push_gpu()?;
         self.sync_gpu()
     }
 }
 
 impl Checkpoint {
-    fn save(dir: &Path, t: &mut Trainer, s: &State, best: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    async fn save(dir: &Path, t: &mut Trainer, s: &State, best: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+        let params = t.named_params().await?; // also brings the moments back from the GPU
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        write_named(&dir.join("params.safetensors"), &t.named_params())?;
+        write_named(&dir.join("params.safetensors"), &params)?;
         write_named(&dir.join("best.safetensors"), best)?;
         let mut moments = Vec::new();
         for (i, (m, v)) in t.opt.m.iter().zip(&t.opt.v).enumerate() {
@@ -298,6 +303,7 @@ impl Checkpoint {
         t.opt.m = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("m.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
         t.opt.v = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("v.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
         t.opt.step = s.step;
+        t.push_gpu()?;
         t.step = s.step;
         t.rng = s.rng.clone();
         Ok((s, read_named(&dir.join("best.safetensors"))?))
@@ -342,7 +348,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                 losses: Vec::new(),
                 limited: false,
             };
-            let best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+            let best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
             (s, best)
         }
     };
@@ -396,12 +402,12 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         if dev_wer < s.best_dev_wer || dev.is_empty() {
             s.best_dev_wer = dev_wer;
             s.best_epoch = s.epoch;
-            best = t.named_params().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+            best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
         }
         s.rng = t.rng.clone();
         if let Some(dir) = &o.checkpoint {
             let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
-            Checkpoint::save(dir, t, &s, &b)?;
+            Checkpoint::save(dir, t, &s, &b).await?;
         }
         if s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience) {
             break;
@@ -412,7 +418,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         s.step = t.step;
         if let Some(dir) = &o.checkpoint {
             let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
-            Checkpoint::save(dir, t, &s, &b)?;
+            Checkpoint::save(dir, t, &s, &b).await?;
         }
     }
     // Keep the best epoch (or the start, if no epoch beat the first pass) unless stopped mid-way
@@ -420,6 +426,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
     if s.best_epoch > 0 || stopped.is_none() {
         t.load_named_params(&best)?;
     }
+    t.pull_gpu().await?;
     let scores = dev_scores(t, dev).await?;
     let lambda_curve: Vec<(f64, f64)> = grid(lambda0).into_iter().map(|l| (l, wer_of(dev, &scores, l))).collect();
     let (weight, _) = tune(dev, &scores, lambda0);

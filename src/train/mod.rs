@@ -218,7 +218,9 @@ pub struct StepLog {
 
 /// The trainable state and the optimiser.
 pub struct Trainer {
-    /// Base weights (trained in full fine-tuning; frozen otherwise).
+    /// Base weights (trained in full fine-tuning; frozen otherwise). Under full fine-tuning on
+    /// the GPU the weights train there: this copy is brought up to date by
+    /// [`Trainer::pull_gpu`] ([`Trainer::named_params`] and [`fit`] do it).
     pub model: Model,
     /// LoRA pairs, applied unmerged.
     pub lora: Option<Adapter>,
@@ -235,6 +237,9 @@ pub struct Trainer {
     /// Padded tokens per batched GPU training forward (the kept activations grow with it: about
     /// 150 KB per token for all-MiniLM-L6-v2); a longer list still forms a batch alone.
     pub gpu_batch_tokens: usize,
+    /// The GPU's encoder weights and AdamW moments (full fine-tuning) have moved on since the
+    /// CPU copy was last brought up to date.
+    cpu_stale: bool,
 }
 
 /// The CLS head's gradient.
@@ -268,14 +273,16 @@ impl Trainer {
             return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, h], got: vec![1, cls.weight.len()] });
         }
         let rng = Rng::new(cfg.seed);
-        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None, gpu_batch_tokens: 8192 })
+        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None, gpu_batch_tokens: 8192, cpu_stale: false })
     }
 
     /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA, the MLM
-    /// head and full fine-tuning of n-best objectives (gradients of every encoder weight read back
-    /// once per step, AdamW on the CPU, the new weights written back); the forward alone when
-    /// only the CLS head trains. Full fine-tuning with MLM stays on the CPU trainer.
+    /// head and full fine-tuning of n-best objectives; the forward alone when only the CLS head
+    /// trains. In full fine-tuning the encoder's weights, gradients and AdamW moments stay on the
+    /// GPU (the optimiser steps there; only the gradient norm is read back each step). Full
+    /// fine-tuning with MLM stays on the CPU trainer.
     pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
+        self.pull_gpu().await?;
         if self.cfg.full {
             if self.cfg.objective == Objective::Mlm {
                 return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
@@ -309,12 +316,84 @@ impl Trainer {
         g.model.as_mut().map(|m| m.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")).map(|(n, t)| (n, t.data.len())).collect()).unwrap_or_default()
     }
 
-    /// Brings the GPU's copy of the trained weights (LoRA pairs, MLM head, or every encoder
-    /// weight under full fine-tuning) up to date.
-    pub(crate) fn sync_gpu(&mut self) -> Result<()> {
-        if let (Some(g), true) = (self.gpu.as_mut(), self.cfg.full) {
-            g.update_weights(&self.model)?;
+    /// Whether the encoder's weights and their AdamW moments live on the GPU (full fine-tuning
+    /// there).
+    fn gpu_owns_weights(&self) -> bool {
+        self.cfg.full && self.gpu.is_some()
+    }
+
+    /// Whether the named trainable tensor steps on the GPU (an encoder weight under full
+    /// fine-tuning there; the heads step on the CPU).
+    fn steps_on_gpu(gpu_owns: bool, name: &str) -> bool {
+        gpu_owns && !name.starts_with("cls.") && !name.starts_with("mlm.")
+    }
+
+    /// Brings the CPU copy of what trains on the GPU under full fine-tuning — every encoder
+    /// weight and its AdamW moments — up to date (a no-op otherwise, or when nothing moved).
+    pub async fn pull_gpu(&mut self) -> Result<()> {
+        if !self.cpu_stale {
+            return Ok(());
         }
+        let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
+        let [w, m, v] = gpu.read_full_state().await?;
+        let mut at = std::collections::HashMap::new();
+        let mut off = 0;
+        for (name, t) in self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
+            let n = t.data.len();
+            t.data.copy_from_slice(&w[off..off + n]);
+            at.insert(name, off..off + n);
+            off += n;
+        }
+        let mut g = self.new_grads();
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
+        let names: Vec<String> = self.params(&mut g, &mut gc).into_iter().map(|(n, _, _)| n).collect();
+        let opt = &mut self.opt;
+        for (i, name) in names.iter().enumerate() {
+            if let Some(r) = at.get(name) {
+                while opt.m.len() <= i {
+                    opt.m.push(Vec::new());
+                    opt.v.push(Vec::new());
+                }
+                opt.m[i] = m[r.clone()].to_vec();
+                opt.v[i] = v[r.clone()].to_vec();
+            }
+        }
+        self.cpu_stale = false;
+        Ok(())
+    }
+
+    /// Writes the CPU's encoder weights and AdamW moments to the GPU under full fine-tuning there
+    /// (after parameters or a checkpoint were loaded).
+    pub(crate) fn push_gpu(&mut self) -> Result<()> {
+        if !self.gpu_owns_weights() {
+            return Ok(());
+        }
+        let mut g = self.new_grads();
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
+        let gpu_owns = true;
+        let sizes: Vec<(bool, usize)> = self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (Self::steps_on_gpu(gpu_owns, &n), p.len())).collect();
+        let floats: usize = sizes.iter().filter(|s| s.0).map(|s| s.1).sum();
+        let (mut m, mut v) = (Vec::with_capacity(floats), Vec::with_capacity(floats));
+        for (i, &(on_gpu, n)) in sizes.iter().enumerate() {
+            if on_gpu {
+                for (dst, src) in [(&mut m, self.opt.m.get(i)), (&mut v, self.opt.v.get(i))] {
+                    match src.filter(|x| x.len() == n) {
+                        Some(x) => dst.extend_from_slice(x),
+                        None => dst.resize(dst.len() + n, 0.0),
+                    }
+                }
+            }
+        }
+        let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
+        gpu.update_weights(&self.model)?;
+        gpu.write_full_moments(&m, &v)?;
+        self.cpu_stale = false;
+        Ok(())
+    }
+
+    /// Brings the GPU's copy of the trained weights (LoRA pairs, MLM head) up to date after an
+    /// optimiser step on the CPU.
+    pub(crate) fn sync_gpu(&mut self) -> Result<()> {
         if let (Some(g), Some(a)) = (self.gpu.as_mut(), self.lora.as_ref()) {
             g.update_lora(a)?;
         }
@@ -329,8 +408,10 @@ impl Trainer {
         self.cfg.full || self.lora.as_ref().map(|a| !a.pairs.is_empty()).unwrap_or(false)
     }
 
+    /// Zero gradients for what trains on the CPU (under full fine-tuning on the GPU the encoder's
+    /// gradients stay there).
     fn new_grads(&self) -> Grads {
-        Grads::new(&self.model, self.lora.as_ref(), self.cfg.mlm_head, self.cfg.full)
+        Grads::new(&self.model, self.lora.as_ref(), self.cfg.mlm_head, self.cfg.full && !self.gpu_owns_weights())
     }
 
     /// `[rows, H]` [CLS] vectors of the final hidden states `x`.
@@ -481,15 +562,19 @@ impl Trainer {
     /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
     /// [`Trainer::named_grads`]); parameters are not changed.
     pub async fn loss_and_grads(&mut self, lists: &[&ListExample]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
-        let (loss, mut g, mut gc) = self.accumulate_lists(lists).await?;
+        let (loss, mut g, mut gc, _) = self.accumulate_lists(lists, true).await?;
         Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
     }
 
-    async fn accumulate_lists(&mut self, lists: &[&ListExample]) -> Result<(f64, Grads, ClsGrad)> {
+    /// The mean loss of `lists` with its gradients accumulated: on the CPU, or on the GPU and
+    /// read back — there, under full fine-tuning, only their sum of squares (the last value)
+    /// unless `read_all` (for tests).
+    async fn accumulate_lists(&mut self, lists: &[&ListExample], read_all: bool) -> Result<(f64, Grads, ClsGrad, f64)> {
         if lists.is_empty() {
             return Err(Error::Input("a training step needs at least one list".into()));
         }
-        let mut g = self.new_grads();
+        let gpu_owns = self.gpu_owns_weights();
+        let mut g = if gpu_owns && read_all { Grads::new(&self.model, None, self.cfg.mlm_head, true) } else { self.new_grads() };
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.zero_grads()?;
@@ -507,23 +592,26 @@ impl Trainer {
             if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
                 g.lora = gpu.read_lora_grads().await?;
             }
-            if let (true, Some(gm)) = (self.cfg.full, g.model.as_mut()) {
+            if gpu_owns && read_all {
                 let all = gpu.read_full_grads().await?;
+                let gm = g.model.as_mut().ok_or_else(|| Error::Training("no gradient model".into()))?;
                 let mut off = 0;
                 for (_, t) in gm.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
                     let n = t.data.len();
                     t.data.copy_from_slice(&all[off..off + n]);
                     off += n;
                 }
+            } else if gpu_owns {
+                return Ok((total, g, gc, gpu.full_grad_sumsq().await?));
             }
         }
-        Ok((total, g, gc))
+        Ok((total, g, gc, 0.0))
     }
 
     /// One optimiser step on the mean loss of `lists` (gradient accumulation over them).
     pub async fn step_lists(&mut self, lists: &[&ListExample]) -> Result<StepLog> {
-        let (loss, mut g, mut gc) = self.accumulate_lists(lists).await?;
-        let log = self.apply(loss, &mut g, &mut gc)?;
+        let (loss, mut g, mut gc, gpu_sumsq) = self.accumulate_lists(lists, false).await?;
+        let log = self.apply(loss, &mut g, &mut gc, gpu_sumsq).await?;
         self.sync_gpu()?;
         Ok(log)
     }
@@ -620,7 +708,7 @@ impl Trainer {
     pub async fn step_masked(&mut self, batch: &Batch, slots: &[Slot]) -> Result<StepLog> {
         let (loss, mut g) = self.mlm_loss(batch, slots).await?;
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        let log = self.apply(loss, &mut g, &mut gc)?;
+        let log = self.apply(loss, &mut g, &mut gc, 0.0).await?;
         self.sync_gpu()?;
         Ok(log)
     }
@@ -641,15 +729,18 @@ impl Trainer {
             out.push(("cls.weight".into(), &mut self.cls.weight[..], &mut gc.w[..]));
             out.push(("cls.bias".into(), std::slice::from_mut(&mut self.cls.bias), std::slice::from_mut(&mut gc.b)));
         }
-        if let Some(gm) = g.model.as_mut() {
-            let (full, mlm) = (self.cfg.full, self.cfg.mlm_head || (self.cfg.full && self.cfg.objective == Objective::Mlm));
-            for ((name, p), (_, gt)) in self.model.tensors_mut().into_iter().zip(gm.tensors_mut()) {
-                let is_head = name.starts_with("mlm.");
-                let head_part = is_head && name != "mlm.bias" && name != "mlm.decoder";
-                let take = if is_head { mlm && (full || head_part) } else { full };
-                if take {
-                    out.push((name, &mut p.data[..], &mut gt.data[..]));
-                }
+        // Under full fine-tuning on the GPU the encoder's gradients stay there: its tensors come
+        // with empty gradients unless `g` holds them (read back for tests).
+        let (full, mlm) = (self.cfg.full, self.cfg.mlm_head || (self.cfg.full && self.cfg.objective == Objective::Mlm));
+        let mut gts: Vec<Option<&'a mut Tensor>> = g.model.as_mut().map(|gm| gm.tensors_mut().into_iter().map(|(_, t)| Some(t)).collect()).unwrap_or_default();
+        for (k, (name, p)) in self.model.tensors_mut().into_iter().enumerate() {
+            let is_head = name.starts_with("mlm.");
+            let head_part = is_head && name != "mlm.bias" && name != "mlm.decoder";
+            let take = if is_head { mlm && (full || head_part) } else { full };
+            match gts.get_mut(k).and_then(Option::take) {
+                Some(gt) if take => out.push((name, &mut p.data[..], &mut gt.data[..])),
+                None if take && !is_head => out.push((name, &mut p.data[..], &mut [][..])),
+                _ => {}
             }
         }
         out
@@ -663,17 +754,19 @@ impl Trainer {
     }
 
     /// Clips, checks for NaN/Inf (then nothing changes and [`Error::NonFinite`] says so), and
-    /// takes the AdamW step.
-    fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad) -> Result<StepLog> {
+    /// takes the AdamW step. `gpu_sumsq`: the sum of squares of the gradients that stayed on the
+    /// GPU (full fine-tuning there), whose tensors step there.
+    async fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, gpu_sumsq: f64) -> Result<StepLog> {
         let lr = self.cfg.optim.lr * self.lr_factor();
         let head_lr = self.cfg.head_lr.map_or(lr, |h| h * self.lr_factor());
         let step = self.step + 1;
         let (clip, oc) = (self.cfg.clip, self.cfg.optim);
+        let gpu_owns = self.gpu_owns_weights();
         let mut opt = std::mem::take(&mut self.opt);
         let mut params = self.params(g, gc);
-        let norm = {
-            let mut gs: Vec<&mut [f32]> = params.iter_mut().map(|(_, _, g)| &mut **g).collect();
-            optim::clip(&mut gs, clip)
+        let (norm, scale) = {
+            let mut gs: Vec<&mut [f32]> = params.iter_mut().filter(|(n, _, _)| !Self::steps_on_gpu(gpu_owns, n)).map(|(_, _, g)| &mut **g).collect();
+            optim::clip(&mut gs, clip, gpu_sumsq)
         };
         let bad = if !loss.is_finite() { Some("loss") } else if !norm.is_finite() { Some("gradient") } else { None };
         if let Some(what) = bad {
@@ -683,11 +776,19 @@ impl Trainer {
         }
         opt.begin();
         for (i, (name, p, g)) in params.iter_mut().enumerate() {
+            if Self::steps_on_gpu(gpu_owns, name) {
+                continue;
+            }
             let is_head = name.starts_with("cls.") || name.starts_with("mlm.");
             opt.update(i, p, g, &oc, if is_head { head_lr } else { lr });
         }
         drop(params);
+        let t = opt.step;
         self.opt = opt;
+        if let (true, Some(gpu)) = (gpu_owns, self.gpu.as_mut()) {
+            gpu.full_adamw(&oc, crate::gpu::ops::adamw::Step { t, lr, scale }).await?;
+            self.cpu_stale = true;
+        }
         self.step = step;
         Ok(StepLog { step, loss, grad_norm: norm, lr })
     }

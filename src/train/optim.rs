@@ -69,15 +69,18 @@ pub fn schedule(step: u64, warmup: u64, total: u64) -> f64 {
     }
 }
 
-/// Scales `grads` so that their global L2 norm is at most `max_norm` (no-op when `max_norm` is
-/// not positive). Returns the norm before clipping.
-pub fn clip(grads: &mut [&mut [f32]], max_norm: f64) -> f64 {
-    let norm = grads.iter().flat_map(|g| g.iter()).map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+/// Scales `grads` so that their global L2 norm — together with `extra_sumsq`, the sum of squares
+/// of gradients held elsewhere (on the GPU) — is at most `max_norm` (no clipping when `max_norm`
+/// is not positive). Returns the norm before clipping and the factor applied.
+pub fn clip(grads: &mut [&mut [f32]], max_norm: f64, extra_sumsq: f64) -> (f64, f64) {
+    let sumsq = grads.iter().flat_map(|g| g.iter()).map(|&x| x as f64 * x as f64).sum::<f64>() + extra_sumsq;
+    let norm = sumsq.sqrt();
     if max_norm > 0.0 && norm > max_norm {
-        let s = (max_norm / (norm + 1e-6)) as f32;
-        grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= s));
+        let s = max_norm / (norm + 1e-6);
+        grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= s as f32));
+        return (norm, s);
     }
-    norm
+    (norm, 1.0)
 }
 
 #[cfg(test)]
@@ -107,8 +110,12 @@ mod tests {
     #[test]
     fn clipping_bounds_the_global_norm() {
         let (mut a, mut b) = (vec![3.0f32], vec![4.0f32]);
-        let n = clip(&mut [&mut a, &mut b], 1.0);
-        assert!((n - 5.0).abs() < 1e-9);
+        let (n, s) = clip(&mut [&mut a, &mut b], 1.0, 0.0);
+        assert!((n - 5.0).abs() < 1e-9 && (s - 0.2).abs() < 1e-6);
         assert!(((a[0] * a[0] + b[0] * b[0]).sqrt() - 1.0).abs() < 1e-5);
+        // Gradients held elsewhere count towards the norm: 3² + 4² + 12² = 13².
+        let (mut a, mut b) = (vec![3.0f32], vec![4.0f32]);
+        let (n, s) = clip(&mut [&mut a, &mut b], 1.0, 144.0);
+        assert!((n - 13.0).abs() < 1e-9 && (s - 1.0 / 13.0).abs() < 1e-6 && (a[0] - 3.0 / 13.0).abs() < 1e-6);
     }
 }

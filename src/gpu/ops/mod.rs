@@ -1,5 +1,6 @@
 //! One file per GPU op: its WGSL (in `shaders/`) and the launcher that records its dispatch.
 
+pub mod adamw;
 pub mod attention;
 pub mod colsum;
 pub mod embed;
@@ -35,11 +36,13 @@ pub enum Kernel {
     AttentionBackwardKv,
     ColSum,
     EmbedBackward,
+    AdamW,
+    SumSq,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -55,6 +58,8 @@ impl Kernel {
         Kernel::AttentionBackwardKv,
         Kernel::ColSum,
         Kernel::EmbedBackward,
+        Kernel::AdamW,
+        Kernel::SumSq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +79,8 @@ impl Kernel {
             Kernel::AttentionBackwardKv => "attention_backward_kv",
             Kernel::ColSum => "colsum",
             Kernel::EmbedBackward => "embed_backward",
+            Kernel::AdamW => "adamw",
+            Kernel::SumSq => "sumsq",
         }
     }
 
@@ -100,6 +107,8 @@ impl Kernel {
             Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
             Kernel::ColSum => colsum::SOURCE,
             Kernel::EmbedBackward => embed::BACKWARD,
+            Kernel::AdamW => adamw::SOURCE,
+            Kernel::SumSq => adamw::SUMSQ,
         }
     }
 

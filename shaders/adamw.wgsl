@@ -1,0 +1,42 @@
+// One AdamW step (decoupled weight decay, as torch.optim.AdamW) on a weight tensor whose
+// gradient and moments sit at float offset g_off of the full-gradient layout:
+//   g = scale·grad (scale: the global-norm clip factor), m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g²,
+//   w = w·(1 − lr·wd) − lr·(m/bc1) / (√(v/bc2) + ε).
+// One invocation per element, in f32.
+
+struct Params {
+    n: u32,
+    g_off: u32,
+    _p0: u32,
+    _p1: u32,
+    lr: f32,
+    decay: f32,   // 1 − lr·wd
+    beta1: f32,
+    beta2: f32,
+    bc1: f32,     // 1 − β1^t
+    bc2: f32,     // 1 − β2^t
+    eps: f32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let k = p.g_off + i;
+    let g = p.scale * grad[k];
+    let mk = p.beta1 * m[k] + (1.0 - p.beta1) * g;
+    let vk = p.beta2 * v[k] + (1.0 - p.beta2) * g * g;
+    m[k] = mk;
+    v[k] = vk;
+    w[i] = w[i] * p.decay - p.lr * (mk / p.bc1) / (sqrt(vk / p.bc2) + p.eps);
+}

@@ -1,0 +1,71 @@
+//! The optimiser on the GPU (full fine-tuning): the AdamW step (shaders/adamw.wgsl) and the
+//! partial sums of squares behind the global gradient norm (shaders/sumsq.wgsl).
+use super::Kernel;
+use crate::gpu::context::{grid, Buf, Plan};
+use crate::train::AdamWConfig;
+
+pub(super) const SOURCE: &str = include_str!("../../../shaders/adamw.wgsl");
+pub(super) const SUMSQ: &str = include_str!("../../../shaders/sumsq.wgsl");
+
+/// Workgroups of the sum of squares: its partials are read back and added on the host.
+pub const SUMSQ_GROUPS: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    g_off: u32,
+    _p: [u32; 2],
+    lr: f32,
+    decay: f32,
+    beta1: f32,
+    beta2: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    scale: f32,
+}
+
+/// One AdamW step's settings: `t` is the 1-based step (bias correction), `scale` multiplies the
+/// gradients (the clip factor).
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub t: u64,
+    pub lr: f64,
+    pub scale: f64,
+}
+
+/// AdamW on the `n` floats of `w`; their gradients and moments are at `g_off` of `grads`, `m`
+/// and `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn record(plan: &mut Plan, w: &Buf, grads: &Buf, m: &Buf, v: &Buf, n: u32, g_off: u32, c: &AdamWConfig, s: Step) {
+    let t = s.t.min(i32::MAX as u64) as i32;
+    let p = Params {
+        n,
+        g_off,
+        _p: [0; 2],
+        lr: s.lr as f32,
+        decay: (1.0 - s.lr * c.weight_decay) as f32,
+        beta1: c.beta1 as f32,
+        beta2: c.beta2 as f32,
+        bc1: (1.0 - c.beta1.powi(t)) as f32,
+        bc2: (1.0 - c.beta2.powi(t)) as f32,
+        eps: c.eps as f32,
+        scale: s.scale as f32,
+    };
+    plan.dispatch(Kernel::AdamW, &p, &[w, grads, m, v], grid(n.div_ceil(256)));
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumSqParams {
+    n: u32,
+    stride: u32,
+    _p: [u32; 2],
+}
+
+/// `out[0..SUMSQ_GROUPS)` = partial sums of `x[i]²` over `x[0..n)`.
+pub fn record_sumsq(plan: &mut Plan, x: &Buf, out: &Buf, n: u32) {
+    let p = SumSqParams { n, stride: SUMSQ_GROUPS * 256, _p: [0; 2] };
+    plan.dispatch(Kernel::SumSq, &p, &[x, out], [SUMSQ_GROUPS, 1, 1]);
+}
