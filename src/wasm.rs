@@ -80,7 +80,7 @@ export interface TrainOptions {
   lr?: number; headLr?: number; weightDecay?: number; epochs?: number; batch?: number; depth?: number;
   seed?: number; clip?: number;
   /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
-   *  (default 0.1 with at least 10 lists, else none: then λ = 1/κ). */
+   *  (default 0.1; with fewer than 10 lists none is held out: then λ = 1/κ). */
   dev?: NBestList[]; devFraction?: number; patience?: number;
   /** Seconds for training: the run is cut to the steps that fit at the recent pace, with the
    *  learning-rate schedule fitted to them; the dev evaluation at the end is extra. */
@@ -335,7 +335,7 @@ impl Rescorer {
     /// Trains a LoRB adapter (LoRA pairs + CLS head, MWER or MWED) on n-best lists with
     /// references, on WebGPU when this rescorer uses it, one optimiser step at a time, through the
     /// same epoch loop as `lorb train`: lists held out for dev (`dev`, or a `devFraction` of the
-    /// lists, default 10% when there are at least 10) give the dev WER after each epoch, early
+    /// lists, default 10%, none below 10 lists) give the dev WER after each epoch, early
     /// stopping (`patience`) and λ tuned on a grid around 1/κ; without dev lists λ = 1/κ. The
     /// trained adapter is then merged for rescoring with that λ.
     /// `onProgress` gets `{type: "step", step, total, epoch, loss, gradNorm}` after each step and
@@ -353,7 +353,7 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "CancelToken | undefined")] cancel: JsValue,
     ) -> Result<JsValue, JsValue> {
         use crate::train::fit::{fit, FitOptions, Progress};
-        use crate::train::{hold_out, Objective, TrainConfig, Trainer};
+        use crate::train::{hold_out, holdout_count, Objective, TrainConfig, Trainer};
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
         let depth = num("depth", f64::INFINITY);
         let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
@@ -365,11 +365,11 @@ impl Rescorer {
         let dev = match get(&opts, "dev") {
             Some(d) => self.examples(d, "dev", depth)?,
             None => {
-                let fraction = num("devFraction", if examples.len() >= 10 { 0.1 } else { 0.0 });
+                let fraction = num("devFraction", 0.1);
                 if !(0.0..=0.5).contains(&fraction) {
                     return Err(js_error(Error::Input(format!("devFraction {fraction}: expected 0 to 0.5"))));
                 }
-                let n = (fraction * examples.len() as f64).round() as usize;
+                let n = holdout_count(examples.len(), fraction);
                 hold_out(&mut examples, n, seed)
             }
         };

@@ -319,8 +319,8 @@ async function train() {
   $("t-status").textContent = `training on ${examples.length} lists…`;
   $("t-status").dataset.state = "running";
   const opts = { epochs: Number($("t-epochs").value), lr: Number($("t-lr").value), kappa: Number($("t-kappa").value), batch: 4, depth };
-  // Hold lists out only when there are enough to spare (as the library does by default).
-  opts.devFraction = examples.length >= 10 ? Math.min(0.5, Math.max(0, Number($("t-dev").value) / 100)) : 0;
+  // The library holds none out below 10 lists.
+  opts.devFraction = Math.min(0.5, Math.max(0, Number($("t-dev").value) / 100));
   try {
     const r = await exclusive(() => rescorer.train(examples, opts, (p) => {
       if (p.type === "epoch") {

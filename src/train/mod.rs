@@ -176,6 +176,19 @@ fn token_groups(lists: &[&ListExample], budget: usize) -> Vec<std::ops::Range<us
     out
 }
 
+/// Fewer lists than this are all trained on: a `fraction` held out of them ([`holdout_count`])
+/// would be too few to measure a WER on, and missed by training.
+pub const MIN_LISTS_TO_HOLD_OUT: usize = 10;
+
+/// How many of `len` lists a dev `fraction` holds out: none below [`MIN_LISTS_TO_HOLD_OUT`].
+pub fn holdout_count(len: usize, fraction: f64) -> usize {
+    if len < MIN_LISTS_TO_HOLD_OUT {
+        0
+    } else {
+        (fraction * len as f64).round() as usize
+    }
+}
+
 /// Splits off `n` lists (at most half) chosen by a seeded shuffle, for early stopping and λ
 /// tuning; the rest stay in `lists` (shuffled).
 pub fn hold_out(lists: &mut Vec<ListExample>, n: usize, seed: u64) -> Vec<ListExample> {
@@ -854,4 +867,17 @@ pub fn init_mlm_head(model: &mut Model, seed: u64) {
         decoder: None,
         bias: Tensor::zeros(vec![v]),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dev_fraction_holds_out_lists_only_from_ten() {
+        assert_eq!(holdout_count(9, 0.5), 0);
+        assert_eq!(holdout_count(10, 0.1), 1);
+        assert_eq!(holdout_count(25, 0.1), 3);
+        assert_eq!(holdout_count(100, 0.0), 0);
+    }
 }
