@@ -1,7 +1,7 @@
 #!/bin/bash
 # On a GPU machine (see pack.sh): training-step timings, then LoRB trainings at full n-best depth
 # on all dev lists side by side on the GPU, each given TL seconds, testing on test_clean.
-# Results: $OUT/bench_train.json, $OUT/results.tgz (adapters, train logs, stderr), $OUT/run.log.
+# Results: $OUT/bench_train.json (one list per step), $OUT/bench_train_b8.json (8), $OUT/results.tgz (adapters, train logs, stderr), $OUT/run.log.
 # Device: run `bash scripts/device/run.sh 2>&1 | tee $OUT/run.log` with carry [".gl", "devrun"].
 # Local dry run (tiny, CPU): OUT=/tmp/o QUICK=1 BACKEND=cpu bash scripts/device/run.sh
 set -u
@@ -32,6 +32,8 @@ snap() { tar czf $OUT/results.tgz -C $R out logs 2>/dev/null; }
 E=$R/data/espnet-30best; B=$R/data/blstm-100best
 # 1. Training step timings, alone on the machine: LoRA, head-only and full fine-tuning on the GPU and on the CPU cores.
 timeout 90 $R/lorb bench --train --backend gpu --nbest $E-dev_clean.jsonl --lists ${BLISTS:-6} --json > $OUT/bench_train.json 2> $R/logs/bench_train.err
+# The same with the 8 lists of a step batched into one forward and backward (as training runs).
+timeout 150 $R/lorb bench --train --backend gpu --batch 8 --nbest $E-dev_clean.jsonl --lists ${B8LISTS:-9} --json > $OUT/bench_train_b8.json 2> $R/logs/bench_train_b8.err
 echo "bench $(( $(date +%s) - T0 )) s"
 
 # 2. Trainings side by side on the GPU (RUNS picks them), each with TL seconds of training.

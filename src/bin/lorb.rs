@@ -766,8 +766,10 @@ mod cli {
         let mut out = serde_json::Map::new();
         let per = a.batch.max(1);
         let timed: Vec<&lorb::train::ListExample> = ex[1..].iter().collect();
+        // Warm-up: a step of the timed size (its buffers and tape are then allocated).
+        let warm: Vec<&lorb::train::ListExample> = std::iter::once(&ex[0]).chain(timed.iter().copied()).take(per).collect();
         for (name, mut t) in modes {
-            pollster::block_on(t.step_lists(&[&ex[0]]))?; // warm-up
+            pollster::block_on(t.step_lists(&warm))?;
             let t0 = Instant::now();
             let mut steps = 0;
             for step in timed.chunks(per) {
