@@ -124,8 +124,107 @@ impl EvalSet {
     }
 }
 
+/// The first pass re-weighted on dev ([`tune_first_pass`]).
+#[derive(Debug, Clone)]
+pub struct FirstPassTuning {
+    pub first_pass: FirstPass,
+    /// λ tuned with it.
+    pub weight: f64,
+    pub wer: f64,
+    /// WER with the given first pass and its best λ.
+    pub start_wer: f64,
+}
+
+/// Tunes the coefficients of the first-pass terms named in `free` (e.g. `lm` in
+/// `0.6*decoder+0.4*ctc+0.6*lm`) jointly with λ on `grid`, on the lists' references: coordinate
+/// descent, each round trying every free coefficient at `c + d·max(|c|, 0.1)` for d from −¾ to 2
+/// with λ re-tuned each time, keeping a change only when it lowers the WER, until a round changes
+/// nothing (at most 8 rounds); then the same with steps a quarter as large. `s2` holds the second-pass scores of each list (zeros to tune the
+/// first pass alone). Lists without a reference are skipped.
+pub fn tune_first_pass(lists: &[NBest], fp: &FirstPass, free: &[String], s2: Vec<Vec<f64>>, grid: &[f64]) -> Result<FirstPassTuning> {
+    for name in free {
+        if !fp.terms.iter().any(|(_, n)| n == name) {
+            return Err(crate::Error::Input(format!("--tune-s1 {name:?}: not a term of the first pass {fp}")));
+        }
+    }
+    let kept: Vec<(&NBest, Vec<f64>)> = lists.iter().zip(s2).filter(|(nb, _)| nb.reference.is_some()).collect();
+    // Each hypothesis's term values, by list.
+    let values: Vec<Vec<Vec<f64>>> = kept
+        .iter()
+        .map(|(nb, _)| nb.hyps.iter().map(|h| fp.terms.iter().map(|(_, n)| FirstPass { terms: vec![(1.0, n.clone())] }.eval(h)).collect::<Result<Vec<f64>>>()).collect::<Result<_>>())
+        .collect::<Result<_>>()?;
+    let s1_of = |c: &[f64]| -> Vec<Vec<f64>> { values.iter().map(|l| l.iter().map(|v| v.iter().zip(c).map(|(x, k)| x * k).sum()).collect()).collect() };
+    let mut coefs: Vec<f64> = fp.terms.iter().map(|(c, _)| *c).collect();
+    let owned: Vec<NBest> = kept.iter().map(|(nb, _)| (*nb).clone()).collect();
+    let mut set = EvalSet::new(&owned, s1_of(&coefs), kept.into_iter().map(|(_, s)| s).collect());
+    let best_at = |set: &mut EvalSet, c: &[f64]| {
+        set.s1 = s1_of(c);
+        let (curve, w) = set.tune(grid);
+        (w, curve.iter().find(|(x, _)| *x == w).map_or(f64::INFINITY, |p| p.1))
+    };
+    let (mut weight, start_wer) = best_at(&mut set, &coefs);
+    let mut wer = start_wer;
+    let free_idx: Vec<usize> = fp.terms.iter().enumerate().filter(|(_, (_, n))| free.contains(n)).map(|(i, _)| i).collect();
+    // Coarse steps first (WER is piecewise constant: small steps alone stall on plateaus), then
+    // fine ones.
+    for scale in [1.0, 0.25] {
+        for _round in 0..8 {
+            let mut changed = false;
+            for &i in &free_idx {
+                let step = scale * coefs[i].abs().max(0.1);
+                for d in [-0.75, -0.5, -0.25, -0.1, 0.1, 0.25, 0.5, 1.0, 2.0] {
+                    let mut c = coefs.clone();
+                    c[i] += d * step;
+                    let (w, e) = best_at(&mut set, &c);
+                    if e < wer - 1e-12 {
+                        (coefs, weight, wer, changed) = (c, w, e, true);
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+    let terms = fp.terms.iter().zip(&coefs).map(|((_, n), &c)| ((c * 1e6).round() / 1e6, n.clone())).collect();
+    Ok(FirstPassTuning { first_pass: FirstPass { terms }, weight, wer, start_wer })
+}
+
 /// `lo, lo+step, …, hi`
 pub fn grid(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     let n = ((hi - lo) / step).round().max(0.0) as usize;
     (0..=n).map(|i| lo + step * i as f64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nbest::Hypothesis;
+
+    fn hyp(text: &str, am: f64, lm: f64) -> Hypothesis {
+        let fields = [("am".to_string(), serde_json::json!(am)), ("lm".to_string(), serde_json::json!(lm))].into_iter().collect();
+        Hypothesis { text: text.into(), score: am + lm, fields }
+    }
+
+    /// Lists where the acoustic score prefers a wrong hypothesis by 1 and the LM prefers the
+    /// right one by 0.4: the LM weight must exceed 2.5 for the right ones to win.
+    #[test]
+    fn first_pass_weights_are_tuned_with_lambda() {
+        let lists: Vec<NBest> = (0..4)
+            .map(|i| NBest { utt: format!("u{i}"), reference: Some("a b c".into()), hyps: vec![hyp("a b x", -1.0, -2.4), hyp("a b c", -2.0, -2.0)] })
+            .collect();
+        let fp: FirstPass = "1*am+1*lm".parse().unwrap();
+        let zeros: Vec<Vec<f64>> = lists.iter().map(|l| vec![0.0; l.hyps.len()]).collect();
+        let t = tune_first_pass(&lists, &fp, &["lm".into()], zeros, &[0.0]).unwrap();
+        assert!((t.start_wer - 100.0 / 3.0).abs() < 1e-9 && t.wer == 0.0, "{t:?}");
+        let lm = t.first_pass.terms[1].0;
+        assert!(lm > 2.5 && t.first_pass.terms[0].0 == 1.0, "{t:?}");
+        let back: FirstPass = t.first_pass.to_string().parse().unwrap();
+        assert_eq!(back, t.first_pass);
+        // An s2 that already fixes the ranking leaves the first pass as it is.
+        let s2: Vec<Vec<f64>> = lists.iter().map(|_| vec![0.0, 2.0]).collect();
+        let t = tune_first_pass(&lists, &fp, &["lm".into()], s2, &[0.0, 1.0]).unwrap();
+        assert_eq!((t.start_wer, t.wer, t.weight, t.first_pass.clone()), (0.0, 0.0, 1.0, fp.clone()));
+        assert!(tune_first_pass(&lists, &fp, &["ctc".into()], vec![], &[0.0]).is_err());
+    }
 }

@@ -277,9 +277,13 @@ mod cli {
     struct TuneArgs {
         #[command(flatten)]
         list: ListArgs,
-        /// λ grid as LO:HI:STEP
+        /// λ grid as LO:HI:STEP (0:0:1 tunes the first pass alone, with no model loaded)
         #[arg(long, default_value = "0:1:0.05")]
         grid: String,
+        /// Also tune these terms' coefficients of the --s1 expression (comma-separated, e.g.
+        /// "lm" or "lm,ctc") jointly with λ, by coordinate descent on the dev WER
+        #[arg(long, value_delimiter = ',')]
+        tune_s1: Vec<String>,
     }
 
     #[derive(Args)]
@@ -648,10 +652,25 @@ mod cli {
 
     fn tune(a: TuneArgs) -> Result<()> {
         let g = parse_grid(&a.grid)?;
-        let l = &with_default_adapter(a.list);
+        let first_pass_only = g.iter().all(|&w| w == 0.0);
+        let l = &with_default_adapter(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list });
         let lists = list_inputs(l)?;
-        let mut scorer = load(&l.m)?;
-        let s2 = second_pass(&mut scorer, &lists, l.m.method)?;
+        let s2 = if first_pass_only {
+            lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect()
+        } else {
+            let mut scorer = load(&l.m)?;
+            second_pass(&mut scorer, &lists, l.m.method)?
+        };
+        if !a.tune_s1.is_empty() {
+            let t = lorb::rescore::tune_first_pass(&lists, &l.s1, &a.tune_s1, s2, &g)?;
+            if l.json {
+                println!("{}", json!({"s1": t.first_pass.to_string(), "weight": t.weight, "dev_wer": t.wer, "given_s1": l.s1.to_string(), "given_s1_dev_wer": t.start_wer}));
+            } else {
+                println!("given  --s1 {:?}: dev WER {:.3}% at its best λ", l.s1.to_string(), t.start_wer);
+                println!("chosen --s1 {:?} --weight {}: dev WER {:.3}%", t.first_pass.to_string(), t.weight, t.wer);
+            }
+            return Ok(());
+        }
         let set = EvalSet::new(&lists, s1_all(&lists, &l.s1)?, s2);
         let (curve, best) = set.tune(&g);
         let r = set.report(best);
