@@ -433,9 +433,16 @@ fn gpu_full_fine_tuning_clips_stops_and_resumes() {
         assert!(a.grad_norm > 10.0 * full.clip, "the clip binds (norm {})", a.grad_norm);
         assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0) && (a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "step {step}: GPU {b:?} vs CPU {a:?}");
     }
+    // A run moved to the GPU after a CPU step takes its weights and AdamW moments along.
+    let mut mixed = trainer("roberta", &f, full.clone(), false);
+    common::block(mixed.step_lists(&refs)).unwrap();
+    common::block(mixed.use_gpu(gpu(&mixed.model).unwrap())).unwrap();
+    common::block(mixed.step_lists(&refs)).unwrap();
     let (lc, _) = common::block(cpu.loss_and_grads(&refs)).unwrap();
-    let (lg, _) = common::block(g.loss_and_grads(&refs)).unwrap();
-    assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1.0), "after two clipped steps: GPU loss {lg} vs CPU {lc}");
+    for (what, t) in [("GPU", &mut g), ("CPU then GPU", &mut mixed)] {
+        let (lg, _) = common::block(t.loss_and_grads(&refs)).unwrap();
+        assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1.0), "after two clipped steps: {what} loss {lg} vs CPU {lc}");
+    }
 
     let before = common::block(g.named_params()).unwrap();
     let mut bad = base.clone();

@@ -301,7 +301,6 @@ impl Trainer {
                 return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
             }
             gpu.enable_full_grads(&self.full_layout())?;
-            gpu.update_weights(&self.model)?;
         }
         let mut pairs_only = self.lora.clone().unwrap_or_else(|| Adapter::heads_only(&self.model.config));
         pairs_only.cls_head = None;
@@ -311,7 +310,8 @@ impl Trainer {
             gpu.update_mlm_head(h)?;
         }
         self.gpu = Some(gpu);
-        Ok(())
+        // Full fine-tuning: the weights and any moments of steps taken so far move to the GPU.
+        self.push_gpu()
     }
 
     /// Where the encoder runs: "gpu (adapter name)" or "cpu".
