@@ -511,6 +511,60 @@ fn gpu_trajectory_reproduces_pytorch() {
     }
 }
 
+/// `lorb train --tune-s1` re-weights first-pass terms with λ on dev; train_log.json keeps the
+/// chosen expression and `lorb eval --adapter` uses it.
+#[test]
+fn train_cli_tunes_the_first_pass_and_eval_uses_it() {
+    let sample = common::root().join("www/sample/librispeech-blstm-dev_clean-20.jsonl");
+    // A second first-pass term: a word-count bonus, which the sample's lists do not carry.
+    let dir = tmp("lorb-tune-s1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lists = dir.join("lists.jsonl");
+    let mut out = String::new();
+    for line in std::fs::read_to_string(&sample).unwrap().lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        for h in v["hyps"].as_array_mut().unwrap() {
+            let words = h["text"].as_str().unwrap().split_whitespace().count();
+            h["len"] = serde_json::json!(words as f64);
+        }
+        out += &format!("{v}\n");
+    }
+    std::fs::write(&lists, out).unwrap();
+    let model = fixture_dir("bert");
+    let adapter = dir.join("adapter");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+        .args(["train", "--train"])
+        .arg(&lists)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&adapter)
+        .args(["--backend", "cpu", "--truncate", "--depth", "6", "--holdout", "8", "--epochs", "1", "--batch", "4", "--lr", "1e-2", "--kappa", "0.5"])
+        .args(["--s1", "1*score+0*len", "--tune-s1", "len", "--json"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let log: Value = serde_json::from_slice(&std::fs::read(adapter.join("train_log.json")).unwrap()).unwrap();
+    let t = &log["s1_tuning"];
+    assert_eq!(t["given_s1"], "1*score+0*len");
+    assert!(t["dev_wer"].as_f64().unwrap() <= t["given_s1_dev_wer"].as_f64().unwrap(), "{t}");
+    let s1: lorb::nbest::FirstPass = log["s1"].as_str().unwrap().parse().unwrap();
+    assert_eq!(s1.terms.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["score", "len"]);
+    assert_eq!(s1.terms[0].0, 1.0, "only the tuned term moves");
+    let eval = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
+        .args(["eval", "--json", "--backend", "cpu", "--truncate", "--nbest"])
+        .arg(&lists)
+        .arg("--model")
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&adapter)
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let e: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!((&e["s1"], &e["weight"]), (&log["s1"], &log["weight"]), "eval takes --s1 and λ from train_log.json");
+}
+
 /// `lorb train` on a fixture model and the bundled sample, on the CPU and (when there is one) the
 /// GPU: it writes a PEFT adapter and a log, and `lorb eval --adapter` uses the λ tuned on dev.
 #[test]

@@ -81,6 +81,11 @@ mod cli {
         depth: Option<usize>,
         #[arg(long, default_value = "score")]
         s1: FirstPass,
+        /// After training, also tune these terms' coefficients of --s1 (comma-separated, e.g.
+        /// "lm") jointly with λ on the dev lists; train_log.json keeps the chosen --s1, which
+        /// eval, rescore and tune then use
+        #[arg(long, value_delimiter = ',')]
+        tune_s1: Vec<String>,
         /// Output adapter folder (PEFT format) with train_log.json
         #[arg(long)]
         out: PathBuf,
@@ -254,9 +259,10 @@ mod cli {
         /// Weight λ of s2 in s1 + λ·s2 (default: the λ tuned with the head, else 1)
         #[arg(long)]
         weight: Option<f64>,
-        /// First-pass score s1 as a weighted sum of fields, e.g. "0.6*decoder+0.4*ctc"
-        #[arg(long, default_value = "score")]
-        s1: FirstPass,
+        /// First-pass score s1 as a weighted sum of fields, e.g. "0.6*decoder+0.4*ctc" (default:
+        /// the one the adapter was tuned with, its train_log.json, else "score")
+        #[arg(long)]
+        s1: Option<FirstPass>,
         /// Use only the first N utterances
         #[arg(long)]
         limit: Option<usize>,
@@ -394,6 +400,21 @@ mod cli {
             }
         }
         1.0
+    }
+
+    /// s1: given, else the one tuned with the adapter (its train_log.json "s1"), else `score`.
+    fn first_pass(a: &ListArgs) -> Result<FirstPass> {
+        if let Some(s) = &a.s1 {
+            return Ok(s.clone());
+        }
+        let logged = adapter_dir(&a.m)
+            .and_then(|d| std::fs::read(d.join("train_log.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["s1"].as_str().map(str::to_string));
+        match logged {
+            Some(e) => e.parse(),
+            None => Ok(FirstPass::default()),
+        }
     }
 
     fn load(m: &ModelArgs) -> Result<Scorer> {
@@ -594,7 +615,7 @@ mod cli {
         let lists = list_inputs(&a)?;
         let mut scorer = load(&a.m)?;
         let s2 = second_pass(&mut scorer, &lists, a.m.method)?;
-        let s1 = s1_all(&lists, &a.s1)?;
+        let s1 = s1_all(&lists, &first_pass(&a)?)?;
         let mut w: Box<dyn Write> = match &a.out {
             Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?),
             None => Box::new(std::io::stdout().lock()),
@@ -611,7 +632,7 @@ mod cli {
         let t0 = Instant::now();
         let a = with_default_adapter(a);
         let lists = list_inputs(&a)?;
-        let s1 = s1_all(&lists, &a.s1)?;
+        let s1 = s1_all(&lists, &first_pass(&a)?)?;
         let w = weight(&a);
         // λ = 0 needs no model: the first pass alone decides.
         let (s2, backend) = if w == 0.0 {
@@ -631,10 +652,11 @@ mod cli {
             v["nbest"] = json!(a.nbest.display().to_string());
             v["adapter"] = json!(a.m.adapter.as_ref().map(|p| p.display().to_string()));
             v["depth"] = json!(lists.iter().map(|nb| nb.hyps.len()).max());
+            v["s1"] = json!(first_pass(&a)?.to_string());
             println!("{v}");
         } else {
             println!("{} utterances, {} words ({})", r.utterances, r.words, a.nbest.display());
-            println!("first-pass WER  {:.2}%", r.first_pass_wer);
+            println!("first-pass WER  {:.2}%  (s1 = {})", r.first_pass_wer, first_pass(&a)?);
             println!("rescored WER    {:.2}%  (λ = {}, {:?}, {backend})", r.rescored_wer, r.weight, a.m.method);
             println!("oracle WER      {:.2}%", r.oracle_wer);
             println!("{secs:.1} s");
@@ -662,16 +684,17 @@ mod cli {
             second_pass(&mut scorer, &lists, l.m.method)?
         };
         if !a.tune_s1.is_empty() {
-            let t = lorb::rescore::tune_first_pass(&lists, &l.s1, &a.tune_s1, s2, &g)?;
+            let fp = first_pass(l)?;
+            let t = lorb::rescore::tune_first_pass(&lists, &fp, &a.tune_s1, s2, &g)?;
             if l.json {
-                println!("{}", json!({"s1": t.first_pass.to_string(), "weight": t.weight, "dev_wer": t.wer, "given_s1": l.s1.to_string(), "given_s1_dev_wer": t.start_wer}));
+                println!("{}", json!({"s1": t.first_pass.to_string(), "weight": t.weight, "dev_wer": t.wer, "given_s1": fp.to_string(), "given_s1_dev_wer": t.start_wer}));
             } else {
-                println!("given  --s1 {:?}: dev WER {:.3}% at its best λ", l.s1.to_string(), t.start_wer);
+                println!("given  --s1 {:?}: dev WER {:.3}% at its best λ", fp.to_string(), t.start_wer);
                 println!("chosen --s1 {:?} --weight {}: dev WER {:.3}%", t.first_pass.to_string(), t.weight, t.wer);
             }
             return Ok(());
         }
-        let set = EvalSet::new(&lists, s1_all(&lists, &l.s1)?, s2);
+        let set = EvalSet::new(&lists, s1_all(&lists, &first_pass(l)?)?, s2);
         let (curve, best) = set.tune(&g);
         let r = set.report(best);
         if l.json {
@@ -1043,9 +1066,17 @@ mod cli {
                 eprintln!("lorb: teacher PLL of {} lists from the cache", cache.hits);
             }
         }
-        if a.dev.is_none() {
-            dev_ex = lorb::train::hold_out(&mut train_ex, a.holdout, a.seed);
-        }
+        // The dev lists' n-best entries go along (their first-pass terms, for --tune-s1).
+        let dev_nb: Vec<NBest> = if a.dev.is_none() {
+            let mut pairs: Vec<(lorb::train::ListExample, usize)> = std::mem::take(&mut train_ex).into_iter().zip(0..).collect();
+            let held = lorb::train::hold_out(&mut pairs, a.holdout, a.seed);
+            train_ex = pairs.into_iter().map(|p| p.0).collect();
+            let (ex, idx): (Vec<_>, Vec<usize>) = held.into_iter().unzip();
+            dev_ex = ex;
+            idx.into_iter().map(|i| lists[i].clone()).collect()
+        } else {
+            dev_lists
+        };
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
         let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
@@ -1101,8 +1132,20 @@ mod cli {
         } else {
             trainer.adapter()?.save_dir(&a.out)?;
         }
+        // The first pass re-weighted with λ on dev (--tune-s1), at the lists' training depth.
+        let (mut s1, mut weight, mut s1_tuning) = (a.s1.clone(), report.weight, serde_json::Value::Null);
+        if !a.tune_s1.is_empty() && !dev_ex.is_empty() {
+            let s2 = pollster::block_on(trainer.scores_many(&dev_ex.iter().collect::<Vec<_>>()))?;
+            let cut: Vec<NBest> = dev_nb.iter().zip(&dev_ex).map(|(nb, ex)| NBest { hyps: nb.hyps[..ex.s1.len()].to_vec(), ..nb.clone() }).collect();
+            let t = lorb::rescore::tune_first_pass(&cut, &a.s1, &a.tune_s1, s2, &lorb::train::fit::grid(1.0 / a.kappa))?;
+            eprintln!("lorb: first pass re-weighted on dev: --s1 {:?} --weight {} (dev WER {:.3}%; {:.3}% with the given --s1)", t.first_pass.to_string(), t.weight, t.wer, t.start_wer);
+            s1_tuning = json!({"given_s1": a.s1.to_string(), "given_s1_dev_wer": t.start_wer, "dev_wer": t.wer, "terms": a.tune_s1});
+            (s1, weight) = (t.first_pass, t.weight);
+        }
         let mut log = json!({
-            "weight": report.weight,
+            "weight": weight,
+            "s1": s1.to_string(),
+            "s1_tuning": s1_tuning,
             "kappa": a.kappa,
             "objective": a.objective,
             "model": model_dir(&a.m).display().to_string(),
@@ -1128,16 +1171,26 @@ mod cli {
         write_log(&log)?;
         let test = match &a.test {
             Some(p) => {
-                let ex = examples(&scorer, &read_lists(p, a.eval_limit)?, &a.s1, a.depth)?;
+                let test_lists = read_lists(p, a.eval_limit)?;
+                let ex = examples(&scorer, &test_lists, &s1, a.depth)?;
                 let s2 = pollster::block_on(trainer.scores_many(&ex.iter().collect::<Vec<_>>()))?;
                 let zero: Vec<Vec<f64>> = ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
-                Some(json!({
+                let mut t = json!({
                     "file": p.display().to_string(),
                     "utterances": ex.len(),
                     "first_pass_wer": lorb::train::fit::wer_of(&ex, &zero, 0.0),
-                    "wer": lorb::train::fit::wer_of(&ex, &s2, report.weight),
-                    "weight": report.weight,
-                }))
+                    "wer": lorb::train::fit::wer_of(&ex, &s2, weight),
+                    "weight": weight,
+                });
+                if s1 != a.s1 {
+                    // The first pass as given, and the rescorer with the given --s1 and fit's λ.
+                    let given = examples(&scorer, &test_lists, &a.s1, a.depth)?;
+                    t["first_pass_wer_tuned_s1"] = t["first_pass_wer"].clone();
+                    t["first_pass_wer"] = json!(lorb::train::fit::wer_of(&given, &zero, 0.0));
+                    t["wer_given_s1"] = json!(lorb::train::fit::wer_of(&given, &s2, report.weight));
+                    t["s1"] = json!(s1.to_string());
+                }
+                Some(t)
             }
             None => None,
         };

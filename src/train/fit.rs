@@ -186,7 +186,7 @@ impl<F: Fn() -> bool> Cancel for F {
 }
 
 /// The λ grid around `λ0 = 1/κ` (0 keeps the first pass).
-fn grid(lambda0: f64) -> Vec<f64> {
+pub fn grid(lambda0: f64) -> Vec<f64> {
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
 }
 

@@ -191,7 +191,7 @@ pub fn holdout_count(len: usize, fraction: f64) -> usize {
 
 /// Splits off `n` lists (at most half) chosen by a seeded shuffle, for early stopping and λ
 /// tuning; the rest stay in `lists` (shuffled).
-pub fn hold_out(lists: &mut Vec<ListExample>, n: usize, seed: u64) -> Vec<ListExample> {
+pub fn hold_out<T>(lists: &mut Vec<T>, n: usize, seed: u64) -> Vec<T> {
     let mut rng = Rng::new(seed ^ 0xd1b5);
     rng.shuffle(lists);
     let n = n.min(lists.len() / 2);
