@@ -153,14 +153,19 @@ impl std::str::FromStr for FirstPass {
     }
 }
 
-/// The expression back as text, e.g. `0.6*decoder+0.4*ctc+0.9*lm` (parses to the same terms).
+/// The expression back as text, e.g. `0.6*decoder+0.4*ctc+0.9*lm` or `score` (parses to the same
+/// terms).
 impl std::fmt::Display for FirstPass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, (c, n)) in self.terms.iter().enumerate() {
             if i > 0 {
                 f.write_str("+")?;
             }
-            write!(f, "{c}*{n}")?;
+            if *c == 1.0 {
+                f.write_str(n)?;
+            } else {
+                write!(f, "{c}*{n}")?;
+            }
         }
         Ok(())
     }

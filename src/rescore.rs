@@ -221,6 +221,8 @@ mod tests {
         assert!(lm > 2.5 && t.first_pass.terms[0].0 == 1.0, "{t:?}");
         let back: FirstPass = t.first_pass.to_string().parse().unwrap();
         assert_eq!(back, t.first_pass);
+        let neg: FirstPass = "score-0.5*lm".parse().unwrap();
+        assert_eq!((neg.to_string().parse::<FirstPass>().unwrap(), neg.to_string()), (neg.clone(), "score+-0.5*lm".to_string()));
         // An s2 that already fixes the ranking leaves the first pass as it is.
         let s2: Vec<Vec<f64>> = lists.iter().map(|_| vec![0.0, 2.0]).collect();
         let t = tune_first_pass(&lists, &fp, &["lm".into()], s2, &[0.0, 1.0]).unwrap();

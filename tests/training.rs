@@ -546,7 +546,7 @@ fn train_cli_tunes_the_first_pass_and_eval_uses_it() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let log: Value = serde_json::from_slice(&std::fs::read(adapter.join("train_log.json")).unwrap()).unwrap();
     let t = &log["s1_tuning"];
-    assert_eq!(t["given_s1"], "1*score+0*len");
+    assert_eq!(t["given_s1"], "score+0*len");
     assert!(t["dev_wer"].as_f64().unwrap() <= t["given_s1_dev_wer"].as_f64().unwrap(), "{t}");
     let s1: lorb::nbest::FirstPass = log["s1"].as_str().unwrap().parse().unwrap();
     assert_eq!(s1.terms.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["score", "len"]);
