@@ -173,10 +173,11 @@ impl std::fmt::Display for FirstPass {
 
 impl FirstPass {
     pub fn eval(&self, h: &Hypothesis) -> Result<f64> {
-        let mut s = 0.0;
-        for (c, n) in &self.terms {
-            s += c * h.field(n).ok_or_else(|| Error::Input(format!("hypothesis has no numeric field {n:?}")))?;
-        }
-        Ok(s)
+        Ok(self.terms.iter().zip(self.values(h)?).map(|((c, _), x)| c * x).sum())
+    }
+
+    /// Each term's field value for `h` (unweighted), in the order of `terms`.
+    pub fn values(&self, h: &Hypothesis) -> Result<Vec<f64>> {
+        self.terms.iter().map(|(_, n)| h.field(n).ok_or_else(|| Error::Input(format!("hypothesis has no numeric field {n:?}")))).collect()
     }
 }

@@ -151,7 +151,7 @@ pub fn tune_first_pass(lists: &[NBest], fp: &FirstPass, free: &[String], s2: Vec
     // Each hypothesis's term values, by list.
     let values: Vec<Vec<Vec<f64>>> = kept
         .iter()
-        .map(|(nb, _)| nb.hyps.iter().map(|h| fp.terms.iter().map(|(_, n)| FirstPass { terms: vec![(1.0, n.clone())] }.eval(h)).collect::<Result<Vec<f64>>>()).collect::<Result<_>>())
+        .map(|(nb, _)| nb.hyps.iter().map(|h| fp.values(h)).collect::<Result<_>>())
         .collect::<Result<_>>()?;
     let s1_of = |c: &[f64]| -> Vec<Vec<f64>> { values.iter().map(|l| l.iter().map(|v| v.iter().zip(c).map(|(x, k)| x * k).sum()).collect()).collect() };
     let mut coefs: Vec<f64> = fp.terms.iter().map(|(c, _)| *c).collect();

@@ -373,6 +373,12 @@ mod cli {
         m.adapter.clone()
     }
 
+    /// The adapter's train_log.json (what it was tuned with: λ, depth, s1), when there is one.
+    fn adapter_log(m: &ModelArgs) -> Option<serde_json::Value> {
+        let b = std::fs::read(adapter_dir(m)?.join("train_log.json")).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
     /// The head file in use: --head, else the model folder's cls_head.safetensors.
     fn head_path(m: &ModelArgs) -> PathBuf {
         m.head.clone().unwrap_or_else(|| model_dir(m).join("cls_head.safetensors"))
@@ -384,12 +390,8 @@ mod cli {
         if let Some(w) = a.weight {
             return w;
         }
-        if let Some(dir) = adapter_dir(&a.m) {
-            if let Ok(b) = std::fs::read(dir.join("train_log.json")) {
-                if let Some(w) = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["weight"].as_f64()) {
-                    return w;
-                }
-            }
+        if let Some(w) = adapter_log(&a.m).and_then(|v| v["weight"].as_f64()) {
+            return w;
         }
         if a.m.method == Method::Cls {
             let side = head_path(&a.m).with_extension("json");
@@ -407,11 +409,7 @@ mod cli {
         if let Some(s) = &a.s1 {
             return Ok(s.clone());
         }
-        let logged = adapter_dir(&a.m)
-            .and_then(|d| std::fs::read(d.join("train_log.json")).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["s1"].as_str().map(str::to_string));
-        match logged {
+        match adapter_log(&a.m).and_then(|v| v["s1"].as_str().map(str::to_string)) {
             Some(e) => e.parse(),
             None => Ok(FirstPass::default()),
         }
@@ -597,11 +595,7 @@ mod cli {
     /// trained at (its train_log.json): train, tune and test at one depth.
     fn list_inputs(a: &ListArgs) -> Result<Vec<NBest>> {
         let mut lists = read_lists(&a.nbest, a.limit)?;
-        let trained = adapter_dir(&a.m)
-            .and_then(|d| std::fs::read(d.join("train_log.json")).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["depth"].as_u64())
-            .map(|d| d as usize);
+        let trained = adapter_log(&a.m).and_then(|v| v["depth"].as_u64()).map(|d| d as usize);
         if let Some(k) = a.depth.or(trained) {
             for nb in &mut lists {
                 nb.hyps.truncate(k.max(1));
@@ -632,7 +626,8 @@ mod cli {
         let t0 = Instant::now();
         let a = with_default_adapter(a);
         let lists = list_inputs(&a)?;
-        let s1 = s1_all(&lists, &first_pass(&a)?)?;
+        let fp = first_pass(&a)?;
+        let s1 = s1_all(&lists, &fp)?;
         let w = weight(&a);
         // λ = 0 needs no model: the first pass alone decides.
         let (s2, backend) = if w == 0.0 {
@@ -652,11 +647,11 @@ mod cli {
             v["nbest"] = json!(a.nbest.display().to_string());
             v["adapter"] = json!(a.m.adapter.as_ref().map(|p| p.display().to_string()));
             v["depth"] = json!(lists.iter().map(|nb| nb.hyps.len()).max());
-            v["s1"] = json!(first_pass(&a)?.to_string());
+            v["s1"] = json!(fp.to_string());
             println!("{v}");
         } else {
             println!("{} utterances, {} words ({})", r.utterances, r.words, a.nbest.display());
-            println!("first-pass WER  {:.2}%  (s1 = {})", r.first_pass_wer, first_pass(&a)?);
+            println!("first-pass WER  {:.2}%  (s1 = {fp})", r.first_pass_wer);
             println!("rescored WER    {:.2}%  (λ = {}, {:?}, {backend})", r.rescored_wer, r.weight, a.m.method);
             println!("oracle WER      {:.2}%", r.oracle_wer);
             println!("{secs:.1} s");
@@ -683,8 +678,8 @@ mod cli {
             let mut scorer = load(&l.m)?;
             second_pass(&mut scorer, &lists, l.m.method)?
         };
+        let fp = first_pass(l)?;
         if !a.tune_s1.is_empty() {
-            let fp = first_pass(l)?;
             let t = lorb::rescore::tune_first_pass(&lists, &fp, &a.tune_s1, s2, &g)?;
             if l.json {
                 println!("{}", json!({"s1": t.first_pass.to_string(), "weight": t.weight, "dev_wer": t.wer, "given_s1": fp.to_string(), "given_s1_dev_wer": t.start_wer}));
@@ -694,7 +689,7 @@ mod cli {
             }
             return Ok(());
         }
-        let set = EvalSet::new(&lists, s1_all(&lists, &first_pass(l)?)?, s2);
+        let set = EvalSet::new(&lists, s1_all(&lists, &fp)?, s2);
         let (curve, best) = set.tune(&g);
         let r = set.report(best);
         if l.json {
@@ -1184,7 +1179,12 @@ mod cli {
                 });
                 if s1 != a.s1 {
                     // The first pass as given, and the rescorer with the given --s1 and fit's λ.
-                    let given = examples(&scorer, &test_lists, &a.s1, a.depth)?;
+                    // The same tokens and error counts; only s1 differs.
+                    let given = ex
+                        .iter()
+                        .zip(&test_lists)
+                        .map(|(e, nb)| Ok(lorb::train::ListExample { s1: first_pass_scores(nb, &a.s1)?[..e.s1.len()].to_vec(), ..e.clone() }))
+                        .collect::<Result<Vec<_>>>()?;
                     t["first_pass_wer_tuned_s1"] = t["first_pass_wer"].clone();
                     t["first_pass_wer"] = json!(lorb::train::fit::wer_of(&given, &zero, 0.0));
                     t["wer_given_s1"] = json!(lorb::train::fit::wer_of(&given, &s2, report.weight));

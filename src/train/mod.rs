@@ -324,9 +324,25 @@ impl Trainer {
 
     /// The encoder tensors full fine-tuning trains on the GPU (name, floats), in the order of
     /// [`Model::tensors_mut`]: all but the MLM head.
-    fn full_layout(&self) -> Vec<(String, usize)> {
+    fn full_layout(&mut self) -> Vec<(String, usize)> {
+        self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")).map(|(n, t)| (n, t.data.len())).collect()
+    }
+
+    /// The trainable tensors that step on the GPU (full fine-tuning there): each one's index in
+    /// [`Trainer::params`] (that of its AdamW moments) and its float range in the GPU's layout
+    /// ([`Trainer::full_layout`]).
+    fn gpu_slots(&mut self) -> Vec<(usize, std::ops::Range<usize>)> {
+        let mut at = std::collections::HashMap::new();
+        let mut off = 0;
+        for (name, n) in self.full_layout() {
+            at.insert(name, off..off + n);
+            off += n;
+        }
+        let gpu_owns = self.gpu_owns_weights();
         let mut g = self.new_grads();
-        g.model.as_mut().map(|m| m.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")).map(|(n, t)| (n, t.data.len())).collect()).unwrap_or_default()
+        let mut gc = ClsGrad::zeros(self.model.config.hidden);
+        let names: Vec<String> = self.params(&mut g, &mut gc).into_iter().map(|(n, _, _)| n).collect();
+        names.into_iter().enumerate().filter(|(_, n)| Self::steps_on_gpu(gpu_owns, n)).filter_map(|(i, n)| at.remove(&n).map(|r| (i, r))).collect()
     }
 
     /// Whether the encoder's weights and their AdamW moments live on the GPU (full fine-tuning
@@ -349,27 +365,20 @@ impl Trainer {
         }
         let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
         let [w, m, v] = gpu.read_full_state().await?;
-        let mut at = std::collections::HashMap::new();
         let mut off = 0;
-        for (name, t) in self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
+        for (_, t) in self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
             let n = t.data.len();
             t.data.copy_from_slice(&w[off..off + n]);
-            at.insert(name, off..off + n);
             off += n;
         }
-        let mut g = self.new_grads();
-        let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        let names: Vec<String> = self.params(&mut g, &mut gc).into_iter().map(|(n, _, _)| n).collect();
-        let opt = &mut self.opt;
-        for (i, name) in names.iter().enumerate() {
-            if let Some(r) = at.get(name) {
-                while opt.m.len() <= i {
-                    opt.m.push(Vec::new());
-                    opt.v.push(Vec::new());
-                }
-                opt.m[i] = m[r.clone()].to_vec();
-                opt.v[i] = v[r.clone()].to_vec();
+        for (i, r) in self.gpu_slots() {
+            let opt = &mut self.opt;
+            while opt.m.len() <= i {
+                opt.m.push(Vec::new());
+                opt.v.push(Vec::new());
             }
+            opt.m[i] = m[r.clone()].to_vec();
+            opt.v[i] = v[r].to_vec();
         }
         self.cpu_stale = false;
         Ok(())
@@ -381,19 +390,14 @@ impl Trainer {
         if !self.gpu_owns_weights() {
             return Ok(());
         }
-        let mut g = self.new_grads();
-        let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        let gpu_owns = true;
-        let sizes: Vec<(bool, usize)> = self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (Self::steps_on_gpu(gpu_owns, &n), p.len())).collect();
-        let floats: usize = sizes.iter().filter(|s| s.0).map(|s| s.1).sum();
-        let (mut m, mut v) = (Vec::with_capacity(floats), Vec::with_capacity(floats));
-        for (i, &(on_gpu, n)) in sizes.iter().enumerate() {
-            if on_gpu {
-                for (dst, src) in [(&mut m, self.opt.m.get(i)), (&mut v, self.opt.v.get(i))] {
-                    match src.filter(|x| x.len() == n) {
-                        Some(x) => dst.extend_from_slice(x),
-                        None => dst.resize(dst.len() + n, 0.0),
-                    }
+        // Moments not taken yet (no step, or a fresh tensor) stay zero.
+        let slots = self.gpu_slots();
+        let floats = slots.iter().map(|(_, r)| r.end).max().unwrap_or(0);
+        let (mut m, mut v) = (vec![0f32; floats], vec![0f32; floats]);
+        for (i, r) in slots {
+            for (dst, src) in [(&mut m, self.opt.m.get(i)), (&mut v, self.opt.v.get(i))] {
+                if let Some(x) = src.filter(|x| x.len() == r.len()) {
+                    dst[r.clone()].copy_from_slice(x);
                 }
             }
         }
