@@ -1,26 +1,33 @@
-//! The encoder on the CPU, forward and backward. The forward optionally records a [`Tape`] of
-//! the activations that the backward needs (each kept once); inference passes no tape.
+//! The encoder on the CPU, forward and backward, over packed tokens (no padding: see
+//! [`ops::Packed`]). The forward optionally records a [`Tape`] of the activations that the
+//! backward needs (each kept once); inference passes no tape and asks only for the output rows
+//! it uses ([`forward_rows`]): the last layer then runs its attention queries, output product
+//! and FFN on those rows alone (the [CLS] row for CLS scores, the masked slot for PLL).
 //!
 //! LoRA pairs run unmerged, as branches `s·(x·Aᵀ)·Bᵀ` beside the frozen products, so that their
 //! gradients are the low-rank ones: `dB = s·dyᵀ·(x·Aᵀ)`, `dA = s·(dy·B)ᵀ·x`.
 
-use super::ops::{self, AttnShape};
+use super::ops::{self, Heads, Packed, Queries};
 use crate::adapter::{Adapter, Target};
 use crate::batch::{Batch, Slot};
 use crate::model::{Layer, Linear, Model};
+use rayon::prelude::*;
+use std::ops::Range;
 
-/// What one layer's backward needs.
+/// What one layer's backward needs (packed rows).
 #[derive(Default)]
 pub struct LayerTape {
     x: Vec<f32>,
     qkv: Vec<f32>,
     probs: Vec<f32>,
     ctx: Vec<f32>,
-    ln1: (Vec<f32>, Vec<f32>),
+    /// `(x̂, 1/σ)` of the attention block's LayerNorm.
+    ln_attn: (Vec<f32>, Vec<f32>),
     y: Vec<f32>,
     f0: Vec<f32>,
     f: Vec<f32>,
-    ln2: (Vec<f32>, Vec<f32>),
+    /// `(x̂, 1/σ)` of the FFN block's LayerNorm.
+    ln_ffn: (Vec<f32>, Vec<f32>),
     /// `x·Aᵀ` of each LoRA pair of this layer, by pair index.
     lora_t: Vec<(usize, Vec<f32>)>,
 }
@@ -59,9 +66,10 @@ fn pairs_of<'a>(lora: Option<&'a Adapter>, li: usize, targets: &'a [Target]) -> 
 
 const QKV: [Target; 3] = [Target::Query, Target::Key, Target::Value];
 
-/// `x·Wᵀ + b` plus the LoRA branches of `targets`; their `x·Aᵀ` go to `keep`.
-fn linear_lora(x: &[f32], n: usize, l: &Linear, lora: Option<&Adapter>, li: usize, targets: &[Target], m: &Model, keep: &mut Vec<(usize, Vec<f32>)>) -> Vec<f32> {
-    let mut y = ops::linear(x, n, l);
+/// `x·Wᵀ + b (+ add)` plus the LoRA branches of `targets`; their `x·Aᵀ` go to `keep`.
+#[allow(clippy::too_many_arguments)]
+fn linear_lora(x: &[f32], n: usize, l: &Linear, add: Option<&[f32]>, lora: Option<&Adapter>, li: usize, targets: &[Target], m: &Model, keep: &mut Vec<(usize, Vec<f32>)>) -> Vec<f32> {
+    let mut y = ops::linear(x, n, l, add);
     let ld = l.out_features();
     for (i, p) in pairs_of(lora, li, targets) {
         let a = lora.expect("pairs come from an adapter");
@@ -71,52 +79,139 @@ fn linear_lora(x: &[f32], n: usize, l: &Linear, lora: Option<&Adapter>, li: usiz
     y
 }
 
-/// Final hidden states `[rows × seq, H]`; with `tape`, the activations for [`backward`].
-pub fn forward(m: &Model, lora: Option<&Adapter>, batch: &Batch, mut tape: Option<&mut Tape>) -> Vec<f32> {
-    let c = &m.config;
-    let (h, t, rows) = (c.hidden, batch.seq, batch.rows());
-    let n = rows * t;
-    let mut x = vec![0f32; n * h];
-    for (r, row) in x.chunks_exact_mut(h).enumerate() {
-        let id = batch.ids[r] as usize;
-        let pos = (r % t) + c.position_offset;
-        for i in 0..h {
-            row[i] = m.word_emb.data[id * h + i] + m.pos_emb.data[pos * h + i] + m.type_emb.data[i];
-        }
+/// The packed layout of a padded batch's real tokens.
+pub fn packed(batch: &Batch) -> Packed {
+    Packed::new(batch.lens.iter().map(|&l| l as usize))
+}
+
+/// `[rows × seq, h]` from packed rows (padding rows are zero).
+fn unpack(x: &[f32], p: &Packed, seq: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; p.seqs() * seq * h];
+    for (s, (&st, &l)) in p.starts.iter().zip(&p.lens).enumerate() {
+        out[s * seq * h..][..l * h].copy_from_slice(&x[st * h..][..l * h]);
     }
-    let ln = ops::layer_norm(&mut x, h, &m.emb_ln, c.layer_norm_eps);
+    out
+}
+
+/// Packed rows of a `[rows × seq, h]` tensor.
+fn pack(x: &[f32], p: &Packed, seq: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; p.tokens * h];
+    for (s, (&st, &l)) in p.starts.iter().zip(&p.lens).enumerate() {
+        out[st * h..][..l * h].copy_from_slice(&x[s * seq * h..][..l * h]);
+    }
+    out
+}
+
+fn heads(m: &Model) -> Heads {
+    Heads { heads: m.config.heads, dh: m.config.head_dim() }
+}
+
+/// Embeddings (word + position + type 0) of the packed tokens, LayerNormed; with `keep`, also
+/// the LayerNorm's `(x̂, 1/σ)`.
+fn embed(m: &Model, batch: &Batch, p: &Packed, keep: bool) -> (Vec<f32>, (Vec<f32>, Vec<f32>)) {
+    let c = &m.config;
+    let h = c.hidden;
+    let mut x = vec![0f32; p.tokens * h];
+    x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
+        let s = p.starts.partition_point(|&st| st <= t) - 1;
+        let i = t - p.starts[s];
+        let id = batch.ids[s * batch.seq + i] as usize;
+        let pos = i + c.position_offset;
+        let (w, ps, ty) = (&m.word_emb.data[id * h..][..h], &m.pos_emb.data[pos * h..][..h], &m.type_emb.data[..h]);
+        for k in 0..h {
+            row[k] = w[k] + ps[k] + ty[k];
+        }
+    });
+    let ln = ops::layer_norm(&mut x, h, &m.emb_ln, c.layer_norm_eps, keep);
+    (x, ln)
+}
+
+/// Output rows of a layer: every token, or per sequence the packed indices `idx[ranges[s]]`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    idx: &'a [usize],
+    ranges: &'a [Range<usize>],
+}
+
+/// One encoder layer over packed `x`. With `rows`, only those rows come out (the keys and
+/// values still come from every token); with `tape`, the layer's activations are kept.
+fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, x: Vec<f32>, p: &Packed, rows: Option<Rows>, tape: Option<&mut LayerTape>) -> Vec<f32> {
+    let (c, layer) = (&m.config, &m.layers[li]);
+    let (h, keep) = (c.hidden, tape.is_some());
+    let mut lora_t = Vec::new();
+    let qkv = linear_lora(&x, p.tokens, &layer.qkv, None, lora, li, &QKV, m, &mut lora_t);
+    let (queries, n, resid) = match rows {
+        Some(r) => (Queries::Some { idx: r.idx, ranges: r.ranges }, r.idx.len(), Some(ops::gather_rows(&x, h, r.idx))),
+        None => (Queries::All, p.tokens, None),
+    };
+    let (ctx, probs) = ops::attention(&qkv, p, heads(m), queries, keep);
+    let mut y = linear_lora(&ctx, n, &layer.attn_out, Some(resid.as_deref().unwrap_or(&x)), lora, li, &[Target::AttnOut], m, &mut lora_t);
+    let ln_attn = ops::layer_norm(&mut y, h, &layer.attn_ln, c.layer_norm_eps, keep);
+    let f0 = linear_lora(&y, n, &layer.ffn_in, None, lora, li, &[Target::FfnIn], m, &mut lora_t);
+    let (f0, mut f) = if keep { (f0.clone(), f0) } else { (Vec::new(), f0) };
+    ops::gelu(&mut f);
+    let mut z = linear_lora(&f, n, &layer.ffn_out, Some(&y), lora, li, &[Target::FfnOut], m, &mut lora_t);
+    let ln_ffn = ops::layer_norm(&mut z, h, &layer.ffn_ln, c.layer_norm_eps, keep);
+    if let Some(tp) = tape {
+        *tp = LayerTape { x, qkv, probs, ctx, ln_attn, y, f0, f, ln_ffn, lora_t };
+    }
+    z
+}
+
+/// The encoder over the packed tokens of `batch`: every token's final hidden state, or with
+/// `rows` only those (packed indices, ascending); with `tape`, the activations for [`backward`].
+fn run(m: &Model, lora: Option<&Adapter>, batch: &Batch, p: &Packed, rows: Option<Rows>, mut tape: Option<&mut Tape>) -> Vec<f32> {
+    let (mut x, ln) = embed(m, batch, p, tape.is_some());
     if let Some(tp) = tape.as_deref_mut() {
         tp.emb_ln = ln;
         tp.layers.clear();
     }
-    let shape = AttnShape { rows, seq: t, heads: c.heads, dh: c.head_dim() };
-    for (li, layer) in m.layers.iter().enumerate() {
-        let mut lt = LayerTape::default();
-        let qkv = linear_lora(&x, n, &layer.qkv, lora, li, &QKV, m, &mut lt.lora_t);
-        let (ctx, probs) = ops::attention(&qkv, &batch.lens, shape);
-        let mut y = linear_lora(&ctx, n, &layer.attn_out, lora, li, &[Target::AttnOut], m, &mut lt.lora_t);
-        y.iter_mut().zip(&x).for_each(|(a, b)| *a += b);
-        let ln1 = ops::layer_norm(&mut y, h, &layer.attn_ln, c.layer_norm_eps);
-        let f0 = linear_lora(&y, n, &layer.ffn_in, lora, li, &[Target::FfnIn], m, &mut lt.lora_t);
-        let f: Vec<f32> = f0.iter().map(|&v| ops::gelu(v)).collect();
-        let mut z = linear_lora(&f, n, &layer.ffn_out, lora, li, &[Target::FfnOut], m, &mut lt.lora_t);
-        z.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
-        let ln2 = ops::layer_norm(&mut z, h, &layer.ffn_ln, c.layer_norm_eps);
-        if let Some(tp) = tape.as_deref_mut() {
-            lt.x = std::mem::take(&mut x);
-            lt.qkv = qkv;
-            lt.probs = probs;
-            lt.ctx = ctx;
-            lt.ln1 = ln1;
-            lt.y = y;
-            lt.f0 = f0;
-            lt.f = f;
-            lt.ln2 = ln2;
+    let last = m.layers.len().saturating_sub(1);
+    for li in 0..m.layers.len() {
+        let r = if li == last { rows } else { None };
+        let mut lt = tape.is_some().then(LayerTape::default);
+        x = layer_forward(m, li, lora, x, p, r, lt.as_mut());
+        if let (Some(tp), Some(lt)) = (tape.as_deref_mut(), lt) {
             tp.layers.push(lt);
         }
-        x = z;
     }
-    x
+    match (rows, m.layers.is_empty()) {
+        (Some(r), true) => ops::gather_rows(&x, m.config.hidden, r.idx),
+        _ => x,
+    }
+}
+
+/// Final hidden states `[rows × seq, H]` (padding rows are zero); with `tape`, the activations
+/// for [`backward`].
+pub fn forward(m: &Model, lora: Option<&Adapter>, batch: &Batch, tape: Option<&mut Tape>) -> Vec<f32> {
+    let p = packed(batch);
+    let x = run(m, lora, batch, &p, None, tape);
+    unpack(&x, &p, batch.seq, m.config.hidden)
+}
+
+/// Final hidden states at `(row, position)` pairs only, `[at, H]` in the order given. The last
+/// layer computes just these rows.
+pub fn forward_rows(m: &Model, lora: Option<&Adapter>, batch: &Batch, at: &[(usize, usize)]) -> Vec<f32> {
+    let p = packed(batch);
+    let h = m.config.hidden;
+    let mut order: Vec<usize> = (0..at.len()).collect();
+    order.sort_by_key(|&i| at[i]);
+    let idx: Vec<usize> = order.iter().map(|&i| p.starts[at[i].0] + at[i].1).collect();
+    let mut ranges = Vec::with_capacity(p.seqs());
+    let mut k = 0;
+    for s in 0..p.seqs() {
+        let lo = k;
+        while k < order.len() && at[order[k]].0 == s {
+            k += 1;
+        }
+        ranges.push(lo..k);
+    }
+    let x = run(m, lora, batch, &p, Some(Rows { idx: &idx, ranges: &ranges }), None);
+    let mut out = vec![0f32; at.len() * h];
+    for (k, &i) in order.iter().enumerate() {
+        out[i * h..][..h].copy_from_slice(&x[k * h..][..h]);
+    }
+    out
 }
 
 /// The `[out, in]` weight and `[out]` bias gradients of one of a layer's linear maps.
@@ -160,71 +255,95 @@ fn linear_lora_backward(dy: &[f32], x: &[f32], n: usize, l: &Linear, lora: Optio
 /// encoder recorded in `tape`, accumulating into `grads`.
 pub fn backward(m: &Model, lora: Option<&Adapter>, batch: &Batch, tape: &Tape, d_out: Vec<f32>, grads: &mut Grads) {
     let c = &m.config;
-    let (h, t, rows) = (c.hidden, batch.seq, batch.rows());
-    let n = rows * t;
-    let shape = AttnShape { rows, seq: t, heads: c.heads, dh: c.head_dim() };
+    let h = c.hidden;
+    let p = packed(batch);
+    let n = p.tokens;
     let full = grads.full;
     let mut gm = if full { grads.model.as_mut() } else { None };
-    let mut dx = d_out;
+    let mut dx = pack(&d_out, &p, batch.seq, h);
+    drop(d_out);
     for (li, layer) in m.layers.iter().enumerate().rev() {
         let lt = &tape.layers[li];
         let mut gl = gm.as_deref_mut().map(|g| &mut g.layers[li]);
         // out = LN(z), z = f·W2ᵀ + y
-        let dz = ops::layer_norm_backward(&dx, &lt.ln2.0, &lt.ln2.1, h, &layer.ffn_ln, ln_grads(gl.as_deref_mut(), true));
-        let df = linear_lora_backward(&dz, &lt.f, n, &layer.ffn_out, lora, &lt.lora_t, &[Target::FfnOut], m, linear_grads(gl.as_deref_mut(), |l| &mut l.ffn_out), &mut grads.lora);
-        let df0: Vec<f32> = df.iter().zip(&lt.f0).map(|(d, &x)| d * ops::gelu_grad(x)).collect();
-        let mut dy = linear_lora_backward(&df0, &lt.y, n, &layer.ffn_in, lora, &lt.lora_t, &[Target::FfnIn], m, linear_grads(gl.as_deref_mut(), |l| &mut l.ffn_in), &mut grads.lora);
+        let dz = ops::layer_norm_backward(&dx, &lt.ln_ffn.0, &lt.ln_ffn.1, h, &layer.ffn_ln, ln_grads(gl.as_deref_mut(), true));
+        let mut df = linear_lora_backward(&dz, &lt.f, n, &layer.ffn_out, lora, &lt.lora_t, &[Target::FfnOut], m, linear_grads(gl.as_deref_mut(), |l| &mut l.ffn_out), &mut grads.lora);
+        ops::gelu_backward(&mut df, &lt.f0);
+        let mut dy = linear_lora_backward(&df, &lt.y, n, &layer.ffn_in, lora, &lt.lora_t, &[Target::FfnIn], m, linear_grads(gl.as_deref_mut(), |l| &mut l.ffn_in), &mut grads.lora);
         dy.iter_mut().zip(&dz).for_each(|(a, b)| *a += b);
         // y = LN(ctx·Woᵀ + x)
-        let dy0 = ops::layer_norm_backward(&dy, &lt.ln1.0, &lt.ln1.1, h, &layer.attn_ln, ln_grads(gl.as_deref_mut(), false));
+        let dy0 = ops::layer_norm_backward(&dy, &lt.ln_attn.0, &lt.ln_attn.1, h, &layer.attn_ln, ln_grads(gl.as_deref_mut(), false));
         let dctx = linear_lora_backward(&dy0, &lt.ctx, n, &layer.attn_out, lora, &lt.lora_t, &[Target::AttnOut], m, linear_grads(gl.as_deref_mut(), |l| &mut l.attn_out), &mut grads.lora);
-        let dqkv = ops::attention_backward(&dctx, &lt.qkv, &lt.probs, &batch.lens, shape);
+        let dqkv = ops::attention_backward(&dctx, &lt.qkv, &lt.probs, &p, heads(m));
         let mut dxi = linear_lora_backward(&dqkv, &lt.x, n, &layer.qkv, lora, &lt.lora_t, &QKV, m, linear_grads(gl.as_deref_mut(), |l| &mut l.qkv), &mut grads.lora);
         dxi.iter_mut().zip(&dy0).for_each(|(a, b)| *a += b);
         dx = dxi;
     }
     if let Some(g) = gm {
         let de = ops::layer_norm_backward(&dx, &tape.emb_ln.0, &tape.emb_ln.1, h, &m.emb_ln, Some((&mut g.emb_ln.gamma.data[..], &mut g.emb_ln.beta.data[..])));
-        for (r, row) in de.chunks_exact(h).enumerate() {
-            let id = batch.ids[r] as usize;
-            let pos = (r % t) + c.position_offset;
-            for i in 0..h {
-                g.word_emb.data[id * h + i] += row[i];
-                g.pos_emb.data[pos * h + i] += row[i];
-                if c.type_vocab_size > 0 {
-                    g.type_emb.data[i] += row[i];
+        for (s, (&st, &l)) in p.starts.iter().zip(&p.lens).enumerate() {
+            for i in 0..l {
+                let row = &de[(st + i) * h..][..h];
+                let id = batch.ids[s * batch.seq + i] as usize;
+                let pos = i + c.position_offset;
+                for k in 0..h {
+                    g.word_emb.data[id * h + k] += row[k];
+                    g.pos_emb.data[pos * h + k] += row[k];
+                    if c.type_vocab_size > 0 {
+                        g.type_emb.data[k] += row[k];
+                    }
                 }
             }
         }
     }
 }
 
-/// The hidden rows at `slots`, `[slots, H]`.
+/// The hidden rows at `slots` of padded `[rows × seq, H]` states, `[slots, H]`.
 fn gather(x: &[f32], seq: usize, h: usize, slots: &[Slot]) -> Vec<f32> {
-    let mut g = Vec::with_capacity(slots.len() * h);
-    for s in slots {
-        g.extend_from_slice(&x[(s.row as usize * seq + s.pos as usize) * h..][..h]);
-    }
-    g
+    let idx: Vec<usize> = slots.iter().map(|s| s.row as usize * seq + s.pos as usize).collect();
+    ops::gather_rows(x, h, &idx)
 }
 
-/// MLM head log-softmax rows at `slots` (in chunks of 256 rows), each passed to `each`.
-pub fn mlm_rows(m: &Model, x: &[f32], seq: usize, slots: &[Slot], mut each: impl FnMut(usize, &[f32])) {
+/// MLM chunk: rows of the head evaluated together (bounds the `[rows, V]` logits).
+const MLM_CHUNK: usize = 256;
+
+/// The MLM head's logits `[k, V]` for hidden rows `g` `[k, H]`; with `keep`, also the head's
+/// `(pre-GELU, post-LayerNorm, (x̂, 1/σ))` activations for the backward.
+fn mlm_logits(m: &Model, g: &[f32], k: usize, keep: bool) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>, (Vec<f32>, Vec<f32>))>) {
     let mlm = m.mlm.as_ref().expect("caller checks for an MLM head");
     let dec = m.decoder_weight().expect("MLM head present");
     let (h, v) = (m.config.hidden, m.config.vocab_size);
-    for (ci, chunk) in slots.chunks(256).enumerate() {
-        let mut t = ops::linear(&gather(x, seq, h, chunk), chunk.len(), &mlm.dense);
-        t.iter_mut().for_each(|a| *a = ops::gelu(*a));
-        ops::layer_norm(&mut t, h, &mlm.ln, m.config.layer_norm_eps);
-        let mut logits = vec![0f32; chunk.len() * v];
-        for row in logits.chunks_exact_mut(v) {
-            row.copy_from_slice(&mlm.bias.data);
-        }
-        ops::gemm(chunk.len(), h, v, 1.0, &t, false, &dec.data, true, 1.0, &mut logits);
+    let t0 = ops::linear(g, k, &mlm.dense, None);
+    let mut t = t0.clone();
+    ops::gelu(&mut t);
+    let ln = ops::layer_norm(&mut t, h, &mlm.ln, m.config.layer_norm_eps, keep);
+    let mut logits = vec![0f32; k * v];
+    logits.par_chunks_mut(v).for_each(|row| row.copy_from_slice(&mlm.bias.data));
+    ops::gemm(k, h, v, 1.0, &t, false, &dec.data, true, 1.0, &mut logits);
+    (logits, keep.then_some((t0, t, ln)))
+}
+
+/// `log P(target_i)` from the MLM head at hidden rows `x` `[targets, H]`.
+pub fn mlm_logprobs(m: &Model, x: &[f32], targets: &[u32]) -> Vec<f32> {
+    let (h, v) = (m.config.hidden, m.config.vocab_size);
+    let mut out = Vec::with_capacity(targets.len());
+    for (xc, tc) in x.chunks(MLM_CHUNK * h).zip(targets.chunks(MLM_CHUNK)) {
+        let (logits, _) = mlm_logits(m, xc, tc.len(), false);
+        let lp: Vec<f32> = logits.par_chunks(v).zip(tc.par_iter()).map(|(row, &t)| row[t as usize] - super::math::log_sum_exp(row)).collect();
+        out.extend(lp);
+    }
+    out
+}
+
+/// MLM head log-softmax rows at `slots` of padded states `x` (in chunks of rows), each passed
+/// to `each`.
+pub fn mlm_rows(m: &Model, x: &[f32], seq: usize, slots: &[Slot], mut each: impl FnMut(usize, &[f32])) {
+    let (h, v) = (m.config.hidden, m.config.vocab_size);
+    for (ci, chunk) in slots.chunks(MLM_CHUNK).enumerate() {
+        let (mut logits, _) = mlm_logits(m, &gather(x, seq, h, chunk), chunk.len(), false);
         ops::log_softmax(&mut logits, v);
         for (i, row) in logits.chunks_exact(v).enumerate() {
-            each(ci * 256 + i, row);
+            each(ci * MLM_CHUNK + i, row);
         }
     }
 }
@@ -235,20 +354,14 @@ pub fn mlm_rows(m: &Model, x: &[f32], seq: usize, slots: &[Slot], mut each: impl
 pub fn mlm_loss_backward(m: &Model, x: &[f32], seq: usize, slots: &[Slot], w: f32, dx: &mut [f32], grads: &mut Grads) -> f64 {
     let mlm = m.mlm.as_ref().expect("caller checks for an MLM head");
     let dec = m.decoder_weight().expect("MLM head present");
-    let (h, v, eps) = (m.config.hidden, m.config.vocab_size, m.config.layer_norm_eps);
+    let (h, v) = (m.config.hidden, m.config.vocab_size);
     let full = grads.full;
     let mut loss = 0.0;
-    for chunk in slots.chunks(256) {
+    for chunk in slots.chunks(MLM_CHUNK) {
         let k = chunk.len();
         let g = gather(x, seq, h, chunk);
-        let t0 = ops::linear(&g, k, &mlm.dense);
-        let mut t = t0.iter().map(|&a| ops::gelu(a)).collect::<Vec<f32>>();
-        let (xhat, rstd) = ops::layer_norm(&mut t, h, &mlm.ln, eps);
-        let mut logits = vec![0f32; k * v];
-        for row in logits.chunks_exact_mut(v) {
-            row.copy_from_slice(&mlm.bias.data);
-        }
-        ops::gemm(k, h, v, 1.0, &t, false, &dec.data, true, 1.0, &mut logits);
+        let (mut logits, kept) = mlm_logits(m, &g, k, true);
+        let (t0, t, (xhat, rstd)) = kept.expect("kept");
         ops::log_softmax(&mut logits, v);
         // d logits = w·(softmax − onehot)
         for (row, s) in logits.chunks_exact_mut(v).zip(chunk) {
@@ -275,8 +388,8 @@ pub fn mlm_loss_backward(m: &Model, x: &[f32], seq: usize, slots: &[Slot], w: f3
                 gh.bias.data.iter_mut().zip(row).for_each(|(a, b)| *a += b);
             }
         }
-        let d1 = ops::layer_norm_backward(&dt, &xhat, &rstd, h, &mlm.ln, gh.as_deref_mut().map(|g| (&mut g.ln.gamma.data[..], &mut g.ln.beta.data[..])));
-        let d0: Vec<f32> = d1.iter().zip(&t0).map(|(d, &z)| d * ops::gelu_grad(z)).collect();
+        let mut d0 = ops::layer_norm_backward(&dt, &xhat, &rstd, h, &mlm.ln, gh.as_deref_mut().map(|g| (&mut g.ln.gamma.data[..], &mut g.ln.beta.data[..])));
+        ops::gelu_backward(&mut d0, &t0);
         let mut d_dense = vec![0f32; k * h];
         ops::linear_backward(&d0, &g, k, &mlm.dense, Some(&mut d_dense), gh.map(|g| (&mut g.dense.weight.data[..], &mut g.dense.bias.data[..])));
         for (s, row) in chunk.iter().zip(d_dense.chunks_exact(h)) {

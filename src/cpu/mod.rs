@@ -1,17 +1,41 @@
-//! The CPU reference backend: the encoder written out plainly ([`encoder`], built from the ops in
-//! [`ops`], each forward beside its backward), with a real GEMM (matrixmultiply) for the matrix
-//! products. LayerNorm statistics, softmax sums and GELU are computed in f64. It is the yardstick
-//! for the GPU kernels, the fallback without a GPU, and the reference for training.
+//! The CPU backend: the encoder ([`encoder`], built from the ops in [`ops`], each forward beside
+//! its backward) over packed tokens (no padded FLOPs), f32 throughout, matrix products through
+//! the `gemm` crate and everything else vectorised ([`math`]) and spread over cores with rayon.
+//! Inference computes the last layer only at the rows it returns ([CLS], or PLL's masked slot)
+//! and runs long batches in chunks of [`CHUNK_TOKENS`], so memory stays bounded whatever the
+//! list size. It is the yardstick for the GPU kernels, the fallback without a GPU (natively and
+//! as WebAssembly), and the reference for training.
 
 pub mod encoder;
+pub mod math;
 pub mod ops;
 
 use crate::batch::{Batch, Slot};
 use crate::model::{ClsHead, Model};
+use std::ops::Range;
 use std::sync::Arc;
 
+/// Real tokens per forward chunk in inference: activations take about
+/// `CHUNK_TOKENS × (6H + FFN) × 4` bytes (≈ 130 MB for MiniLM), whatever the batch size.
+pub const CHUNK_TOKENS: usize = 8192;
 
-
+/// Consecutive row ranges of `batch` with at most [`CHUNK_TOKENS`] real tokens each (a longer
+/// single row is a chunk of its own).
+fn chunks(batch: &Batch) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut lo, mut tokens) = (0, 0);
+    for (r, &l) in batch.lens.iter().enumerate() {
+        if r > lo && tokens + l as usize > CHUNK_TOKENS {
+            out.push(lo..r);
+            (lo, tokens) = (r, 0);
+        }
+        tokens += l as usize;
+    }
+    if lo < batch.rows() {
+        out.push(lo..batch.rows());
+    }
+    out
+}
 pub struct CpuBackend {
     /// The weights in use (an adapter, when set, is merged into them).
     pub model: Arc<Model>,
@@ -63,15 +87,40 @@ impl CpuBackend {
         self.unmerged = adapter;
     }
 
-    /// Final hidden states `[rows × seq, H]` (padding rows hold finite, meaningless values).
+    /// Final hidden states `[rows × seq, H]` (padding rows are zero).
     pub fn forward(&self, batch: &Batch) -> Vec<f32> {
-        encoder::forward(&self.model, self.unmerged.as_deref(), batch, None)
+        let lora = self.unmerged.as_deref();
+        chunks(batch).into_iter().flat_map(|r| encoder::forward(&self.model, lora, &batch.slice_rows(r.start, r.end), None)).collect()
+    }
+
+    /// Final hidden states at `(row, position)` pairs, `[at, H]`, chunk by chunk.
+    fn hidden_at(&self, batch: &Batch, at: &[(usize, usize)]) -> Vec<f32> {
+        let h = self.model.config.hidden;
+        let lora = self.unmerged.as_deref();
+        let mut order: Vec<usize> = (0..at.len()).collect();
+        order.sort_by_key(|&i| at[i]);
+        let mut out = vec![0f32; at.len() * h];
+        let mut k = 0;
+        for r in chunks(batch) {
+            let first = k;
+            while k < order.len() && at[order[k]].0 < r.end {
+                k += 1;
+            }
+            if k == first {
+                continue;
+            }
+            let local: Vec<(usize, usize)> = order[first..k].iter().map(|&i| (at[i].0 - r.start, at[i].1)).collect();
+            let x = encoder::forward_rows(&self.model, lora, &batch.slice_rows(r.start, r.end), &local);
+            for (j, &i) in order[first..k].iter().enumerate() {
+                out[i * h..][..h].copy_from_slice(&x[j * h..][..h]);
+            }
+        }
+        out
     }
 
     pub fn cls_vectors(&self, batch: &Batch) -> Vec<f32> {
-        let h = self.model.config.hidden;
-        let x = self.forward(batch);
-        (0..batch.rows()).flat_map(|b| x[b * batch.seq * h..][..h].to_vec()).collect()
+        let at: Vec<(usize, usize)> = (0..batch.rows()).map(|r| (r, 0)).collect();
+        self.hidden_at(batch, &at)
     }
 
     pub fn cls_scores(&self, batch: &Batch, head: &ClsHead) -> Vec<f32> {
@@ -82,21 +131,22 @@ impl CpuBackend {
             .collect()
     }
 
-    /// Log-softmax rows of the MLM head at `slots`, computed in chunks of rows.
-    fn mlm_rows(&self, batch: &Batch, slots: &[Slot], each: impl FnMut(usize, &[f32])) {
-        encoder::mlm_rows(&self.model, &self.forward(batch), batch.seq, slots, each)
+    fn slot_hidden(&self, batch: &Batch, slots: &[Slot]) -> Vec<f32> {
+        let at: Vec<(usize, usize)> = slots.iter().map(|s| (s.row as usize, s.pos as usize)).collect();
+        self.hidden_at(batch, &at)
     }
 
     pub fn masked_logprobs(&self, batch: &Batch, slots: &[Slot]) -> Vec<f32> {
-        let mut out = vec![0f32; slots.len()];
-        self.mlm_rows(batch, slots, |i, row| out[i] = row[slots[i].target as usize]);
-        out
+        let targets: Vec<u32> = slots.iter().map(|s| s.target).collect();
+        encoder::mlm_logprobs(&self.model, &self.slot_hidden(batch, slots), &targets)
     }
 
     pub fn logprob_rows(&self, batch: &Batch, slots: &[Slot]) -> Vec<f32> {
         let v = self.model.config.vocab_size;
+        let x = self.slot_hidden(batch, slots);
+        let rows: Vec<Slot> = slots.iter().enumerate().map(|(i, s)| Slot { row: i as u32, pos: 0, target: s.target }).collect();
         let mut out = vec![0f32; slots.len() * v];
-        self.mlm_rows(batch, slots, |i, row| out[i * v..][..v].copy_from_slice(row));
+        encoder::mlm_rows(&self.model, &x, 1, &rows, |i, row| out[i * v..][..v].copy_from_slice(row));
         out
     }
 }

@@ -1,34 +1,74 @@
-//! The CPU ops, each forward beside its backward (llm.c style). Matrix products go through
-//! matrixmultiply's SGEMM; LayerNorm statistics, softmax sums and GELU's error function are f64.
+//! The CPU ops, each forward beside its backward (llm.c style), over *packed* tokens: the real
+//! tokens of all sequences one after another, no padding (see [`Packed`]). Matrix products go
+//! through the `gemm` crate (AVX-512/AVX2/NEON micro-kernels chosen at run time, wasm simd128,
+//! threads through rayon); everything else is f32 from [`super::math`], row-parallel with rayon.
 //!
 //! Backward functions *accumulate* into their gradient outputs (`+=`), so a tensor used twice
 //! (a residual, a tied embedding) simply receives both contributions.
 
+use super::math;
 use crate::model::{LayerNorm, Linear};
+use multiversion::multiversion;
+use rayon::prelude::*;
 
-/// `c = alpha · op(a) · op(b) + beta · c`, row-major; `op(a)` is `[m, k]`, `op(b)` is `[k, n]`.
-/// `ta`/`tb` say that `a`/`b` are stored transposed (`[k, m]`, `[n, k]`).
+/// Rows per parallel task for row-wise ops (LayerNorm, GELU): enough work to pay for a task.
+const ROWS_PER_TASK: usize = 32;
+
+/// `c = beta·c + alpha · op(a) · op(b)`, row-major; `op(a)` is `[m, k]`, `op(b)` is `[k, n]`.
+/// `ta`/`tb` say that `a`/`b` are stored transposed (`[k, m]`, `[n, k]`). `beta` is 0 or 1.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm extents");
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        if beta == 0.0 {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     // SAFETY: the slices hold at least the addressed extents (asserted above) and the strides
-    // describe exactly those row-major (or transposed) layouts.
+    // describe exactly those row-major (or transposed) layouts; `c` does not alias `a` or `b`.
     unsafe {
-        matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            csa,
+            rsa,
+            b.as_ptr(),
+            csb,
+            rsb,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
     }
 }
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout).
-pub fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout), plus `add` `[m, n]` when
+/// given (a residual, folded into the product's initial value).
+pub fn linear(x: &[f32], m: usize, l: &Linear, add: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = (l.out_features(), l.in_features());
     let mut y = vec![0f32; m * n];
-    for row in y.chunks_exact_mut(n) {
-        row.copy_from_slice(&l.bias.data);
+    match add {
+        Some(r) => y.par_chunks_mut(n * ROWS_PER_TASK).zip(r.par_chunks(n * ROWS_PER_TASK)).for_each(|(yc, rc)| {
+            for (row, rr) in yc.chunks_exact_mut(n).zip(rc.chunks_exact(n)) {
+                row.iter_mut().zip(rr).zip(&l.bias.data).for_each(|((o, a), b)| *o = a + b);
+            }
+        }),
+        None => y.par_chunks_mut(n * ROWS_PER_TASK).for_each(|yc| yc.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&l.bias.data))),
     }
     gemm(m, k, n, 1.0, x, false, &l.weight.data, true, 1.0, &mut y);
     y
@@ -82,41 +122,44 @@ pub fn columns(y: &[f32], ld: usize, off: usize, o: usize) -> Vec<f32> {
     y.chunks_exact(ld).flat_map(|r| r[off..off + o].iter().copied()).collect()
 }
 
-/// LayerNorm in place over rows of `h`; returns `(x̂, 1/σ)` for the backward.
-pub fn layer_norm(x: &mut [f32], h: usize, ln: &LayerNorm, eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let mut xhat = vec![0f32; x.len()];
-    let mut rstd = Vec::with_capacity(x.len() / h);
-    for (row, xh) in x.chunks_exact_mut(h).zip(xhat.chunks_exact_mut(h)) {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / h as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / h as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for (i, v) in row.iter_mut().enumerate() {
-            let n = ((*v as f64 - mean) * inv) as f32;
-            xh[i] = n;
-            *v = n * ln.gamma.data[i] + ln.beta.data[i];
-        }
-        rstd.push(inv as f32);
+/// Rows `idx` of `x` (rows of `h`), in that order.
+pub fn gather_rows(x: &[f32], h: usize, idx: &[usize]) -> Vec<f32> {
+    let mut g = Vec::with_capacity(idx.len() * h);
+    for &i in idx {
+        g.extend_from_slice(&x[i * h..][..h]);
     }
+    g
+}
+
+/// LayerNorm in place over rows of `h`. With `keep`, returns `(x̂, 1/σ)` for the backward.
+pub fn layer_norm(x: &mut [f32], h: usize, ln: &LayerNorm, eps: f32, keep: bool) -> (Vec<f32>, Vec<f32>) {
+    let (g, b) = (&ln.gamma.data[..], &ln.beta.data[..]);
+    if !keep {
+        x.par_chunks_mut(h * ROWS_PER_TASK).for_each(|c| c.chunks_exact_mut(h).for_each(|row| {
+            math::layer_norm_row(row, g, b, eps, None);
+        }));
+        return (Vec::new(), Vec::new());
+    }
+    let rows = x.len() / h;
+    let mut xhat = vec![0f32; x.len()];
+    let mut rstd = vec![0f32; rows];
+    x.par_chunks_mut(h * ROWS_PER_TASK).zip(xhat.par_chunks_mut(h * ROWS_PER_TASK)).zip(rstd.par_chunks_mut(ROWS_PER_TASK)).for_each(|((xc, hc), rc)| {
+        for ((row, xh), r) in xc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)).zip(rc) {
+            *r = math::layer_norm_row(row, g, b, eps, Some(xh));
+        }
+    });
     (xhat, rstd)
 }
 
 /// Backward of [`layer_norm`]: returns `dx`; with `dp`, also `dγ += Σ dy·x̂`, `dβ += Σ dy`.
 pub fn layer_norm_backward(dy: &[f32], xhat: &[f32], rstd: &[f32], h: usize, ln: &LayerNorm, dp: Option<(&mut [f32], &mut [f32])>) -> Vec<f32> {
     let mut dx = vec![0f32; dy.len()];
-    for (((d, xh), &inv), out) in dy.chunks_exact(h).zip(xhat.chunks_exact(h)).zip(rstd).zip(dx.chunks_exact_mut(h)) {
-        let (mut m1, mut m2) = (0f64, 0f64);
-        for i in 0..h {
-            let g = d[i] as f64 * ln.gamma.data[i] as f64;
-            m1 += g;
-            m2 += g * xh[i] as f64;
+    let g = &ln.gamma.data[..];
+    dx.par_chunks_mut(h * ROWS_PER_TASK).zip(dy.par_chunks(h * ROWS_PER_TASK)).zip(xhat.par_chunks(h * ROWS_PER_TASK)).zip(rstd.par_chunks(ROWS_PER_TASK)).for_each(|(((out, d), xh), inv)| {
+        for (((o, d), xh), &inv) in out.chunks_exact_mut(h).zip(d.chunks_exact(h)).zip(xh.chunks_exact(h)).zip(inv) {
+            math::layer_norm_backward_row(d, xh, inv, g, o);
         }
-        m1 /= h as f64;
-        m2 /= h as f64;
-        for i in 0..h {
-            let g = d[i] as f64 * ln.gamma.data[i] as f64;
-            out[i] = (inv as f64 * (g - m1 - xh[i] as f64 * m2)) as f32;
-        }
-    }
+    });
     if let Some((dg, db)) = dp {
         for (d, xh) in dy.chunks_exact(h).zip(xhat.chunks_exact(h)) {
             for i in 0..h {
@@ -128,129 +171,207 @@ pub fn layer_norm_backward(dy: &[f32], xhat: &[f32], rstd: &[f32], h: usize, ln:
     dx
 }
 
-/// Exact GELU, `x·Φ(x)`, with the error function in f64.
-pub fn gelu(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+/// `x ← gelu(x)`, in parallel.
+pub fn gelu(x: &mut [f32]) {
+    x.par_chunks_mut(8192).for_each(math::gelu_slice);
 }
 
-/// `d gelu(x) / dx = Φ(x) + x·φ(x)`.
-pub fn gelu_grad(x: f32) -> f32 {
-    let x = x as f64;
-    let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
-    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    (cdf + x * pdf) as f32
+/// `d ← d·gelu'(x)`, in parallel.
+pub fn gelu_backward(d: &mut [f32], x: &[f32]) {
+    d.par_chunks_mut(8192).zip(x.par_chunks(8192)).for_each(|(d, x)| math::gelu_backward_slice(d, x));
 }
 
-/// The shape of one attention call: `rows` sequences of `seq` positions, `heads × dh` wide.
+/// Variable-length sequences packed one after another: sequence `s` holds tokens
+/// `starts[s]..starts[s] + lens[s]` of a `[tokens, ·]` tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub starts: Vec<usize>,
+    pub lens: Vec<usize>,
+    pub tokens: usize,
+}
+
+impl Packed {
+    pub fn new(lens: impl IntoIterator<Item = usize>) -> Self {
+        let lens: Vec<usize> = lens.into_iter().collect();
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut t = 0;
+        for &l in &lens {
+            starts.push(t);
+            t += l;
+        }
+        Packed { starts, lens, tokens: t }
+    }
+
+    pub fn seqs(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Where each sequence's `[heads, len, len]` block of attention probabilities starts, and
+    /// the total.
+    fn prob_offsets(&self, heads: usize) -> (Vec<usize>, usize) {
+        let mut o = Vec::with_capacity(self.seqs());
+        let mut t = 0;
+        for &l in &self.lens {
+            o.push(t);
+            t += heads * l * l;
+        }
+        (o, t)
+    }
+}
+
+/// Which query tokens attention computes: all of them, or per sequence a subset (packed token
+/// indices `idx[ranges[s]]` of sequence `s`, ascending), e.g. only [CLS] or the masked slot in
+/// the last layer.
+pub enum Queries<'a> {
+    All,
+    Some { idx: &'a [usize], ranges: &'a [std::ops::Range<usize>] },
+}
+
+/// Splits `x` into consecutive mutable pieces of the given lengths.
+fn split_lens<'a>(mut x: &'a mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::new();
+    for l in lens {
+        let (a, b) = std::mem::take(&mut x).split_at_mut(l);
+        out.push(a);
+        x = b;
+    }
+    out
+}
+
+/// The attention heads' geometry.
 #[derive(Debug, Clone, Copy)]
-pub struct AttnShape {
-    pub rows: usize,
-    pub seq: usize,
+pub struct Heads {
     pub heads: usize,
     pub dh: usize,
 }
 
-impl AttnShape {
+impl Heads {
     fn h(&self) -> usize {
         self.heads * self.dh
     }
-    /// Offset of probability row `(b, head, i)` in the `[rows, heads, seq, seq]` table.
-    fn p(&self, b: usize, head: usize, i: usize) -> usize {
-        ((b * self.heads + head) * self.seq + i) * self.seq
-    }
 }
 
-/// Softmax attention over the fused `qkv` `[rows·seq, 3H]`, keys restricted to each row's
-/// length. Returns the context `[rows·seq, H]` and the probabilities `[rows, heads, seq, seq]`.
-pub fn attention(qkv: &[f32], lens: &[u32], s: AttnShape) -> (Vec<f32>, Vec<f32>) {
-    let (h, t, dh) = (s.h(), s.seq, s.dh);
-    let scale = 1.0 / (dh as f64).sqrt();
-    let mut ctx = vec![0f32; s.rows * t * h];
-    let mut probs = vec![0f32; s.rows * s.heads * t * t];
-    let mut sc = vec![0f64; t];
-    for b in 0..s.rows {
-        let len = lens[b] as usize;
-        for head in 0..s.heads {
-            for i in 0..t {
-                let q = &qkv[(b * t + i) * 3 * h + head * dh..][..dh];
-                let mut max = f64::NEG_INFINITY;
-                for j in 0..len {
-                    let k = &qkv[(b * t + j) * 3 * h + h + head * dh..][..dh];
-                    sc[j] = q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale;
-                    max = max.max(sc[j]);
-                }
-                let mut sum = 0.0;
-                for v in &mut sc[..len] {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let p = &mut probs[s.p(b, head, i)..][..t];
-                for j in 0..len {
-                    p[j] = (sc[j] / sum) as f32;
-                }
-                let out = &mut ctx[(b * t + i) * h + head * dh..][..dh];
-                for (d, o) in out.iter_mut().enumerate() {
-                    let mut acc = 0.0;
-                    for j in 0..len {
-                        acc += sc[j] * qkv[(b * t + j) * 3 * h + 2 * h + head * dh + d] as f64;
-                    }
-                    *o = (acc / sum) as f32;
-                }
+/// Softmax attention of one sequence over the fused `qkv` rows `[len, 3H]` of that sequence:
+/// for each query row `q_rows[i]` (relative to the sequence) writes the context row `ctx[i]`
+/// and, with `probs`, the `[heads, len, len]` probabilities.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn attend_seq(qkv: &[f32], len: usize, hd: Heads, q_rows: &mut dyn Iterator<Item = usize>, ctx: &mut [f32], mut probs: Option<&mut [f32]>) {
+    let (h, dh) = (hd.h(), hd.dh);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let q_rows: Vec<usize> = q_rows.collect();
+    let mut kt = vec![0f32; dh * len];
+    let mut v = vec![0f32; len * dh];
+    let mut s = vec![0f32; len];
+    for head in 0..hd.heads {
+        for j in 0..len {
+            let row = &qkv[j * 3 * h..];
+            for d in 0..dh {
+                kt[d * len + j] = row[h + head * dh + d] * scale;
+            }
+            v[j * dh..][..dh].copy_from_slice(&row[2 * h + head * dh..][..dh]);
+        }
+        for (qi, &i) in q_rows.iter().enumerate() {
+            let q = &qkv[i * 3 * h + head * dh..][..dh];
+            s.fill(0.0);
+            for d in 0..dh {
+                math::axpy(q[d], &kt[d * len..][..len], &mut s);
+            }
+            math::softmax(&mut s);
+            let out = &mut ctx[qi * h + head * dh..][..dh];
+            out.fill(0.0);
+            for j in 0..len {
+                math::axpy(s[j], &v[j * dh..][..dh], out);
+            }
+            if let Some(p) = probs.as_deref_mut() {
+                p[(head * len + i) * len..][..len].copy_from_slice(&s);
             }
         }
     }
+}
+
+/// Softmax attention over the fused `qkv` `[tokens, 3H]` of packed sequences, each attending
+/// within itself. Returns the context rows of the queries `[queries, H]` and, with `keep` (all
+/// queries only), the probabilities (per sequence `[heads, len, len]`, one after another).
+pub fn attention(qkv: &[f32], p: &Packed, hd: Heads, queries: Queries, keep: bool) -> (Vec<f32>, Vec<f32>) {
+    let h = hd.h();
+    let q_count = |s: usize| match &queries {
+        Queries::All => p.lens[s],
+        Queries::Some { ranges, .. } => ranges[s].len(),
+    };
+    let total: usize = (0..p.seqs()).map(q_count).sum();
+    let mut ctx = vec![0f32; total * h];
+    let ctx_parts = split_lens(&mut ctx, (0..p.seqs()).map(|s| q_count(s) * h));
+    let (poff, ptotal) = if keep { p.prob_offsets(hd.heads) } else { (Vec::new(), 0) };
+    let mut probs = vec![0f32; ptotal];
+    let mut prob_parts: Vec<Option<&mut [f32]>> = if keep {
+        split_lens(&mut probs, p.lens.iter().map(|&l| hd.heads * l * l)).into_iter().map(Some).collect()
+    } else {
+        (0..p.seqs()).map(|_| None).collect()
+    };
+    debug_assert!(!keep || poff.len() == p.seqs());
+    ctx_parts.into_par_iter().zip(prob_parts.par_iter_mut()).enumerate().for_each(|(s, (c, pp))| {
+        let (start, len) = (p.starts[s], p.lens[s]);
+        let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
+        match &queries {
+            Queries::All => attend_seq(rows, len, hd, &mut (0..len), c, pp.as_deref_mut()),
+            Queries::Some { idx, ranges } => attend_seq(rows, len, hd, &mut idx[ranges[s].clone()].iter().map(|&t| t - start), c, None),
+        }
+    });
     (ctx, probs)
 }
 
-/// Backward of [`attention`]: `dqkv` `[rows·seq, 3H]` from `dctx` `[rows·seq, H]`.
-pub fn attention_backward(dctx: &[f32], qkv: &[f32], probs: &[f32], lens: &[u32], s: AttnShape) -> Vec<f32> {
-    let (h, t, dh) = (s.h(), s.seq, s.dh);
-    let scale = 1.0 / (dh as f64).sqrt();
-    let mut dqkv = vec![0f32; qkv.len()];
-    let mut dp = vec![0f64; t];
-    for b in 0..s.rows {
-        let len = lens[b] as usize;
-        for head in 0..s.heads {
-            for i in 0..t {
-                let p = &probs[s.p(b, head, i)..][..t];
-                let dc = &dctx[(b * t + i) * h + head * dh..][..dh];
-                // dP_j = dctx·V_j ; dV_j += P_j·dctx
-                let mut dot = 0.0;
-                for j in 0..len {
-                    let vrow = (b * t + j) * 3 * h + 2 * h + head * dh;
-                    let mut acc = 0.0;
-                    for d in 0..dh {
-                        acc += dc[d] as f64 * qkv[vrow + d] as f64;
-                        dqkv[vrow + d] += p[j] * dc[d];
-                    }
-                    dp[j] = acc;
-                    dot += acc * p[j] as f64;
+/// Backward of one sequence's attention: `dqkv` `[len, 3H]` (accumulated) from `dctx` `[len, H]`.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn attend_seq_backward(dctx: &[f32], qkv: &[f32], probs: &[f32], len: usize, hd: Heads, dqkv: &mut [f32]) {
+    let (h, dh) = (hd.h(), hd.dh);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut dp = vec![0f32; len];
+    for head in 0..hd.heads {
+        for i in 0..len {
+            let p = &probs[(head * len + i) * len..][..len];
+            let dc = &dctx[i * h + head * dh..][..dh];
+            // dP_j = dctx·V_j ; dV_j += P_j·dctx
+            let mut dot = 0.0;
+            for j in 0..len {
+                let vrow = j * 3 * h + 2 * h + head * dh;
+                dp[j] = math::dot(dc, &qkv[vrow..][..dh]);
+                dot += dp[j] * p[j];
+                math::axpy(p[j], dc, &mut dqkv[vrow..][..dh]);
+            }
+            // dS_j = P_j (dP_j − Σ_k P_k dP_k); dQ_i += scale Σ_j dS_j K_j; dK_j += scale dS_j Q_i
+            let qrow = i * 3 * h + head * dh;
+            for j in 0..len {
+                let ds = p[j] * (dp[j] - dot) * scale;
+                if ds == 0.0 {
+                    continue;
                 }
-                // dS_j = P_j (dP_j − Σ_k P_k dP_k); dQ_i += scale Σ_j dS_j K_j; dK_j += scale dS_j Q_i
-                let qrow = (b * t + i) * 3 * h + head * dh;
-                for j in 0..len {
-                    let ds = (p[j] as f64 * (dp[j] - dot) * scale) as f32;
-                    if ds == 0.0 {
-                        continue;
-                    }
-                    let krow = (b * t + j) * 3 * h + h + head * dh;
-                    for d in 0..dh {
-                        dqkv[qrow + d] += ds * qkv[krow + d];
-                        dqkv[krow + d] += ds * qkv[qrow + d];
-                    }
+                let krow = j * 3 * h + h + head * dh;
+                for d in 0..dh {
+                    dqkv[qrow + d] += ds * qkv[krow + d];
+                    dqkv[krow + d] += ds * qkv[qrow + d];
                 }
             }
         }
     }
+}
+
+/// Backward of [`attention`] (all queries): `dqkv` `[tokens, 3H]` from `dctx` `[tokens, H]`.
+pub fn attention_backward(dctx: &[f32], qkv: &[f32], probs: &[f32], p: &Packed, hd: Heads) -> Vec<f32> {
+    let h = hd.h();
+    let mut dqkv = vec![0f32; qkv.len()];
+    let (poff, _) = p.prob_offsets(hd.heads);
+    let parts = split_lens(&mut dqkv, p.lens.iter().map(|&l| l * 3 * h));
+    parts.into_par_iter().enumerate().for_each(|(s, d)| {
+        let (start, len) = (p.starts[s], p.lens[s]);
+        attend_seq_backward(&dctx[start * h..(start + len) * h], &qkv[start * 3 * h..(start + len) * 3 * h], &probs[poff[s]..][..hd.heads * len * len], len, hd, d);
+    });
     dqkv
 }
 
-/// Log-softmax of each row of `v` columns in place (f64 sums).
+/// Log-softmax of each row of `v` columns in place.
 pub fn log_softmax(x: &mut [f32], v: usize) {
-    for row in x.chunks_exact_mut(v) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let lse = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
-        row.iter_mut().for_each(|z| *z = (*z as f64 - lse) as f32);
-    }
+    x.par_chunks_mut(v).for_each(|row| {
+        let lse = math::log_sum_exp(row);
+        row.iter_mut().for_each(|z| *z -= lse);
+    });
 }
