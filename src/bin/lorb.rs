@@ -311,7 +311,8 @@ mod cli {
         /// Keep wgpu's injected bounds checks in the kernels (slower; the default trusts them)
         #[arg(long)]
         checked_shaders: bool,
-        /// Report GPU time per kernel (timestamp queries; one compute pass per dispatch)
+        /// Report time per kernel: GPU time (timestamp queries; one compute pass per dispatch), or
+        /// on the CPU backend wall-clock time per op
         #[arg(long)]
         profile: bool,
         /// Time training steps instead: LoRA, the CLS head alone and full fine-tuning, on the GPU
@@ -733,11 +734,20 @@ mod cli {
             if let lorb::Backend::Gpu(g) = &mut scorer.backend {
                 g.reset_profile();
             }
+            lorb::cpu::profile::enable(a.profile && !scorer.backend.is_gpu());
             let t0 = Instant::now();
             for t in &texts[1..] {
                 pollster::block_on(scorer.score_list(t, method))?;
             }
             let ms = t0.elapsed().as_secs_f64() * 1000.0 / lists_timed;
+            lorb::cpu::profile::enable(false);
+            let cpu: serde_json::Map<String, serde_json::Value> = lorb::cpu::profile::take()
+                .into_iter()
+                .map(|(k, n, s)| (k.to_string(), json!({"calls_per_list": n as f64 / lists_timed, "ms_per_list": 1000.0 * s / lists_timed})))
+                .collect();
+            if !cpu.is_empty() {
+                profiles.insert(format!("{method:?}").to_lowercase(), serde_json::Value::Object(cpu));
+            }
             if let lorb::Backend::Gpu(g) = &scorer.backend {
                 let p: serde_json::Map<String, serde_json::Value> = g
                     .profile()

@@ -8,6 +8,7 @@
 //! gradients are the low-rank ones: `dB = s·dyᵀ·(x·Aᵀ)`, `dA = s·(dy·B)ᵀ·x`.
 
 use super::ops::{self, Heads, Packed, Queries};
+use super::profile::scope;
 use crate::adapter::{Adapter, Target};
 use crate::batch::{Batch, Slot};
 use crate::model::{Layer, Linear, Model};
@@ -109,6 +110,7 @@ fn heads(m: &Model) -> Heads {
 /// Embeddings (word + position + type 0) of the packed tokens, LayerNormed; with `keep`, also
 /// the LayerNorm's `(x̂, 1/σ)`.
 fn embed(m: &Model, batch: &Batch, p: &Packed, keep: bool) -> (Vec<f32>, (Vec<f32>, Vec<f32>)) {
+    let _sc = scope("embeddings + layernorm");
     let c = &m.config;
     let h = c.hidden;
     let mut x = vec![0f32; p.tokens * h];
@@ -139,19 +141,35 @@ fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, x: Vec<f32>, p: &
     let (c, layer) = (&m.config, &m.layers[li]);
     let (h, keep) = (c.hidden, tape.is_some());
     let mut lora_t = Vec::new();
+    let sc = scope("linear qkv");
     let qkv = linear_lora(&x, p.tokens, &layer.qkv, None, lora, li, &QKV, m, &mut lora_t);
+    drop(sc);
     let (queries, n, resid) = match rows {
         Some(r) => (Queries::Some { idx: r.idx, ranges: r.ranges }, r.idx.len(), Some(ops::gather_rows(&x, h, r.idx))),
         None => (Queries::All, p.tokens, None),
     };
+    let sc = scope("attention");
     let (ctx, probs) = ops::attention(&qkv, p, heads(m), queries, keep);
+    drop(sc);
+    let sc = scope("linear attn_out + residual");
     let mut y = linear_lora(&ctx, n, &layer.attn_out, Some(resid.as_deref().unwrap_or(&x)), lora, li, &[Target::AttnOut], m, &mut lora_t);
+    drop(sc);
+    let sc = scope("layernorm");
     let ln_attn = ops::layer_norm(&mut y, h, &layer.attn_ln, c.layer_norm_eps, keep);
+    drop(sc);
+    let sc = scope("linear ffn_in");
     let f0 = linear_lora(&y, n, &layer.ffn_in, None, lora, li, &[Target::FfnIn], m, &mut lora_t);
+    drop(sc);
+    let sc = scope("gelu");
     let (f0, mut f) = if keep { (f0.clone(), f0) } else { (Vec::new(), f0) };
     ops::gelu(&mut f);
+    drop(sc);
+    let sc = scope("linear ffn_out + residual");
     let mut z = linear_lora(&f, n, &layer.ffn_out, Some(&y), lora, li, &[Target::FfnOut], m, &mut lora_t);
+    drop(sc);
+    let sc = scope("layernorm");
     let ln_ffn = ops::layer_norm(&mut z, h, &layer.ffn_ln, c.layer_norm_eps, keep);
+    drop(sc);
     if let Some(tp) = tape {
         *tp = LayerTape { x, qkv, probs, ctx, ln_attn, y, f0, f, ln_ffn, lora_t };
     }
@@ -328,7 +346,10 @@ pub fn mlm_logprobs(m: &Model, x: &[f32], targets: &[u32]) -> Vec<f32> {
     let (h, v) = (m.config.hidden, m.config.vocab_size);
     let mut out = Vec::with_capacity(targets.len());
     for (xc, tc) in x.chunks(MLM_CHUNK * h).zip(targets.chunks(MLM_CHUNK)) {
+        let sc = scope("mlm head (dense, decoder)");
         let (logits, _) = mlm_logits(m, xc, tc.len(), false);
+        drop(sc);
+        let _sc = scope("mlm log-softmax");
         let lp: Vec<f32> = logits.par_chunks(v).zip(tc.par_iter()).map(|(row, &t)| row[t as usize] - super::math::log_sum_exp(row)).collect();
         out.extend(lp);
     }

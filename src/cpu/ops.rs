@@ -14,6 +14,16 @@ use rayon::prelude::*;
 /// Rows per parallel task for row-wise ops (LayerNorm, GELU): enough work to pay for a task.
 const ROWS_PER_TASK: usize = 32;
 
+/// Threads for one matrix product: all of rayon's, unless the caller already runs on one of
+/// them (inference runs chunks in parallel; each chunk's products then stay on its thread).
+fn parallelism() -> gemm::Parallelism {
+    if rayon::current_thread_index().is_some() {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    }
+}
+
 /// `c = beta·c + alpha · op(a) · op(b)`, row-major; `op(a)` is `[m, k]`, `op(b)` is `[k, n]`.
 /// `ta`/`tb` say that `a`/`b` are stored transposed (`[k, m]`, `[n, k]`). `beta` is 0 or 1.
 #[allow(clippy::too_many_arguments)]
@@ -52,7 +62,7 @@ pub fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism(),
         );
     }
 }
@@ -251,39 +261,123 @@ impl Heads {
     }
 }
 
+/// Lanes of the attention kernel's blocks (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Queries per block: each key (or value) row loaded serves this many queries.
+const QB: usize = 4;
+
 /// Softmax attention of one sequence over the fused `qkv` rows `[len, 3H]` of that sequence:
 /// for each query row `q_rows[i]` (relative to the sequence) writes the context row `ctx[i]`
 /// and, with `probs`, the `[heads, len, len]` probabilities.
+///
+/// Register-blocked: `QB` queries against `LANES` keys at a time for the scores, and `QB`
+/// queries × `LANES` head dimensions for the context; keys and head dimensions are zero-padded
+/// to whole blocks (padded keys get probability 0), so every inner loop is a fixed-size one.
+/// The softmax is fused: `e^(s − max)` feeds the context sum, divided once by `Σ e` at the end.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn attend_seq(qkv: &[f32], len: usize, hd: Heads, q_rows: &mut dyn Iterator<Item = usize>, ctx: &mut [f32], mut probs: Option<&mut [f32]>) {
+fn attend_seq(qkv: &[f32], len: usize, hd: Heads, q_rows: &[usize], ctx: &mut [f32], mut probs: Option<&mut [f32]>) {
+    type Block = [f32; LANES];
     let (h, dh) = (hd.h(), hd.dh);
     let scale = 1.0 / (dh as f32).sqrt();
-    let q_rows: Vec<usize> = q_rows.collect();
-    let mut kt = vec![0f32; dh * len];
-    let mut v = vec![0f32; len * dh];
-    let mut s = vec![0f32; len];
+    let (kb, db) = (len.div_ceil(LANES), dh.div_ceil(LANES));
+    // kt: [dh][kb] blocks of scaled keys, transposed; v: [len][db] blocks; q: [dh][QB];
+    // s: [QB][kb] blocks of scores, then of e^(s − max).
+    let mut kt = vec![[0f32; LANES]; dh * kb];
+    let mut v = vec![[0f32; LANES]; len * db];
+    let mut q = vec![[0f32; QB]; dh];
+    let mut s = vec![[0f32; LANES]; QB * kb];
+    // Padded keys: −∞ added to their scores.
+    let mut pad: Block = [0.0; LANES];
+    for (l, p) in pad.iter_mut().enumerate() {
+        if (kb - 1) * LANES + l >= len {
+            *p = f32::NEG_INFINITY;
+        }
+    }
     for head in 0..hd.heads {
         for j in 0..len {
             let row = &qkv[j * 3 * h..];
+            let (k, vv) = (&row[h + head * dh..][..dh], &row[2 * h + head * dh..][..dh]);
             for d in 0..dh {
-                kt[d * len + j] = row[h + head * dh + d] * scale;
+                kt[d * kb + j / LANES][j % LANES] = k[d] * scale;
+                v[j * db + d / LANES][d % LANES] = vv[d];
             }
-            v[j * dh..][..dh].copy_from_slice(&row[2 * h + head * dh..][..dh]);
         }
-        for (qi, &i) in q_rows.iter().enumerate() {
-            let q = &qkv[i * 3 * h + head * dh..][..dh];
-            s.fill(0.0);
-            for d in 0..dh {
-                math::axpy(q[d], &kt[d * len..][..len], &mut s);
+        for (bi, block) in q_rows.chunks(QB).enumerate() {
+            for (qi, &i) in block.iter().enumerate() {
+                for (d, &x) in qkv[i * 3 * h + head * dh..][..dh].iter().enumerate() {
+                    q[d][qi] = x;
+                }
             }
-            math::softmax(&mut s);
-            let out = &mut ctx[qi * h + head * dh..][..dh];
-            out.fill(0.0);
-            for j in 0..len {
-                math::axpy(s[j], &v[j * dh..][..dh], out);
+            // Scores: s[qi][j] = Σ_d q[qi][d]·kt[d][j].
+            for jb in 0..kb {
+                let mut acc = [[0f32; LANES]; QB];
+                for d in 0..dh {
+                    let k = &kt[d * kb + jb];
+                    let x = &q[d];
+                    for qi in 0..QB {
+                        for l in 0..LANES {
+                            acc[qi][l] += x[qi] * k[l];
+                        }
+                    }
+                }
+                if jb == kb - 1 {
+                    for a in acc.iter_mut() {
+                        for l in 0..LANES {
+                            a[l] += pad[l];
+                        }
+                    }
+                }
+                for qi in 0..QB {
+                    s[qi * kb + jb] = acc[qi];
+                }
+            }
+            // e^(s − max) in place, and 1/Σ per query.
+            let mut inv = [0f32; QB];
+            for qi in 0..QB {
+                let row = &mut s[qi * kb..][..kb];
+                let mut mx = [f32::NEG_INFINITY; LANES];
+                for b in row.iter() {
+                    for l in 0..LANES {
+                        mx[l] = mx[l].max(b[l]);
+                    }
+                }
+                let m = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = [0f32; LANES];
+                for b in row.iter_mut() {
+                    for l in 0..LANES {
+                        b[l] = math::exp(b[l] - m);
+                        sum[l] += b[l];
+                    }
+                }
+                inv[qi] = 1.0 / sum.iter().sum::<f32>();
+            }
+            // Context: ctx[qi][d] = Σ_j e[qi][j]·v[j][d] / Σ_j e[qi][j].
+            for dbi in 0..db {
+                let mut acc = [[0f32; LANES]; QB];
+                for j in 0..len {
+                    let vr = &v[j * db + dbi];
+                    for qi in 0..QB {
+                        let e = s[qi * kb + j / LANES][j % LANES];
+                        for l in 0..LANES {
+                            acc[qi][l] += e * vr[l];
+                        }
+                    }
+                }
+                let n = LANES.min(dh - dbi * LANES);
+                for qi in 0..block.len() {
+                    let out = &mut ctx[(bi * QB + qi) * h + head * dh + dbi * LANES..][..n];
+                    for (o, a) in out.iter_mut().zip(&acc[qi]) {
+                        *o = a * inv[qi];
+                    }
+                }
             }
             if let Some(p) = probs.as_deref_mut() {
-                p[(head * len + i) * len..][..len].copy_from_slice(&s);
+                for (qi, &i) in block.iter().enumerate() {
+                    let e = s[qi * kb..][..kb].as_flattened();
+                    for (o, x) in p[(head * len + i) * len..][..len].iter_mut().zip(e) {
+                        *o = x * inv[qi];
+                    }
+                }
             }
         }
     }
@@ -313,8 +407,8 @@ pub fn attention(qkv: &[f32], p: &Packed, hd: Heads, queries: Queries, keep: boo
         let (start, len) = (p.starts[s], p.lens[s]);
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
         match &queries {
-            Queries::All => attend_seq(rows, len, hd, &mut (0..len), c, pp.as_deref_mut()),
-            Queries::Some { idx, ranges } => attend_seq(rows, len, hd, &mut idx[ranges[s].clone()].iter().map(|&t| t - start), c, None),
+            Queries::All => attend_seq(rows, len, hd, &(0..len).collect::<Vec<_>>(), c, pp.as_deref_mut()),
+            Queries::Some { idx, ranges } => attend_seq(rows, len, hd, &idx[ranges[s].clone()].iter().map(|&t| t - start).collect::<Vec<_>>(), c, None),
         }
     });
     (ctx, probs)
