@@ -30,7 +30,6 @@ const MIN_CHUNK_TOKENS: usize = 64;
 fn chunks(batch: &Batch) -> Vec<Range<usize>> {
     let total: usize = batch.lens.iter().map(|&l| l as usize).sum();
     let limit = total.div_ceil(2 * rayon::current_num_threads()).clamp(MIN_CHUNK_TOKENS, CHUNK_TOKENS);
-    let limit = std::env::var("LORB_CHUNK").ok().and_then(|v| v.parse().ok()).unwrap_or(limit);
     let mut out = Vec::new();
     let (mut lo, mut tokens) = (0, 0);
     for (r, &l) in batch.lens.iter().enumerate() {
@@ -44,6 +43,16 @@ fn chunks(batch: &Batch) -> Vec<Range<usize>> {
         out.push(lo..batch.rows());
     }
     out
+}
+
+/// `f` of each chunk, the chunks in parallel; a single chunk runs on this thread, where its
+/// ops spread over all cores themselves.
+fn each_chunk<W: Sync, T: Send>(work: &[W], f: impl Fn(&W) -> T + Sync + Send) -> Vec<T> {
+    if work.len() == 1 {
+        work.iter().map(f).collect()
+    } else {
+        work.par_iter().map(f).collect()
+    }
 }
 
 pub struct CpuBackend {
@@ -100,8 +109,7 @@ impl CpuBackend {
     /// Final hidden states `[rows × seq, H]` (padding rows are zero).
     pub fn forward(&self, batch: &Batch) -> Vec<f32> {
         let lora = self.unmerged.as_deref();
-        let parts: Vec<Vec<f32>> = chunks(batch).into_par_iter().map(|r| encoder::forward(&self.model, lora, &batch.slice_rows(r.start, r.end), None)).collect();
-        parts.concat()
+        each_chunk(&chunks(batch), |r| encoder::forward(&self.model, lora, &batch.slice_rows(r.start, r.end), None)).concat()
     }
 
     /// Final hidden states at `(row, position)` pairs, `[at, H]`, the chunks in parallel.
@@ -126,8 +134,7 @@ impl CpuBackend {
             let local: Vec<(usize, usize)> = order[o.clone()].iter().map(|&i| (at[i].0 - r.start, at[i].1)).collect();
             encoder::forward_rows(&self.model, lora, &batch.slice_rows(r.start, r.end), &local)
         };
-        // One chunk runs on this thread, its ops then spread over all cores.
-        let parts: Vec<Vec<f32>> = if work.len() == 1 { work.iter().map(run).collect() } else { work.par_iter().map(run).collect() };
+        let parts = each_chunk(&work, run);
         let mut out = vec![0f32; at.len() * h];
         for ((_, o), x) in work.iter().zip(parts) {
             for (j, &i) in order[o.clone()].iter().enumerate() {

@@ -42,28 +42,10 @@ pub fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     // SAFETY: the slices hold at least the addressed extents (asserted above) and the strides
     // describe exactly those row-major (or transposed) layouts; `c` does not alias `a` or `b`.
+    // gemm's arguments: dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
+    // alpha (dst scale), beta (product scale), conjugations, threads.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != 0.0,
-            a.as_ptr(),
-            csa,
-            rsa,
-            b.as_ptr(),
-            csb,
-            rsb,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, beta != 0.0, a.as_ptr(), csa, rsa, b.as_ptr(), csb, rsb, beta, alpha, false, false, false, parallelism());
     }
 }
 

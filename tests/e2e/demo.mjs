@@ -25,6 +25,8 @@ try {
   // 1. The main path, on the first LIMIT utterances of the sample (SwiftShader is slow).
   const limit = Number(process.env.LIMIT || 5);
   await page.goto(`${base}?limit=${limit}`);
+  // WebGPU explicitly: "automatic" prefers the CPU to a software adapter such as SwiftShader.
+  await page.selectOption("#backend", "gpu");
   await page.click("#load");
   await page.waitForSelector("#data:not([hidden]), #error:not([hidden])", { timeout: 300_000 });
   if (await page.isVisible("#error")) throw new Error(`loading failed: ${await page.textContent("#error")}\n${logs.join("\n")}`);
@@ -89,8 +91,8 @@ try {
   await nogpu.waitForSelector("#data:not([hidden])", { timeout: 600_000 });
   const status = await nogpu.textContent("#load-status");
   console.log(`e2e: no WebGPU, automatic: ${status.trim()}`);
-  if (!status.includes("no WebGPU")) fail(`expected the CPU fallback to be announced, got ${status}`);
-  // 4. Training on the page (the tiny fixture BERT, so that SwiftShader is quick): a run with a
+  if (!status.includes("no hardware WebGPU")) fail(`expected the CPU fallback to be announced, got ${status}`);
+  // 4. Training on the page (the tiny fixture BERT; the CPU backend in wasm): a run with a
   // live loss plot, the adapter downloaded in PEFT's format, then a cancelled run announced.
   const tp = await browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 1400 } });
   tp.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
@@ -100,6 +102,10 @@ try {
   const probe = await tp.getAttribute("#gpu-info", "data-available");
   console.log(`e2e: before loading: ${(await tp.textContent("#gpu-info")).trim()}`);
   if (probe !== "true") fail(`webgpuInfo() did not report WebGPU: ${await tp.textContent("#gpu-info")}`);
+  // "automatic" (the default) passes over the software adapter for the CPU backend (wasm).
+  const tbackend = await tp.getAttribute("#load-status", "data-backend");
+  console.log(`e2e: automatic backend beside a software WebGPU adapter: ${tbackend}`);
+  if (tbackend !== "cpu") fail(`"automatic" chose ${tbackend} over the CPU on a software adapter`);
   // Correcting a transcript: "use" on a hypothesis makes it the reference; its WER follows, and
   // the corrected lists can be downloaded.
   await tp.waitForSelector("#detail button.use, #error:not([hidden])", { timeout: 120_000 });
