@@ -129,7 +129,7 @@ fn merge_then_unmerge_restores_the_weights() {
             Target::ALL
                 .iter()
                 .map(|&t| match b {
-                    Backend::Cpu(c) => c.model.lora_block(1, t).to_vec(),
+                    Backend::Cpu(c) => c.model().lora_block(1, t).to_vec(),
                     Backend::Gpu(g) => block(g.read_weight(1, t)).unwrap(),
                 })
                 .collect()

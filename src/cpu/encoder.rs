@@ -7,7 +7,7 @@
 //! LoRA pairs run unmerged, as branches `s·(x·Aᵀ)·Bᵀ` beside the frozen products, so that their
 //! gradients are the low-rank ones: `dB = s·dyᵀ·(x·Aᵀ)`, `dA = s·(dy·B)ᵀ·x`.
 
-use super::ops::{self, Heads, Packed, Queries};
+use super::ops::{self, Heads, Packed, Queries, Transposed};
 use super::profile::scope;
 use crate::adapter::{Adapter, Target};
 use crate::batch::{Batch, Slot};
@@ -69,8 +69,8 @@ const QKV: [Target; 3] = [Target::Query, Target::Key, Target::Value];
 
 /// `x·Wᵀ + b (+ add)` plus the LoRA branches of `targets`; their `x·Aᵀ` go to `keep`.
 #[allow(clippy::too_many_arguments)]
-fn linear_lora(x: &[f32], n: usize, l: &Linear, add: Option<&[f32]>, lora: Option<&Adapter>, li: usize, targets: &[Target], m: &Model, keep: &mut Vec<(usize, Vec<f32>)>) -> Vec<f32> {
-    let mut y = ops::linear(x, n, l, add);
+fn linear_lora(x: &[f32], n: usize, l: &Linear, add: Option<&[f32]>, wt: Option<&[f32]>, lora: Option<&Adapter>, li: usize, targets: &[Target], m: &Model, keep: &mut Vec<(usize, Vec<f32>)>) -> Vec<f32> {
+    let mut y = ops::linear(x, n, l, add, wt);
     let ld = l.out_features();
     for (i, p) in pairs_of(lora, li, targets) {
         let a = lora.expect("pairs come from an adapter");
@@ -137,12 +137,14 @@ struct Rows<'a> {
 
 /// One encoder layer over packed `x`. With `rows`, only those rows come out (the keys and
 /// values still come from every token); with `tape`, the layer's activations are kept.
-fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, x: Vec<f32>, p: &Packed, rows: Option<Rows>, tape: Option<&mut LayerTape>) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, wt: Option<&Transposed>, x: Vec<f32>, p: &Packed, rows: Option<Rows>, tape: Option<&mut LayerTape>) -> Vec<f32> {
     let (c, layer) = (&m.config, &m.layers[li]);
+    let w = |i: usize| wt.map(|t| &t.layers[li][i][..]);
     let (h, keep) = (c.hidden, tape.is_some());
     let mut lora_t = Vec::new();
     let sc = scope("linear qkv");
-    let qkv = linear_lora(&x, p.tokens, &layer.qkv, None, lora, li, &QKV, m, &mut lora_t);
+    let qkv = linear_lora(&x, p.tokens, &layer.qkv, None, w(0), lora, li, &QKV, m, &mut lora_t);
     drop(sc);
     let (queries, n, resid) = match rows {
         Some(r) => (Queries::Some { idx: r.idx, ranges: r.ranges }, r.idx.len(), Some(ops::gather_rows(&x, h, r.idx))),
@@ -152,20 +154,20 @@ fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, x: Vec<f32>, p: &
     let (ctx, probs) = ops::attention(&qkv, p, heads(m), queries, keep);
     drop(sc);
     let sc = scope("linear attn_out + residual");
-    let mut y = linear_lora(&ctx, n, &layer.attn_out, Some(resid.as_deref().unwrap_or(&x)), lora, li, &[Target::AttnOut], m, &mut lora_t);
+    let mut y = linear_lora(&ctx, n, &layer.attn_out, Some(resid.as_deref().unwrap_or(&x)), w(1), lora, li, &[Target::AttnOut], m, &mut lora_t);
     drop(sc);
     let sc = scope("layernorm");
     let ln_attn = ops::layer_norm(&mut y, h, &layer.attn_ln, c.layer_norm_eps, keep);
     drop(sc);
     let sc = scope("linear ffn_in");
-    let f0 = linear_lora(&y, n, &layer.ffn_in, None, lora, li, &[Target::FfnIn], m, &mut lora_t);
+    let f0 = linear_lora(&y, n, &layer.ffn_in, None, w(2), lora, li, &[Target::FfnIn], m, &mut lora_t);
     drop(sc);
     let sc = scope("gelu");
     let (f0, mut f) = if keep { (f0.clone(), f0) } else { (Vec::new(), f0) };
     ops::gelu(&mut f);
     drop(sc);
     let sc = scope("linear ffn_out + residual");
-    let mut z = linear_lora(&f, n, &layer.ffn_out, Some(&y), lora, li, &[Target::FfnOut], m, &mut lora_t);
+    let mut z = linear_lora(&f, n, &layer.ffn_out, Some(&y), w(3), lora, li, &[Target::FfnOut], m, &mut lora_t);
     drop(sc);
     let sc = scope("layernorm");
     let ln_ffn = ops::layer_norm(&mut z, h, &layer.ffn_ln, c.layer_norm_eps, keep);
@@ -178,7 +180,7 @@ fn layer_forward(m: &Model, li: usize, lora: Option<&Adapter>, x: Vec<f32>, p: &
 
 /// The encoder over the packed tokens of `batch`: every token's final hidden state, or with
 /// `rows` only those (packed indices, ascending); with `tape`, the activations for [`backward`].
-fn run(m: &Model, lora: Option<&Adapter>, batch: &Batch, p: &Packed, rows: Option<Rows>, mut tape: Option<&mut Tape>) -> Vec<f32> {
+fn run(m: &Model, lora: Option<&Adapter>, wt: Option<&Transposed>, batch: &Batch, p: &Packed, rows: Option<Rows>, mut tape: Option<&mut Tape>) -> Vec<f32> {
     let (mut x, ln) = embed(m, batch, p, tape.is_some());
     if let Some(tp) = tape.as_deref_mut() {
         tp.emb_ln = ln;
@@ -188,7 +190,7 @@ fn run(m: &Model, lora: Option<&Adapter>, batch: &Batch, p: &Packed, rows: Optio
     for li in 0..m.layers.len() {
         let r = if li == last { rows } else { None };
         let mut lt = tape.is_some().then(LayerTape::default);
-        x = layer_forward(m, li, lora, x, p, r, lt.as_mut());
+        x = layer_forward(m, li, lora, wt, x, p, r, lt.as_mut());
         if let (Some(tp), Some(lt)) = (tape.as_deref_mut(), lt) {
             tp.layers.push(lt);
         }
@@ -203,13 +205,13 @@ fn run(m: &Model, lora: Option<&Adapter>, batch: &Batch, p: &Packed, rows: Optio
 /// for [`backward`].
 pub fn forward(m: &Model, lora: Option<&Adapter>, batch: &Batch, tape: Option<&mut Tape>) -> Vec<f32> {
     let p = packed(batch);
-    let x = run(m, lora, batch, &p, None, tape);
+    let x = run(m, lora, None, batch, &p, None, tape);
     unpack(&x, &p, batch.seq, m.config.hidden)
 }
 
 /// Final hidden states at `(row, position)` pairs only, `[at, H]` in the order given. The last
-/// layer computes just these rows.
-pub fn forward_rows(m: &Model, lora: Option<&Adapter>, batch: &Batch, at: &[(usize, usize)]) -> Vec<f32> {
+/// layer computes just these rows. `wt`: the layers' weights transposed (faster), if at hand.
+pub fn forward_rows(m: &Model, lora: Option<&Adapter>, wt: Option<&Transposed>, batch: &Batch, at: &[(usize, usize)]) -> Vec<f32> {
     let p = packed(batch);
     let h = m.config.hidden;
     let mut order: Vec<usize> = (0..at.len()).collect();
@@ -224,7 +226,7 @@ pub fn forward_rows(m: &Model, lora: Option<&Adapter>, batch: &Batch, at: &[(usi
         }
         ranges.push(lo..k);
     }
-    let x = run(m, lora, batch, &p, Some(Rows { idx: &idx, ranges: &ranges }), None);
+    let x = run(m, lora, wt, batch, &p, Some(Rows { idx: &idx, ranges: &ranges }), None);
     let mut out = vec![0f32; at.len() * h];
     for (k, &i) in order.iter().enumerate() {
         out[i * h..][..h].copy_from_slice(&x[k * h..][..h]);
@@ -331,7 +333,7 @@ fn mlm_logits(m: &Model, g: &[f32], k: usize, keep: bool) -> (Vec<f32>, Option<(
     let mlm = m.mlm.as_ref().expect("caller checks for an MLM head");
     let dec = m.decoder_weight().expect("MLM head present");
     let (h, v) = (m.config.hidden, m.config.vocab_size);
-    let t0 = ops::linear(g, k, &mlm.dense, None);
+    let t0 = ops::linear(g, k, &mlm.dense, None, None);
     let mut t = t0.clone();
     ops::gelu(&mut t);
     let ln = ops::layer_norm(&mut t, h, &mlm.ln, m.config.layer_norm_eps, keep);

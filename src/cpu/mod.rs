@@ -56,8 +56,11 @@ fn each_chunk<W: Sync, T: Send>(work: &[W], f: impl Fn(&W) -> T + Sync + Send) -
 }
 
 pub struct CpuBackend {
-    /// The weights in use (an adapter, when set, is merged into them).
-    pub model: Arc<Model>,
+    /// The weights in use (an adapter, when set, is merged into them). They change only through
+    /// [`CpuBackend::set_adapter`], which keeps `transposed` in step.
+    pub(crate) model: Arc<Model>,
+    /// The layers' weights transposed for inference (natively; in wasm memory is scarcer).
+    transposed: Option<Arc<ops::Transposed>>,
     adapter: Option<Arc<crate::adapter::Adapter>>,
     /// An adapter applied as separate low-rank branches (the training path).
     unmerged: Option<Arc<crate::adapter::Adapter>>,
@@ -67,11 +70,22 @@ pub struct CpuBackend {
 
 impl CpuBackend {
     pub fn new(model: Arc<Model>) -> Self {
-        CpuBackend { model, adapter: None, unmerged: None, saved_mlm: None }
+        let transposed = Self::transpose(&model);
+        CpuBackend { model, transposed, adapter: None, unmerged: None, saved_mlm: None }
+    }
+
+    /// The weights in use.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn transpose(model: &Model) -> Option<Arc<ops::Transposed>> {
+        cfg!(not(target_arch = "wasm32")).then(|| Arc::new(ops::Transposed::new(model)))
     }
 
     /// Merges `adapter` into the weights after removing the one merged before (hot-swap).
     pub fn set_adapter(&mut self, adapter: Option<Arc<crate::adapter::Adapter>>) {
+        let weights_change = self.adapter.is_some() || adapter.is_some();
         let m = Arc::make_mut(&mut self.model);
         if let Some(old) = self.adapter.take() {
             m.merge_lora(&old, -1.0);
@@ -80,6 +94,9 @@ impl CpuBackend {
             m.merge_lora(new, 1.0);
         }
         self.set_mlm_head(adapter.as_deref());
+        if weights_change {
+            self.transposed = Self::transpose(&self.model);
+        }
         self.adapter = adapter;
         self.unmerged = None;
     }
@@ -132,7 +149,7 @@ impl CpuBackend {
         }
         let run = |(r, o): &(Range<usize>, Range<usize>)| {
             let local: Vec<(usize, usize)> = order[o.clone()].iter().map(|&i| (at[i].0 - r.start, at[i].1)).collect();
-            encoder::forward_rows(&self.model, lora, &batch.slice_rows(r.start, r.end), &local)
+            encoder::forward_rows(&self.model, lora, self.transposed.as_deref(), &batch.slice_rows(r.start, r.end), &local)
         };
         let parts = each_chunk(&work, run);
         let mut out = vec![0f32; at.len() * h];

@@ -50,8 +50,9 @@ pub fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ + b[n]` (PyTorch's Linear layout), plus `add` `[m, n]` when
-/// given (a residual, folded into the product's initial value).
-pub fn linear(x: &[f32], m: usize, l: &Linear, add: Option<&[f32]>) -> Vec<f32> {
+/// given (a residual, folded into the product's initial value). `wt`, when given, is `W`
+/// transposed (`[k, n]`, see [`Transposed`]), which gemm packs faster.
+pub fn linear(x: &[f32], m: usize, l: &Linear, add: Option<&[f32]>, wt: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = (l.out_features(), l.in_features());
     let mut y = vec![0f32; m * n];
     match add {
@@ -62,8 +63,34 @@ pub fn linear(x: &[f32], m: usize, l: &Linear, add: Option<&[f32]>) -> Vec<f32> 
         }),
         None => y.par_chunks_mut(n * ROWS_PER_TASK).for_each(|yc| yc.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&l.bias.data))),
     }
-    gemm(m, k, n, 1.0, x, false, &l.weight.data, true, 1.0, &mut y);
+    match wt {
+        Some(w) => gemm(m, k, n, 1.0, x, false, w, false, 1.0, &mut y),
+        None => gemm(m, k, n, 1.0, x, false, &l.weight.data, true, 1.0, &mut y),
+    }
     y
+}
+
+/// The encoder layers' weights transposed to `[in, out]` (qkv, attention output, FFN in, FFN
+/// out), for inference: gemm packs `W[out, in]` with strided scalar loads on every call, `[in,
+/// out]` with contiguous ones (CLS scoring ≈ 6% faster, for one more copy of the weights).
+pub struct Transposed {
+    pub layers: Vec<[Vec<f32>; 4]>,
+}
+
+impl Transposed {
+    pub fn new(m: &crate::model::Model) -> Self {
+        let t = |l: &Linear| {
+            let (n, k) = (l.out_features(), l.in_features());
+            let mut out = vec![0f32; n * k];
+            out.par_chunks_mut(n).enumerate().for_each(|(kk, row)| {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = l.weight.data[j * k + kk];
+                }
+            });
+            out
+        };
+        Transposed { layers: m.layers.iter().map(|l| [t(&l.qkv), t(&l.attn_out), t(&l.ffn_in), t(&l.ffn_out)]).collect() }
+    }
 }
 
 /// Backward of [`linear`]: `dx += dy·W`; with `dw`, also `dW += dyᵀ·x` and `db += Σ_rows dy`.
