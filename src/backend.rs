@@ -51,7 +51,7 @@ impl Backend {
 
     pub fn model(&self) -> &Model {
         match self {
-            Backend::Cpu(c) => &c.model,
+            Backend::Cpu(c) => c.model(),
             Backend::Gpu(g) => g.model(),
         }
     }

@@ -209,29 +209,23 @@ pub fn forward(m: &Model, lora: Option<&Adapter>, batch: &Batch, tape: Option<&m
     unpack(&x, &p, batch.seq, m.config.hidden)
 }
 
-/// Final hidden states at `(row, position)` pairs only, `[at, H]` in the order given. The last
-/// layer computes just these rows. `wt`: the layers' weights transposed (faster), if at hand.
+/// Final hidden states at `(row, position)` pairs only, `[at, H]`; `at` must be ascending
+/// (the caller sorts it once). The last layer computes just these rows. `wt`: the layers'
+/// weights transposed (faster), if at hand.
 pub fn forward_rows(m: &Model, lora: Option<&Adapter>, wt: Option<&Transposed>, batch: &Batch, at: &[(usize, usize)]) -> Vec<f32> {
+    debug_assert!(at.windows(2).all(|w| w[0] <= w[1]), "forward_rows: positions must be ascending");
     let p = packed(batch);
-    let h = m.config.hidden;
-    let mut order: Vec<usize> = (0..at.len()).collect();
-    order.sort_by_key(|&i| at[i]);
-    let idx: Vec<usize> = order.iter().map(|&i| p.starts[at[i].0] + at[i].1).collect();
+    let idx: Vec<usize> = at.iter().map(|&(r, pos)| p.starts[r] + pos).collect();
     let mut ranges = Vec::with_capacity(p.seqs());
     let mut k = 0;
     for s in 0..p.seqs() {
         let lo = k;
-        while k < order.len() && at[order[k]].0 == s {
+        while k < at.len() && at[k].0 == s {
             k += 1;
         }
         ranges.push(lo..k);
     }
-    let x = run(m, lora, wt, batch, &p, Some(Rows { idx: &idx, ranges: &ranges }), None);
-    let mut out = vec![0f32; at.len() * h];
-    for (k, &i) in order.iter().enumerate() {
-        out[i * h..][..h].copy_from_slice(&x[k * h..][..h]);
-    }
-    out
+    run(m, lora, wt, batch, &p, Some(Rows { idx: &idx, ranges: &ranges }), None)
 }
 
 /// The `[out, in]` weight and `[out]` bias gradients of one of a layer's linear maps.
@@ -334,7 +328,7 @@ fn mlm_logits(m: &Model, g: &[f32], k: usize, keep: bool) -> (Vec<f32>, Option<(
     let dec = m.decoder_weight().expect("MLM head present");
     let (h, v) = (m.config.hidden, m.config.vocab_size);
     let t0 = ops::linear(g, k, &mlm.dense, None, None);
-    let mut t = t0.clone();
+    let (t0, mut t) = if keep { (t0.clone(), t0) } else { (Vec::new(), t0) };
     ops::gelu(&mut t);
     let ln = ops::layer_norm(&mut t, h, &mlm.ln, m.config.layer_norm_eps, keep);
     let mut logits = vec![0f32; k * v];

@@ -58,7 +58,7 @@ fn each_chunk<W: Sync, T: Send>(work: &[W], f: impl Fn(&W) -> T + Sync + Send) -
 pub struct CpuBackend {
     /// The weights in use (an adapter, when set, is merged into them). They change only through
     /// [`CpuBackend::set_adapter`], which keeps `transposed` in step.
-    pub(crate) model: Arc<Model>,
+    model: Arc<Model>,
     /// The layers' weights transposed for inference (natively; in wasm memory is scarcer).
     transposed: Option<Arc<ops::Transposed>>,
     adapter: Option<Arc<crate::adapter::Adapter>>,

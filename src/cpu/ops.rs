@@ -404,14 +404,12 @@ pub fn attention(qkv: &[f32], p: &Packed, hd: Heads, queries: Queries, keep: boo
     let total: usize = (0..p.seqs()).map(q_count).sum();
     let mut ctx = vec![0f32; total * h];
     let ctx_parts = split_lens(&mut ctx, (0..p.seqs()).map(|s| q_count(s) * h));
-    let (poff, ptotal) = if keep { p.prob_offsets(hd.heads) } else { (Vec::new(), 0) };
-    let mut probs = vec![0f32; ptotal];
+    let mut probs = vec![0f32; if keep { p.prob_offsets(hd.heads).1 } else { 0 }];
     let mut prob_parts: Vec<Option<&mut [f32]>> = if keep {
         split_lens(&mut probs, p.lens.iter().map(|&l| hd.heads * l * l)).into_iter().map(Some).collect()
     } else {
         (0..p.seqs()).map(|_| None).collect()
     };
-    debug_assert!(!keep || poff.len() == p.seqs());
     ctx_parts.into_par_iter().zip(prob_parts.par_iter_mut()).enumerate().for_each(|(s, (c, pp))| {
         let (start, len) = (p.starts[s], p.lens[s]);
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
