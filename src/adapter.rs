@@ -213,6 +213,103 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::Adapter(msg.into())
 }
 
+/// Bounds on `r` and `lora_alpha` beyond any real adapter (PEFT's defaults are 8 and 8); larger
+/// values are broken files, and an α of 1e308 would overflow the merged weights.
+pub const MAX_RANK: usize = 4096;
+pub const MAX_ALPHA: f64 = 1e6;
+
+/// `r` in 1..=[`MAX_RANK`] and `lora_alpha` in (0, [`MAX_ALPHA`]] (NaN is neither).
+pub fn check_lora_shape(r: usize, alpha: f64) -> Result<()> {
+    if r == 0 || r > MAX_RANK {
+        return Err(Error::Input(format!(
+            "r = {r}: must be from 1 to {MAX_RANK}"
+        )));
+    }
+    if !(alpha > 0.0 && alpha <= MAX_ALPHA) {
+        return Err(Error::Input(format!(
+            "lora_alpha = {alpha}: must be a number in (0, {MAX_ALPHA}]"
+        )));
+    }
+    Ok(())
+}
+
+/// Files lorb writes into an output folder (adapters, train logs, full fine-tuning weights).
+const OUTPUT_FILES: [&str; 4] = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "train_log.json",
+    "model.safetensors",
+];
+
+/// Checks an output folder before any work, so that a long run is never lost to a bad path: it
+/// must be new or empty, or (with `force`) a folder of lorb's own output files, which the run
+/// then replaces (they stay until then). The folder is created and probed for writing.
+pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::Input(format!(
+                "--out {}: exists and is not a folder",
+                dir.display()
+            )));
+        }
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if let Some(other) = names.iter().find(|n| !OUTPUT_FILES.contains(&n.as_str())) {
+            return Err(Error::Input(format!("--out {}: the folder holds {other:?}, which lorb did not write; choose a new or empty folder", dir.display())));
+        }
+        if !names.is_empty() && !force {
+            return Err(Error::Input(format!(
+                "--out {}: an adapter is already there; pass --force to replace it",
+                dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(".lorb-write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+}
+
+/// Every `target_modules` entry must name a module lorb adapts (PEFT matches entries as suffixes
+/// of module paths): an unknown one would otherwise be ignored silently. A string is a regular
+/// expression in PEFT; lorb then relies on the tensors themselves.
+fn check_target_modules(cj: &Value, arch: Arch) -> Result<()> {
+    let Some(list) = cj.get("target_modules").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    for m in list {
+        let name = m
+            .as_str()
+            .ok_or_else(|| bad(format!("target_modules entry {m} is not a string")))?;
+        let known = Target::ALL.iter().any(|t| {
+            let path = t.module(arch);
+            path == name || path.ends_with(&format!(".{name}"))
+        });
+        if !known {
+            let all: Vec<&str> = Target::ALL.iter().map(|t| t.module(arch)).collect();
+            return Err(bad(format!(
+                "target_modules names {name:?}, not a module lorb adapts ({})",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A tensor read from an adapter must hold finite numbers only.
+fn finite(name: &str, t: Tensor) -> Result<Tensor> {
+    match t.data.iter().position(|x| !x.is_finite()) {
+        None => Ok(t),
+        Some(i) => Err(bad(format!(
+            "{name}: value {i} is {} (an adapter's values must be finite)",
+            t.data[i]
+        ))),
+    }
+}
+
 impl Adapter {
     pub fn scale(&self) -> f64 {
         if self.use_rslora {
@@ -224,9 +321,11 @@ impl Adapter {
 
     /// A fresh adapter initialised as PEFT does: `A ~ U(−1/√in, 1/√in)` (Kaiming-uniform with
     /// a = √5), `B = 0`, on `targets` of every layer. Its config is what PEFT writes for it.
-    pub fn new_lora(config: &ModelConfig, r: usize, alpha: f64, use_rslora: bool, targets: &[Target], seed: u64) -> Result<Self> {
-        if r == 0 || alpha <= 0.0 || targets.is_empty() {
-            return Err(bad("a new adapter needs r > 0, lora_alpha > 0 and at least one target"));
+    pub fn new_lora(config: &ModelConfig, r: usize, alpha: f64, use_rslora: bool, targets: &[Target], seed: u64,
+    ) -> Result<Self> {
+        check_lora_shape(r, alpha)?;
+        if targets.is_empty() {
+            return Err(bad("a new adapter needs at least one target"));
         }
         let mut rng = crate::train::Rng::new(seed);
         let mut pairs = Vec::new();
@@ -298,11 +397,25 @@ impl Adapter {
         if peft_type != "LORA" {
             return Err(bad(format!("peft_type {peft_type:?}: lorb reads LORA adapters")));
         }
-        let r = cj.get("r").and_then(Value::as_i64).unwrap_or(0);
-        let alpha = cj.get("lora_alpha").and_then(Value::as_f64).unwrap_or(0.0);
-        if r <= 0 || alpha <= 0.0 || !alpha.is_finite() {
-            return Err(bad(format!("r = {r} and lora_alpha = {alpha} must both be positive")));
-        }
+        let r = match cj.get("r") {
+            Some(v) => v
+                .as_u64()
+                .filter(|&r| r > 0 && r <= MAX_RANK as u64)
+                .ok_or_else(|| bad(format!("r = {v} must be an integer from 1 to {MAX_RANK}")))?,
+            None => return Err(bad("adapter_config.json has no \"r\"")),
+        };
+        let alpha = match cj.get("lora_alpha") {
+            Some(v) => v
+                .as_f64()
+                .filter(|&a| a > 0.0 && a <= MAX_ALPHA)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "lora_alpha = {v} must be a number in (0, {MAX_ALPHA}]"
+                    ))
+                })?,
+            None => return Err(bad("adapter_config.json has no \"lora_alpha\"")),
+        };
+        check_target_modules(&cj, config.arch)?;
         for (key, what) in [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out")] {
             if cj.get(key).and_then(Value::as_bool) == Some(true) {
                 return Err(Error::Unsupported(format!("adapter uses {what}")));
@@ -347,7 +460,7 @@ impl Adapter {
                     .find(|t| t.module(config.arch) == path)
                     .ok_or_else(|| bad(format!("{name}: unknown target module {path:?}")))?;
                 key_prefix.get_or_insert_with(|| module[..pos].to_string());
-                let t = tensor_to_f32(&name, &view)?;
+                let t = finite(&name, tensor_to_f32(&name, &view)?)?;
                 let (out, inp) = target.shape(config);
                 let want = if is_a { vec![r, inp] } else { vec![out, r] };
                 if t.shape != want {
@@ -355,7 +468,7 @@ impl Adapter {
                 }
                 if is_a { &mut a_parts } else { &mut b_parts }.insert((layer, target), t);
             } else if let Some(&(_, i)) = mlm_names.iter().find(|(n, _)| name == *n || name.ends_with(&format!(".{n}"))) {
-                let t = tensor_to_f32(&name, &view)?;
+                let t = finite(&name, tensor_to_f32(&name, &view)?)?;
                 let (h, v) = (config.hidden, config.vocab_size);
                 let want = match i {
                     0 => vec![h, h],
@@ -367,9 +480,9 @@ impl Adapter {
                 }
                 *mlm_head.slot(i) = Some(t);
             } else if name.ends_with("score.weight") {
-                head_w = Some(tensor_to_f32(&name, &view)?);
+                head_w = Some(finite(&name, tensor_to_f32(&name, &view)?)?);
             } else if name.ends_with("score.bias") {
-                head_b = Some(tensor_to_f32(&name, &view)?);
+                head_b = Some(finite(&name, tensor_to_f32(&name, &view)?)?);
             } else {
                 return Err(Error::Unsupported(format!("adapter tensor {name:?} (lorb reads LoRA pairs and the `score` CLS head)")));
             }
@@ -495,5 +608,36 @@ impl Adapter {
             }
         }
         out
+    }
+}
+
+/// What an adapter folder's `train_log.json` records for using the adapter: the λ, first pass
+/// and depth it was tuned with. The file's other fields are the training report.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct TrainLog {
+    pub weight: Option<f64>,
+    pub s1: Option<String>,
+    pub depth: Option<usize>,
+}
+
+impl TrainLog {
+    /// `Ok(None)` when the folder has no train_log.json; a file that cannot be read, or whose λ
+    /// is not a finite number, is an error (never a silent fallback to λ = 1).
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("train_log.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let log: TrainLog =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        if let Some(w) = log.weight.filter(|w| !w.is_finite()) {
+            return Err(bad(format!(
+                "{}: weight {w} is not a finite number",
+                path.display()
+            )));
+        }
+        Ok(Some(log))
     }
 }

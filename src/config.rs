@@ -15,6 +15,13 @@ pub enum Arch {
     DistilBert,
 }
 
+/// Upper bounds on a config's sizes (BERT-large has hidden 1024, 24 layers; XLM-R a vocabulary
+/// of 250,002): anything larger is a broken file, refused before it sizes an allocation.
+pub const MAX_HIDDEN: usize = 8192;
+pub const MAX_LAYERS: usize = 256;
+pub const MAX_VOCAB: usize = 1 << 22;
+pub const MAX_POSITIONS: usize = 1 << 16;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -88,6 +95,12 @@ impl ModelConfig {
             Arch::Roberta => 1,
             _ => 0,
         }) as u32;
+        if v.get("pad_token_id")
+            .and_then(Value::as_u64)
+            .is_some_and(|p| p > u32::MAX as u64)
+        {
+            return Err(Error::Config("\"pad_token_id\" is out of range".into()));
+        }
         let max_position_embeddings = num(&["max_position_embeddings"])?;
         let position_offset = if arch == Arch::Roberta { pad_token_id as usize + 1 } else { 0 };
         if position_offset >= max_position_embeddings {
@@ -95,15 +108,53 @@ impl ModelConfig {
         }
         let type_vocab_size = match arch {
             Arch::DistilBert => 0,
-            _ => v.get("type_vocab_size").and_then(Value::as_u64).unwrap_or(2) as usize,
+            _ => match v.get("type_vocab_size") {
+                None => 2,
+                Some(x) => x.as_u64().ok_or_else(|| {
+                    Error::Config("\"type_vocab_size\" must be a non-negative integer".into())
+                })? as usize,
+            },
         };
         let layer_norm_eps = match arch {
             Arch::DistilBert => 1e-12,
-            _ => v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32,
+            _ => match v.get("layer_norm_eps") {
+                None => 1e-12,
+                Some(x) => x
+                    .as_f64()
+                    .ok_or_else(|| Error::Config("\"layer_norm_eps\" must be a number".into()))?
+                    as f32,
+            },
         };
+        // A normalisation with eps ≤ 0 divides by zero on a constant row; ≥ 1 is no LayerNorm.
+        if !(layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
+            return Err(Error::Config(format!(
+                "layer_norm_eps {layer_norm_eps} is outside (0, 1)"
+            )));
+        }
+        let vocab_size = num(&["vocab_size"])?;
+        // Sizes beyond any BERT-family model are refused before anything is allocated from them.
+        for (what, n, max) in [
+            ("hidden size", hidden, MAX_HIDDEN),
+            ("layer count", layers, MAX_LAYERS),
+            ("attention head count", heads, MAX_HIDDEN),
+            ("intermediate size", intermediate, 8 * MAX_HIDDEN),
+            ("vocabulary size", vocab_size, MAX_VOCAB),
+            (
+                "max_position_embeddings",
+                max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("type_vocab_size", type_vocab_size, MAX_POSITIONS),
+        ] {
+            if n > max {
+                return Err(Error::Config(format!(
+                    "{what} {n} is more than lorb supports ({max})"
+                )));
+            }
+        }
         Ok(ModelConfig {
             arch,
-            vocab_size: num(&["vocab_size"])?,
+            vocab_size,
             hidden,
             layers,
             heads,

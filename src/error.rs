@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Training,
     Cancelled,
     Unsupported,
+    /// A computation met a NaN or an infinity (a broken adapter, an overflowing weight).
+    Numeric,
 }
 
 impl fmt::Display for ErrorKind {
@@ -31,6 +33,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Training => "training",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Numeric => "numeric",
         };
         f.write_str(s)
     }
@@ -60,8 +63,9 @@ pub enum Error {
     NoMlmHead,
     #[error("no CLS scoring head: {0}")]
     NoClsHead(String),
-    #[error("hypothesis {index} has {tokens} tokens, more than the model's {max} positions: {text:?} (pass truncate to cut it)")]
-    TooLong { index: usize, tokens: usize, max: usize, text: String },
+    #[error("{}hypothesis {index} has {tokens} tokens, more than the model's {max} positions: {:?} (pass truncate to cut it)", in_utt(utt), excerpt(text))]
+    TooLong {
+        utt: String, index: usize, tokens: usize, max: usize, text: String },
     #[error("empty hypothesis (index {0}): nothing to score")]
     EmptyHypothesis(usize),
     #[error("n-best list {0:?} has no hypotheses")]
@@ -86,6 +90,12 @@ pub enum Error {
     NonFinite { step: u64, what: String, last_good: u64 },
     #[error("training cancelled after step {0}")]
     Cancelled(u64),
+    #[error("n-best list {utt:?}, hypothesis {index}: the score is {value} (non-finite: check the adapter's and the model's values, λ and layer_norm_eps)")]
+    NonFiniteScore {
+        utt: String,
+        index: usize,
+        value: f64,
+    },
 }
 
 impl Error {
@@ -111,11 +121,63 @@ impl Error {
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Training(_) | Error::NonFinite { .. } => ErrorKind::Training,
             Error::Cancelled(_) => ErrorKind::Cancelled,
+            Error::NonFiniteScore { .. } => ErrorKind::Numeric,
+        }
+    }
+
+    /// The same error about the n-best list `utt` (errors raised below the list level name
+    /// none).
+    pub fn in_list(self, utt: &str) -> Self {
+        match self {
+            Error::EmptyNBest(_) => Error::EmptyNBest(utt.into()),
+            Error::NBestTooLarge { n, max, .. } => Error::NBestTooLarge {
+                utt: utt.into(),
+                n,
+                max,
+            },
+            Error::NonFiniteScore { index, value, .. } => Error::NonFiniteScore {
+                utt: utt.into(),
+                index,
+                value,
+            },
+            Error::TooLong {
+                index,
+                tokens,
+                max,
+                text,
+                ..
+            } => Error::TooLong {
+                utt: utt.into(),
+                index,
+                tokens,
+                max,
+                text,
+            },
+            e => e,
         }
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io { path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// `n-best list "UTT", ` when the list is known.
+fn in_utt(utt: &str) -> String {
+    if utt.is_empty() {
+        String::new()
+    } else {
+        format!("n-best list {utt:?}, ")
+    }
+}
+
+/// The first 80 characters of a text, marked when cut (error messages quote, not copy).
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Combine first- and second-pass scores, re-rank, and measure WER.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nbest::{FirstPass, NBest};
 use crate::wer::{word_errors, WerCount};
 use serde::Serialize;
@@ -43,6 +43,16 @@ pub fn first_pass_scores(nb: &NBest, fp: &FirstPass) -> Result<Vec<f64>> {
 }
 
 /// Re-ranks one list by `s1 + λ·s2` (stable: ties keep first-pass order).
+/// λ must be a finite number (a NaN or infinite λ would make every total NaN or ±∞).
+pub fn check_weight(weight: f64) -> Result<()> {
+    if weight.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "the weight λ is {weight}; it must be a finite number"
+        )))
+    }
+}
 pub fn rescore_list(nb: &NBest, s1: &[f64], s2: &[f64], weight: f64) -> Rescored {
     let mut hyps: Vec<RescoredHyp> = nb
         .hyps
@@ -62,6 +72,8 @@ pub struct EvalReport {
     pub rescored_wer: f64,
     pub oracle_wer: f64,
     pub weight: f64,
+    /// Lists left out of the WER because they have no reference.
+    pub unreferenced: usize,
 }
 
 /// Per-utterance data needed to evaluate any λ quickly: errors of each hypothesis and scores.
@@ -70,13 +82,17 @@ pub struct EvalSet {
     pub words: Vec<usize>,
     pub s1: Vec<Vec<f64>>,
     pub s2: Vec<Vec<f64>>,
+    /// Lists skipped for want of a reference.
+    pub unreferenced: usize,
 }
 
 impl EvalSet {
-    /// Lists without a reference are skipped (they cannot be scored for WER).
+    /// Lists without a reference are skipped (they cannot be scored for WER) and counted.
     pub fn new(lists: &[NBest], s1: Vec<Vec<f64>>, s2: Vec<Vec<f64>>) -> Self {
-        let mut set = EvalSet { errors: vec![], words: vec![], s1: vec![], s2: vec![] };
+        let mut set = EvalSet { errors: vec![], words: vec![], s1: vec![], s2: vec![],
+            unreferenced: 0, };
         for ((nb, a), b) in lists.iter().zip(s1).zip(s2) {
+            set.unreferenced += nb.reference.is_none() as usize;
             if let Some(r) = &nb.reference {
                 set.errors.push(nb.hyps.iter().map(|h| word_errors(r, &h.text)).collect());
                 set.words.push(crate::wer::word_count(r));
@@ -85,6 +101,15 @@ impl EvalSet {
             }
         }
         set
+    }
+
+    /// A WER needs words to count: `Err` when no list has a (non-empty) reference, rather than a
+    /// WER of 0 computed from nothing.
+    pub fn require_references(&self, what: &str) -> Result<()> {
+        if self.words.iter().sum::<usize>() == 0 {
+            return Err(Error::Input(format!("{what}: no n-best list has a reference with words; a WER needs references (\"ref\")")));
+        }
+        Ok(())
     }
 
     fn count(&self, pick: impl Fn(usize) -> usize) -> WerCount {
@@ -113,6 +138,7 @@ impl EvalSet {
             rescored_wer: self.wer(weight),
             oracle_wer: oracle.percent(),
             weight,
+            unreferenced: self.unreferenced,
         }
     }
 
@@ -191,6 +217,31 @@ pub fn tune_first_pass(lists: &[NBest], fp: &FirstPass, free: &[String], s2: Vec
 }
 
 /// `lo, lo+step, …, hi`
+/// Most λ values a grid may hold.
+pub const MAX_GRID: usize = 100_000;
+
+/// A λ grid from `LO:HI:STEP` (finite, STEP > 0, HI ≥ LO, at most [`MAX_GRID`] values).
+pub fn parse_grid(s: &str) -> Result<Vec<f64>> {
+    let p: Vec<f64> = s
+        .split(':')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
+    match p.as_slice() {
+        [lo, hi, step] if p.iter().all(|x| x.is_finite()) && *step > 0.0 && hi >= lo => {
+            let n = (hi - lo) / step;
+            if n > MAX_GRID as f64 {
+                return Err(Error::Input(format!(
+                    "grid {s:?} has {n:.0} values, more than {MAX_GRID}; use a larger STEP"
+                )));
+            }
+            Ok(grid(*lo, *hi, *step))
+        }
+        _ => Err(Error::Input(format!(
+            "grid {s:?}: expected finite LO:HI:STEP with STEP > 0 and HI ≥ LO"
+        ))),
+    }
+}
 pub fn grid(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     let n = ((hi - lo) / step).round().max(0.0) as usize;
     (0..=n).map(|i| lo + step * i as f64).collect()

@@ -27,8 +27,22 @@ impl std::str::FromStr for Method {
             "cls" => Ok(Method::Cls),
             "pll" => Ok(Method::Pll),
             "pll-word" | "pll_word" => Ok(Method::PllWord),
-            _ => Err(Error::Input(format!("method {s:?}: expected cls, pll or pll-word"))),
+            _ => Err(Error::Input(format!("method {s:?}: expected cls, pll or pll-word"
+            ))),
         }
+    }
+}
+
+/// Every score leaving lorb is finite: the first non-finite one is an [`Error::NonFiniteScore`]
+/// (its `utt` is filled in by [`Error::in_list`] where the list is known).
+pub fn ensure_finite(scores: &[f64]) -> Result<()> {
+    match scores.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::NonFiniteScore {
+            utt: String::new(),
+            index,
+            value: scores[index],
+        }),
     }
 }
 
@@ -40,6 +54,8 @@ pub struct Scorer {
     pub backend: Backend,
     pub cls_head: Option<ClsHead>,
     pub max_hyps: usize,
+    /// The adapter merged into the backend's weights, if any.
+    adapter: Option<std::sync::Arc<crate::adapter::Adapter>>,
 }
 
 /// The masked copies of a list's hypotheses for PLL: each copy masks one scored token (and, for
@@ -69,7 +85,8 @@ pub fn pll_copies(tokens: &[Tokens], mask_id: u32, whole_word: bool) -> (Vec<Vec
 
 impl Scorer {
     pub fn new(encoder: TextEncoder, backend: Backend, cls_head: Option<ClsHead>) -> Self {
-        Scorer { encoder, backend, cls_head, max_hyps: DEFAULT_MAX_HYPS }
+        Scorer { encoder, backend, cls_head, max_hyps: DEFAULT_MAX_HYPS,
+            adapter: None, }
     }
 
     /// Loads `config.json`, `model.safetensors`, `tokenizer.json` (and `cls_head.safetensors`
@@ -107,10 +124,26 @@ impl Scorer {
     /// Applies a LoRA adapter (merged into the weights, replacing any earlier one); its CLS
     /// head, when it has one, becomes the scoring head.
     pub async fn set_adapter(&mut self, adapter: crate::adapter::Adapter) -> Result<()> {
-        if let Some(h) = &adapter.cls_head {
+        self.use_adapter(Some(std::sync::Arc::new(adapter))).await
+    }
+
+    /// The adapter merged now (to put back later with [`Scorer::use_adapter`]).
+    pub fn adapter(&self) -> Option<std::sync::Arc<crate::adapter::Adapter>> {
+        self.adapter.clone()
+    }
+
+    /// Merges `adapter` (replacing any earlier one; `None`: the base weights); its CLS head,
+    /// when it has one, becomes the scoring head.
+    pub async fn use_adapter(
+        &mut self,
+        adapter: Option<std::sync::Arc<crate::adapter::Adapter>>,
+    ) -> Result<()> {
+        if let Some(h) = adapter.as_ref().and_then(|a| a.cls_head.as_ref()) {
             self.cls_head = Some(h.clone());
         }
-        self.backend.set_adapter(Some(std::sync::Arc::new(adapter))).await
+        self.backend.set_adapter(adapter.clone()).await?;
+        self.adapter = adapter;
+        Ok(())
     }
 
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>> {
@@ -130,6 +163,12 @@ impl Scorer {
     /// Scores the hypotheses of one n-best list together (one batch, padded to the longest).
     /// Empty hypotheses are legitimate ASR outputs: their PLL is 0 (no tokens to score).
     pub async fn score_list(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
+        let s = self.score_list_unchecked(texts, method).await?;
+        ensure_finite(&s)?;
+        Ok(s)
+    }
+
+    async fn score_list_unchecked(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
         if texts.is_empty() {
             return Err(Error::EmptyNBest(String::new()));
         }

@@ -100,7 +100,7 @@ export interface TrainResult {
 }
 /** Errors thrown by lorb: a message and a machine-readable kind. */
 export interface LorbError extends Error {
-  kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported";
+  kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported" | "numeric";
 }
 "#;
 
@@ -246,7 +246,9 @@ impl Rescorer {
             },
             Some(other) => return Err(js_error(Error::Input(format!("backend {other:?}: expected auto, gpu or cpu")))),
         };
-        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight: get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0), trained: None };
+        let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0);
+        crate::rescore::check_weight(weight).map_err(js_error)?;
+        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight, trained: None };
         if let Some((a, weight)) = adapter {
             r.use_adapter(a, weight).await?;
         }
@@ -268,6 +270,7 @@ impl Rescorer {
 
     async fn use_adapter(&mut self, adapter: Adapter, weight: Option<f64>) -> Result<JsValue, JsValue> {
         if let Some(w) = weight {
+            crate::rescore::check_weight(w).map_err(js_error)?;
             self.weight = w;
         }
         let info = json!({"r": adapter.r, "alpha": adapter.alpha, "pairs": adapter.pairs.len(), "parameters": adapter.parameter_count(), "clsHead": adapter.cls_head.is_some()});
@@ -305,7 +308,10 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "RescoreOptions | undefined")] opts: JsValue,
     ) -> Result<JsValue, JsValue> {
         let method = method_of(&opts)?;
-        let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
+        let weight = get(&opts, "weight")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(self.weight);
+        crate::rescore::check_weight(weight).map_err(js_error)?;
         let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
         if v.get("utt").is_none() {
             v["utt"] = "".into();
@@ -315,7 +321,11 @@ impl Rescorer {
             return Err(js_error(Error::EmptyNBest(nb.utt)));
         }
         let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
-        let s2 = self.scorer.score_list(&texts, method).await.map_err(js_error)?;
+        let s2 = self
+            .scorer
+            .score_list(&texts, method)
+            .await
+            .map_err(|e| js_error(e.in_list(&nb.utt)))?;
         let s1: Vec<f64> = nb.hyps.iter().map(|h| h.score).collect();
         let r = rescore_list(&nb, &s1, &s2, weight);
         let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
@@ -390,7 +400,8 @@ impl Rescorer {
             }
             None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
         };
-        let o = FitOptions { epochs: num("epochs", 1.0).max(1.0) as usize, lists_per_step: num("batch", 8.0).max(1.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
+        let o = FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", 8.0).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
+        o.validate().map_err(js_error)?;
         let total = (examples.len().div_ceil(o.lists_per_step) * o.epochs) as u64;
         let cfg = TrainConfig {
             objective,
@@ -404,19 +415,34 @@ impl Rescorer {
             seed,
             ..Default::default()
         };
-        // Train on the base weights: remove the adapter merged for scoring first.
-        self.scorer.backend.set_adapter(None).await.map_err(js_error)?;
-        let base = self.scorer.model().clone();
-        let lora = Adapter::new_lora(&base.config, num("r", 4.0) as usize, num("alpha", 8.0), false, &targets, cfg.seed).map_err(js_error)?;
-        let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
+        cfg.validate().map_err(js_error)?;
+        let (r, alpha) = (num("r", 4.0), num("alpha", 8.0));
+        if r.fract() != 0.0 || r < 1.0 {
+            return Err(js_error(Error::Input(format!(
+                "r = {r}: must be a positive integer"
+            ))));
+        }
+        crate::adapter::check_lora_shape(r as usize, alpha).map_err(js_error)?;
+        // Train on the base weights: remove the adapter merged for scoring first, and put it
+        // back (with its head and λ) unless training ends with a trained adapter to use.
+        let previous = (
+            self.scorer.adapter(),
+            self.scorer.cls_head.clone(),
+            self.weight,
+        );
+        self.scorer.use_adapter(None).await.map_err(js_error)?;
         let kappa = cfg.kappa;
-        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask).map_err(js_error)?;
+        let is_cancelled = || get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true);
+        let trained: crate::Result<(Trainer, crate::train::fit::FitReport)> = async {
+        let base = self.scorer.model().clone();
+        let lora = Adapter::new_lora(&base.config, r as usize, alpha, false, &targets, cfg.seed)?;
+        let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
+        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask)?;
         if self.scorer.backend.is_gpu() {
-            let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await.map_err(js_error)?;
-            trainer.use_gpu(g).await.map_err(js_error)?;
+            let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await?;
+                trainer.use_gpu(g).await?;
         }
         // Read through the token's JS getter: the token stays the caller's.
-        let is_cancelled = || get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true);
         let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {
             if !on_progress.is_function() {
                 return;
@@ -429,17 +455,41 @@ impl Rescorer {
                 let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
             }
         })
+            .await?;
+            Ok((trainer, report))
+        }
         .await;
-        // Whatever happened, keep what was trained (the best or last good parameters).
+        // A run that failed (an error, or NaN/Inf) leaves the previous adapter in place; a
+        // finished or cancelled one leaves its best (or last good) adapter merged.
+        let failed = match &trained {
+            Err(_) => true,
+            Ok((_, rep)) => rep.stopped.is_some() && !is_cancelled(),
+        };
+        if failed {
+            let (adapter, head, weight) = previous;
+            self.scorer.use_adapter(adapter).await.map_err(js_error)?;
+            self.scorer.cls_head = head;
+            self.weight = weight;
+            return Err(js_error(match trained {
+                Err(e) => e,
+                Ok((_, rep)) => Error::Training(format!(
+                    "{}; the previous adapter is still in use",
+                    rep.stopped.unwrap_or_default()
+                )),
+            }));
+        }
+        let (trainer, report) = trained.map_err(js_error)?;
         let adapter = trainer.adapter().map_err(js_error)?;
         let trainable = adapter.parameter_count();
         self.trained = Some(adapter.clone());
         self.scorer.set_adapter(adapter).await.map_err(js_error)?;
-        self.weight = 1.0 / kappa;
-        let report = report.map_err(js_error)?;
-        self.weight = report.weight;
-        if let Some(why) = &report.stopped {
-            return Err(js_error(if is_cancelled() { Error::Cancelled(trainer.step) } else { Error::Training(why.clone()) }));
+        self.weight = if report.weight.is_finite() {
+            report.weight
+        } else {
+            1.0 / kappa
+        };
+        if report.stopped.is_some() {
+            return Err(js_error(Error::Cancelled(trainer.step)));
         }
         let curve: Vec<Value> = report.curve.iter().map(|r| json!({"epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss})).collect();
         to_js(&json!({

@@ -226,11 +226,172 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     // In the loop: the run stops, says why, and leaves finite parameters.
     let mut t = traj_trainer("bert", &f);
     let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
-    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None };
-    let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
+    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None,
+    };
+    let r = common::block(fit(
+        &mut t,
+        &train,
+        &lists(&f.meta),
+        &o,
+        &AtomicBool::new(false),
+        |_| {},
+    ))
+    .unwrap();
     let why = r.stopped.expect("stopped");
     assert!(why.contains("non-finite"), "{why}");
-    assert!(common::block(t.named_params()).unwrap().iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+    assert!(common::block(t.named_params())
+        .unwrap()
+        .iter()
+        .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+}
+
+/// Finite gradients can still carry parameters to ±∞ (here a weight decay of 10^6 at a
+/// learning rate of 10^38): the parameters are checked after the update, the step is undone
+/// (parameters and AdamW moments), and a run in the loop stops with finite parameters.
+#[test]
+fn an_update_to_infinite_parameters_is_undone() {
+    let f = fixture("bert");
+    let ls = lists(&f.meta);
+    let refs: Vec<&ListExample> = ls.iter().collect();
+    let huge = TrainConfig {
+        optim: lorb::train::AdamWConfig {
+            lr: 1e38,
+            weight_decay: 1e6,
+            ..Default::default()
+        },
+        clip: 0.0,
+        ..cfg(Objective::Mwer, 0.0)
+    };
+    let mut t = trainer("bert", &f, huge.clone(), true);
+    let before = common::block(t.named_params()).unwrap();
+    match common::block(t.step_lists(&refs)) {
+        Err(Error::NonFinite {
+            step: 1,
+            last_good: 0,
+            what,
+        }) => assert!(what.contains("parameters"), "{what}"),
+        other => panic!("expected NonFinite at step 1, got {other:?}"),
+    }
+    assert_eq!(t.step, 0);
+    assert!(
+        before == common::block(t.named_params()).unwrap(),
+        "a non-finite update was kept"
+    );
+    let mut t = trainer("bert", &f, huge, true);
+    let o = FitOptions {
+        epochs: 1,
+        lists_per_step: 1,
+        patience: 0,
+        checkpoint: None,
+        time_limit: None, };
+    let r = common::block(fit(&mut t, &ls, &ls, &o, &AtomicBool::new(false), |_| {})).unwrap();
+    assert!(r.stopped.is_some_and(|w| w.contains("non-finite")));
+    assert!(common::block(t.named_params())
+        .unwrap()
+        .iter()
+        .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+    assert!(r.weight.is_finite());
+}
+
+/// Hyperparameters out of range are refused before any step, with the name and the value.
+#[test]
+fn hyperparameters_are_checked_before_training() {
+    let f = fixture("bert");
+    let pad = f.meta["pad_id"].as_u64().unwrap() as u32;
+    let base = cfg(Objective::Mwer, 0.0);
+    let with_optim = |lr: f64, wd: f64| TrainConfig {
+        optim: lorb::train::AdamWConfig {
+            lr,
+            weight_decay: wd,
+            ..Default::default()
+        },
+        ..base.clone()
+    };
+    for (what, c) in [
+        ("lr", with_optim(f64::NAN, 0.0)),
+        ("lr", with_optim(-1.0, 0.0)),
+        ("weight_decay", with_optim(1e-3, f64::INFINITY)),
+        (
+            "kappa",
+            TrainConfig {
+                kappa: 0.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "kappa",
+            TrainConfig {
+                kappa: f64::NAN,
+                ..base.clone()
+            },
+        ),
+        (
+            "clip",
+            TrainConfig {
+                clip: f64::NAN,
+                ..base.clone()
+            },
+        ),
+        (
+            "cor_weight",
+            TrainConfig {
+                cor_weight: -1.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "head_lr",
+            TrainConfig {
+                head_lr: Some(f64::INFINITY),
+                ..base.clone()
+            },
+        ),
+        (
+            "warm-up",
+            TrainConfig {
+                warmup_steps: 11,
+                total_steps: 10,
+                ..base.clone()
+            },
+        ),
+    ] {
+        let e = Trainer::new(f.model.clone(), None, None, c, pad, None)
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
+        assert_eq!(e.kind(), lorb::ErrorKind::Input, "{what}: {e}");
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+    assert!(
+        lorb::train::warmup_steps(5.0, 10).is_err()
+            && lorb::train::warmup_steps(f64::NAN, 10).is_err()
+    );
+    assert_eq!(lorb::train::warmup_steps(0.1, 10).unwrap(), 1);
+    let ls = lists(&f.meta);
+    for o in [
+        FitOptions {
+            epochs: 0,
+            ..Default::default()
+        },
+        FitOptions {
+            lists_per_step: 0,
+            ..Default::default()
+        },
+        FitOptions {
+            time_limit: Some(f64::NAN),
+            ..Default::default()
+        },
+    ] {
+        let mut t = trainer("bert", &f, base.clone(), true);
+        let e =
+            common::block(fit(&mut t, &ls, &ls, &o, &AtomicBool::new(false), |_| {})).unwrap_err();
+        assert_eq!(e.kind(), lorb::ErrorKind::Input, "{e}");
+        assert_eq!(t.step, 0);
+    }
+    assert!(
+        lorb::adapter::check_lora_shape(0, 8.0).is_err()
+            && lorb::adapter::check_lora_shape(4, f64::NAN).is_err()
+            && lorb::adapter::check_lora_shape(4, 8.0).is_ok()
+    );
 }
 
 /// A time limit ends the run once spent (here at once: one step), and the epoch in progress is
@@ -315,8 +476,107 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
     // A checkpoint made with another configuration is refused.
     let mut other = traj_trainer("bert", &f);
     other.cfg.kappa = 2.0;
-    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
+    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {},
+    ))
+    .unwrap_err();
     assert_eq!(e.kind(), lorb::ErrorKind::Training);
+}
+
+/// A checkpoint is one unit: the run is killed before its k-th checkpoint file operation (each
+/// write, rename and removal), for every k, then resumed; every resumed run ends with the
+/// parameters of the uninterrupted one. A tensor file changed afterwards is refused on resume.
+#[test]
+fn a_run_killed_at_any_checkpoint_file_operation_resumes_to_the_same_result() {
+    let f = fixture("bert");
+    let base = lists(&f.meta);
+    let train: Vec<ListExample> = (0..4)
+        .map(|i| {
+            let mut l = base[i % 2].clone();
+            l.s1.iter_mut()
+                .enumerate()
+                .for_each(|(j, s)| *s += 0.3 * ((i * 7 + j) % 5) as f64);
+            l
+        })
+        .collect();
+    let o = |ck: Option<std::path::PathBuf>| FitOptions {
+        epochs: 3,
+        lists_per_step: 2,
+        patience: 0,
+        checkpoint: ck,
+        time_limit: None,
+    };
+    let never = AtomicBool::new(false);
+    let mut straight = traj_trainer("bert", &f);
+    common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
+    let want = common::block(straight.named_params()).unwrap();
+    let mut faults = 0;
+    for k in 0..200 {
+        let dir = tmp(&format!("lorb-fault-{k}"));
+        lorb::train::fit::fail_file_ops_after(Some(k));
+        let mut killed = traj_trainer("bert", &f);
+        let first = common::block(fit(
+            &mut killed,
+            &train,
+            &base,
+            &o(Some(dir.clone())),
+            &never,
+            |_| {},
+        ));
+        lorb::train::fit::fail_file_ops_after(None);
+        let mut resumed = traj_trainer("bert", &f);
+        common::block(fit(
+            &mut resumed,
+            &train,
+            &base,
+            &o(Some(dir.clone())),
+            &never,
+            |_| {},
+        ))
+        .unwrap_or_else(|e| panic!("resume after a fault at file operation {k}: {e}"));
+        assert!(
+            common::block(resumed.named_params()).unwrap() == want,
+            "fault at file operation {k}: the resumed run differs"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        match first {
+            Err(e) => {
+                assert!(e.to_string().contains("injected fault"), "{e}");
+                faults += 1;
+            }
+            Ok(_) => break,
+        }
+    }
+    // Three checkpoints (one per epoch), each with 3 files written and renamed, state.json
+    // written and renamed, and the previous generation's 3 files removed.
+    assert_eq!(faults, 3 * 8 + 2 * 3, "file operations of the run");
+
+    let dir = tmp("lorb-tampered");
+    let mut t = traj_trainer("bert", &f);
+    common::block(fit(
+        &mut t,
+        &train,
+        &base,
+        &FitOptions {
+            epochs: 1,
+            ..o(Some(dir.clone()))
+        },
+        &never,
+        |_| {},
+    ))
+    .unwrap();
+    let params = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("params."))
+        .unwrap();
+    let mut bytes = std::fs::read(&params).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&params, bytes).unwrap();
+    let mut t = traj_trainer("bert", &f);
+    let e = common::block(fit(&mut t, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
+    assert!(e.to_string().contains("does not match"), "{e}");
 }
 
 /// A GPU for `model` (lavapipe in CI); `None` (skip) without one unless `LORB_REQUIRE_GPU=1`.
@@ -609,6 +869,7 @@ fn train_cli_writes_an_adapter_that_eval_uses() {
         let start = fixture_dir("bert").join("train_adapter");
         let a = Adapter::load_dir(&start, &Model::load_dir(&model).unwrap().config).unwrap();
         let again = out.with_extension("again");
+        let _ = std::fs::remove_dir_all(&again);
         let run = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
             .args(["train", "--train"])
             .arg(&sample)

@@ -198,3 +198,51 @@ async fn training_in_the_browser() {
     assert_eq!(kind_of(e), "cancelled");
     assert!(r.export_adapter().is_ok(), "a cancelled run keeps its adapter");
 }
+
+/// The bert fixture's adapter bytes with the first value of its first lora_B set to `x`.
+fn adapter_with_b0(x: f32) -> (JsValue, JsValue) {
+    let cfg = include_bytes!("fixtures/bert/adapter/adapter_config.json");
+    let st = include_bytes!("fixtures/bert/adapter/adapter_model.safetensors");
+    let t = safetensors::SafeTensors::deserialize(st).unwrap();
+    let mut kept: Vec<(String, Vec<usize>, Vec<u8>)> = t.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
+    let b = kept.iter_mut().find(|k| k.0.contains("lora_B")).unwrap();
+    b.2[..4].copy_from_slice(&x.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        kept.iter().map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())).collect();
+    (bytes(cfg), bytes(&safetensors::serialize(views, None).unwrap()))
+}
+
+/// The reliability guarantees through the JS API: an absurd config, a NaN adapter and a NaN λ
+/// are typed exceptions, and a training run that diverges rejects with kind `training`,
+/// leaving the adapter that was merged before in use.
+#[wasm_bindgen_test]
+async fn bad_configs_adapters_and_diverging_training_through_the_js_api() {
+    let f = fixture!("bert");
+    let mut cfg: serde_json::Value = serde_json::from_slice(f.config).unwrap();
+    cfg["num_hidden_layers"] = serde_json::json!(1_000_000_000_000_000_000u64);
+    let e = lorb::wasm::Rescorer::load(opts(&[("config", bytes(&serde_json::to_vec(&cfg).unwrap())), ("weights", bytes(f.weights)), ("tokenizer", bytes(f.tokenizer)), ("backend", "cpu".into())])).await.err().unwrap();
+    assert_eq!(kind_of(e), "config");
+    let load = |adapter: (JsValue, JsValue)| {
+        lorb::wasm::Rescorer::load(opts(&[
+            ("config", bytes(f.config)),
+            ("weights", bytes(f.weights)),
+            ("tokenizer", bytes(f.tokenizer)),
+            ("adapter", opts(&[("config", adapter.0), ("weights", adapter.1)])),
+            ("backend", "cpu".into()),
+        ]))
+    };
+    assert_eq!(kind_of(load(adapter_with_b0(f32::NAN)).await.err().unwrap()), "adapter");
+    let mut r = load(adapter_with_b0(0.25)).await.unwrap();
+    let nb = || serde_json::json!({"utt": "u", "hyps": [{"text": "the quick brown fox", "score": -1.0}, {"text": "a slow dog", "score": -2.0}]}).serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap();
+    assert_eq!(kind_of(r.rescore(nb(), opts(&[("weight", f64::NAN.into())])).await.err().unwrap()), "input");
+    let before: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(nb(), JsValue::UNDEFINED).await.unwrap()).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
+    let o = opts(&[("epochs", 1.0.into()), ("batch", 1.0.into()), ("lr", 1e38.into()), ("weightDecay", 1e6.into()), ("clip", 0.0.into())]);
+    let e = r.train(training_lists(&exp), o, JsValue::UNDEFINED, JsValue::UNDEFINED).await.err().unwrap();
+    assert_eq!(kind_of(e), "training");
+    let after: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(nb(), JsValue::UNDEFINED).await.unwrap()).unwrap();
+    assert_eq!(before, after, "the adapter merged before training is still the one in use");
+    let e = r.train(training_lists(&exp), opts(&[("epochs", 0.0.into())]), JsValue::UNDEFINED, JsValue::UNDEFINED).await.err().unwrap();
+    assert_eq!(kind_of(e), "input");
+}

@@ -16,8 +16,9 @@ fn main() {
 mod cli {
     use clap::{Args, Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
-    use lorb::rescore::{first_pass_scores, grid, rescore_list, EvalSet};
-    use lorb::{nbest, BackendKind, ClsHead, Error, FirstPass, LongPolicy, Method, NBest, Result, Scorer};
+    use lorb::rescore::{first_pass_scores, rescore_list, EvalSet};
+    use lorb::{
+        nbest, BackendKind, ClsHead, Error, FirstPass, LongPolicy, Method, NBest, Result, Scorer};
     use serde_json::json;
     use std::io::Write;
     use std::path::{Path, PathBuf};
@@ -93,6 +94,9 @@ mod cli {
         /// Output adapter folder (PEFT format) with train_log.json
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing adapter folder at --out (its files are removed first)
+        #[arg(long)]
+        force: bool,
         /// LoRA rank
         #[arg(long, default_value_t = 4)]
         r: usize,
@@ -379,9 +383,11 @@ mod cli {
     }
 
     /// The adapter's train_log.json (what it was tuned with: λ, depth, s1), when there is one.
-    fn adapter_log(m: &ModelArgs) -> Option<serde_json::Value> {
-        let b = std::fs::read(adapter_dir(m)?.join("train_log.json")).ok()?;
-        serde_json::from_slice(&b).ok()
+    fn adapter_log(m: &ModelArgs) -> Result<Option<lorb::adapter::TrainLog>> {
+        match adapter_dir(m) {
+            Some(d) => lorb::adapter::TrainLog::read(&d),
+            None => Ok(None),
+        }
     }
 
     /// The head file in use: --head, else the model folder's cls_head.safetensors.
@@ -391,22 +397,26 @@ mod cli {
 
     /// λ: given, else the one tuned when the adapter was trained (its train_log.json), else the
     /// one tuned with the CLS head (its .json sidecar), else 1.
-    fn weight(a: &ListArgs) -> f64 {
-        if let Some(w) = a.weight {
-            return w;
-        }
-        if let Some(w) = adapter_log(&a.m).and_then(|v| v["weight"].as_f64()) {
-            return w;
-        }
-        if a.m.method == Method::Cls {
+    fn weight(a: &ListArgs) -> Result<f64> {
+        let w = match (a.weight, adapter_log(&a.m)?.and_then(|l| l.weight)) {
+            (Some(w), _) | (None, Some(w)) => w,
+            (None, None) => {
             let side = head_path(&a.m).with_extension("json");
-            if let Ok(b) = std::fs::read(&side) {
-                if let Some(w) = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["weight"].as_f64()) {
-                    return w;
+                match std::fs::read(&side) {
+                    Ok(b) if a.m.method == Method::Cls => {
+                        serde_json::from_slice::<serde_json::Value>(&b)
+                            .ok()
+                            .and_then(|v| v["weight"].as_f64())
+                            .ok_or_else(|| {
+                                Error::Input(format!("{}: no numeric \"weight\"", side.display()))
+                            })?
+                    }
+                    _ => 1.0,
                 }
             }
-        }
-        1.0
+        };
+        lorb::rescore::check_weight(w)?;
+        Ok(w)
     }
 
     /// s1: given, else the one tuned with the adapter (its train_log.json "s1"), else `score`.
@@ -414,7 +424,7 @@ mod cli {
         if let Some(s) = &a.s1 {
             return Ok(s.clone());
         }
-        match adapter_log(&a.m).and_then(|v| v["s1"].as_str().map(str::to_string)) {
+        match adapter_log(&a.m)?.and_then(|l| l.s1) {
             Some(e) => e.parse(),
             None => Ok(FirstPass::default()),
         }
@@ -500,8 +510,34 @@ mod cli {
                 n += lists[j].hyps.len();
                 j += 1;
             }
-            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
-            let cls = pollster::block_on(scorer.cls_matrix(&texts))?;
+            let texts: Vec<&str> = lists[i..j]
+                .iter()
+                .flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str()))
+                .collect();
+            let cls = pollster::block_on(scorer.cls_matrix(&texts)).map_err(|e| match e {
+                // Name the list and its hypothesis, not the place in the batch.
+                Error::TooLong {
+                    index,
+                    tokens,
+                    max,
+                    text,
+                    ..
+                } => {
+                    let (mut list, mut at) = (i, index);
+                    while at >= lists[list].hyps.len() {
+                        at -= lists[list].hyps.len();
+                        list += 1;
+                    }
+                    Error::TooLong {
+                        utt: lists[list].utt.clone(),
+                        index: at,
+                        tokens,
+                        max,
+                        text,
+                    }
+                }
+                e => e,
+            })?;
             let mut off = 0;
             for nb in &lists[i..j] {
                 out.push(cls[off * h..(off + nb.hyps.len()) * h].to_vec());
@@ -524,17 +560,21 @@ mod cli {
             let h = scorer.model().config.hidden;
             let group = if scorer.backend.is_gpu() { CLS_GROUP } else { 1 };
             let cls = cls_per_list(scorer, lists, group, "scoring")?;
-            return Ok(cls.iter().map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect()).collect());
+            let s: Vec<Vec<f64>> = cls
+                .iter()
+                .map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect())
+                .collect();
+            for (nb, s) in lists.iter().zip(&s) {
+                lorb::score::ensure_finite(s).map_err(|e| e.in_list(&nb.utt))?;
+            }
+            return Ok(s);
         }
         let pb = progress(lists.len(), "scoring");
         let mut out = Vec::with_capacity(lists.len());
         for nb in lists {
             let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
-            let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| match e {
-                Error::EmptyNBest(_) => Error::EmptyNBest(nb.utt.clone()),
-                Error::NBestTooLarge { n, max, .. } => Error::NBestTooLarge { utt: nb.utt.clone(), n, max },
-                e => e,
-            })?;
+            let s = pollster::block_on(scorer.score_list(&texts, method))
+                .map_err(|e| e.in_list(&nb.utt))?;
             out.push(s);
             pb.inc(1);
         }
@@ -599,8 +639,19 @@ mod cli {
     /// The n-best lists of a list command, cut to `--depth` or to the depth the adapter was
     /// trained at (its train_log.json): train, tune and test at one depth.
     fn list_inputs(a: &ListArgs) -> Result<Vec<NBest>> {
+        if a.limit == Some(0) || a.depth == Some(0) {
+            return Err(Error::Input(
+                "--limit and --depth must be at least 1".into(),
+            ));
+        }
         let mut lists = read_lists(&a.nbest, a.limit)?;
-        let trained = adapter_log(&a.m).and_then(|v| v["depth"].as_u64()).map(|d| d as usize);
+        if lists.is_empty() {
+            return Err(Error::Input(format!(
+                "{}: no n-best lists",
+                a.nbest.display()
+            )));
+        }
+        let trained = adapter_log(&a.m)?.and_then(|l| l.depth);
         if let Some(k) = a.depth.or(trained) {
             for nb in &mut lists {
                 nb.hyps.truncate(k.max(1));
@@ -612,6 +663,7 @@ mod cli {
     fn rescore(a: ListArgs) -> Result<()> {
         let a = with_default_adapter(a);
         let lists = list_inputs(&a)?;
+        let lambda = weight(&a)?;
         let mut scorer = load(&a.m)?;
         let s2 = second_pass(&mut scorer, &lists, a.m.method)?;
         let s1 = s1_all(&lists, &first_pass(&a)?)?;
@@ -620,8 +672,12 @@ mod cli {
             None => Box::new(std::io::stdout().lock()),
         };
         for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
-            let r = rescore_list(nb, a1, b2, weight(&a));
-            writeln!(w, "{}", serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?)
+            let r = rescore_list(nb, a1, b2, lambda);
+            writeln!(
+                w,
+                "{}",
+                serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?
+            )
                 .map_err(|e| Error::Io { path: "output".into(), source: e })?;
         }
         Ok(())
@@ -633,7 +689,7 @@ mod cli {
         let lists = list_inputs(&a)?;
         let fp = first_pass(&a)?;
         let s1 = s1_all(&lists, &fp)?;
-        let w = weight(&a);
+        let w = weight(&a)?;
         // λ = 0 needs no model: the first pass alone decides.
         let (s2, backend) = if w == 0.0 {
             (lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(), "none".to_string())
@@ -642,7 +698,16 @@ mod cli {
             let d = scorer.backend.describe();
             (second_pass(&mut scorer, &lists, a.m.method)?, d)
         };
-        let r = EvalSet::new(&lists, s1, s2).report(w);
+        let set = EvalSet::new(&lists, s1, s2);
+        set.require_references(&a.nbest.display().to_string())?;
+        if set.unreferenced > 0 {
+            eprintln!(
+                "lorb: {} of {} lists have no reference and are not counted",
+                set.unreferenced,
+                lists.len()
+            );
+        }
+        let r = set.report(w);
         let secs = t0.elapsed().as_secs_f64();
         if a.json {
             let mut v = serde_json::to_value(&r).map_err(|e| Error::Input(e.to_string()))?;
@@ -664,16 +729,8 @@ mod cli {
         Ok(())
     }
 
-    fn parse_grid(s: &str) -> Result<Vec<f64>> {
-        let p: Vec<f64> = s.split(':').map(|x| x.parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
-        match p.as_slice() {
-            [lo, hi, step] if *step > 0.0 && hi >= lo => Ok(grid(*lo, *hi, *step)),
-            _ => Err(Error::Input(format!("grid {s:?}: expected LO:HI:STEP with STEP > 0"))),
-        }
-    }
-
     fn tune(a: TuneArgs) -> Result<()> {
-        let g = parse_grid(&a.grid)?;
+        let g = lorb::rescore::parse_grid(&a.grid)?;
         let first_pass_only = g.iter().all(|&w| w == 0.0);
         let l = &with_default_adapter(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list });
         let lists = list_inputs(l)?;
@@ -695,6 +752,7 @@ mod cli {
             return Ok(());
         }
         let set = EvalSet::new(&lists, s1_all(&lists, &fp)?, s2);
+        set.require_references(&l.nbest.display().to_string())?;
         let (curve, best) = set.tune(&g);
         let r = set.report(best);
         if l.json {
@@ -714,6 +772,9 @@ mod cli {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-espnet-30best/dev_clean.jsonl.gz")
         });
         let lists = read_lists(&path, Some(a.lists + 1))?;
+        if lists.len() < 2 {
+            return Err(Error::Input(format!("{}: bench needs at least 2 n-best lists (one warms up, the rest are timed); it has {}", path.display(), lists.len())));
+        }
         let mut scorer = load(&a.m)?;
         if a.train {
             return bench_train(&a, &lists, &scorer, &path);
@@ -985,6 +1046,40 @@ mod cli {
     fn train(a: TrainArgs) -> Result<()> {
         use lorb::train::{fit, FitOptions, Objective, TrainConfig, Trainer};
         let t0 = Instant::now();
+        // Everything the arguments alone decide is checked before any work.
+        let cfg = TrainConfig {
+            objective: a.objective,
+            kappa: a.kappa,
+            cor_weight: a.cor_weight,
+            cls_head: a.objective != Objective::Mlm,
+            mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
+            full: a.full,
+            optim: lorb::train::AdamWConfig {
+                lr: a.lr,
+                weight_decay: a.weight_decay,
+                ..Default::default()
+            },
+            head_lr: a.head_lr,
+            warmup_steps: 0,
+            total_steps: 0,
+            clip: a.clip,
+            seed: a.seed,
+            mask_prob: 0.15,
+        };
+        cfg.validate()?;
+        let opts = FitOptions {
+            epochs: a.epochs,
+            lists_per_step: a.batch,
+            patience: a.patience,
+            checkpoint: a.checkpoint.clone(),
+            time_limit: a.time_limit,
+        };
+        opts.validate()?;
+        lorb::train::warmup_steps(a.warmup, 0)?;
+        if !(a.head_only || a.full || a.m.adapter.is_some()) {
+            lorb::adapter::check_lora_shape(a.r, a.alpha)?;
+        }
+        lorb::adapter::prepare_out_dir(&a.out, a.force)?;
         // `--adapter DIR` is where training starts, not something merged for scoring: its LoRA
         // pairs are the starting pairs (merged into the weights with --full), its heads the
         // starting heads.
@@ -1021,23 +1116,10 @@ mod cli {
                     (None, false) => return Err(Error::Input("--head-only from an adapter with LoRA pairs would drop them; train LoRA too, or start from a head-only adapter".into())),
                 }
             }
-            eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head" });
+            eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head"
+                }
+            );
         }
-        let cfg = TrainConfig {
-            objective: a.objective,
-            kappa: a.kappa,
-            cor_weight: a.cor_weight,
-            cls_head: a.objective != Objective::Mlm,
-            mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
-            full: a.full,
-            optim: lorb::train::AdamWConfig { lr: a.lr, weight_decay: a.weight_decay, ..Default::default() },
-            head_lr: a.head_lr,
-            warmup_steps: 0,
-            total_steps: 0,
-            clip: a.clip,
-            seed: a.seed,
-            mask_prob: 0.15,
-        };
         let mask = scorer.encoder.mask_id();
         let pad = scorer.encoder.pad_id();
         let head = scorer.cls_head.clone();
@@ -1088,7 +1170,7 @@ mod cli {
         };
         let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
         let total = steps_per_epoch * a.epochs as u64;
-        let cfg = TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
+        let cfg = TrainConfig { warmup_steps: lorb::train::warmup_steps(a.warmup, total)?, total_steps: total, ..cfg };
         let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
         // The encoder runs on the GPU when one is there (--backend gpu accepts software adapters;
         // auto only hardware ones): forward and backward for LoRA and full fine-tuning, the
@@ -1113,7 +1195,6 @@ mod cli {
             dev_ex.len(),
             total
         );
-        let opts = FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: a.patience, checkpoint: a.checkpoint.clone(), time_limit: a.time_limit };
         let pb = progress(total as usize, "train");
         pb.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
@@ -1216,7 +1297,13 @@ mod cli {
         } else {
             println!("{}", serde_json::to_string_pretty(&json!({"dev": {"first_pass_wer": report.dev_first_pass_wer, "wer": report.best_dev_wer, "best_epoch": report.best_epoch}, "weight": report.weight, "test": log["test"], "stopped": report.stopped, "adapter": a.out.display().to_string()})).unwrap_or_default());
         }
-        Ok(())
+        // A run stopped by NaN/Inf saved its last finite state, and fails.
+        match &report.stopped {
+            Some(why) if !cancel.load(std::sync::atomic::Ordering::Relaxed) => Err(
+                Error::Training(format!("{why}; that state is in {}", a.out.display())),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// MLM training on sentences: the MLM head transform (and LoRA pairs unless --head-only);
@@ -1236,7 +1323,7 @@ mod cli {
         }
         let per = a.batch.max(1);
         let total = (ids.len().div_ceil(per) * a.epochs) as u64;
-        let cfg = lorb::train::TrainConfig { warmup_steps: (a.warmup * total as f64).round() as u64, total_steps: total, ..cfg };
+        let cfg = lorb::train::TrainConfig { warmup_steps: lorb::train::warmup_steps(a.warmup, total)?, total_steps: total, ..cfg };
         let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;
         let gpu = match a.m.backend {
             BackendKind::Cpu => None,

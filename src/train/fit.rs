@@ -31,7 +31,31 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None, time_limit: None }
+        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None, time_limit: None,
+        }
+    }
+}
+
+impl FitOptions {
+    /// At least one epoch and one list per step; a time limit, when given, ≥ 0 (0: one step).
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Input("epochs = 0: nothing would be trained".into()));
+        }
+        if self.lists_per_step == 0 {
+            return Err(Error::Input(
+                "batch = 0: a step needs at least one list".into(),
+            ));
+        }
+        if let Some(t) = self.time_limit {
+            super::check(
+                "time_limit",
+                t,
+                t.is_finite() && t >= 0.0,
+                "a number of seconds ≥ 0",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -218,29 +242,98 @@ struct State {
     /// The time limit ended the run.
     #[serde(default)]
     limited: bool,
+    /// The checkpoint's tensor files, by role, with their length and FNV-1a hash.
+    #[serde(default)]
+    files: Vec<CheckpointFile>,
 }
 
-/// Checkpoint files in a folder: `state.json`, `params.safetensors` (trainable tensors by name),
-/// `optimizer.safetensors` (AdamW moments), `best.safetensors` (the best epoch's tensors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointFile {
+    role: String,
+    name: String,
+    len: u64,
+    fnv1a: String,
+}
+
+/// A checkpoint folder is one unit. Each save writes its tensor files under new names
+/// (`params.G.safetensors`, `optimizer.G.safetensors`, `best.G.safetensors`, generation G), then
+/// publishes them by renaming `state.json` into place, which names them with their lengths and
+/// hashes; only then are the previous generation's files removed. Killed at any instant, the
+/// folder holds a complete checkpoint (the old one or the new), and a resume checks the files
+/// against the manifest, refusing clearly if they were changed.
 pub struct Checkpoint;
 
-fn write_named(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+thread_local! {
+    static FILE_OPS_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fault injection for tests: the checkpoint's file operations (each write, rename and removal)
+/// on this thread fail from the `n`-th one on, as if the process died there (`None`: never).
+#[doc(hidden)]
+pub fn fail_file_ops_after(n: Option<usize>) {
+    FILE_OPS_LEFT.with(|c| c.set(n));
+}
+
+fn file_op(what: &Path) -> Result<()> {
+    FILE_OPS_LEFT.with(|c| match c.get() {
+        Some(0) => Err(Error::Training(format!(
+            "injected fault before a file operation on {}",
+            what.display()
+        ))),
+        Some(n) => {
+            c.set(Some(n - 1));
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
+
+/// Writes `data` to `path` through a temporary file and a rename (a reader sees all or nothing).
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("part");
+    file_op(&tmp)?;
+    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+    file_op(path)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Serialises named tensors as safetensors bytes.
+fn named_bytes(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let bad = |e: safetensors::SafeTensorError| Error::Training(format!("{}: {e}", path.display()));
     let views = bytes
         .iter()
-        .map(|(n, s, d)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).map_err(bad)?)))
+        .map(|(n, s, d)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .map_err(bad)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, None).map_err(bad)?;
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    safetensors::serialize(views, None).map_err(bad)
 }
 
-fn read_named(path: &Path) -> Result<Vec<(String, Tensor)>> {
+/// Reads a checkpoint's tensor file, which must be the one its manifest entry `f` describes.
+fn read_named(path: &Path, f: &CheckpointFile) -> Result<Vec<(String, Tensor)>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
-    st.tensors().into_iter().map(|(n, v)| Ok((n.clone(), tensor_to_f32(&n, &v)?))).collect()
+    if bytes.len() as u64 != f.len || fnv1a(&bytes) != f.fnv1a {
+        return Err(Error::Training(format!("checkpoint file {} does not match its state.json (changed after it was written); delete the checkpoint folder to start over", path.display())));
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| Ok((n.clone(), tensor_to_f32(&n, &v)?)))
+        .collect()
 }
 
 impl Trainer {
@@ -271,34 +364,83 @@ impl Trainer {
 }
 
 impl Checkpoint {
-    async fn save(dir: &Path, t: &mut Trainer, s: &State, best: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    const ROLES: [&'static str; 3] = ["params", "optimizer", "best"];
+
+    async fn save(
+        dir: &Path, t: &mut Trainer, s: &mut State,
+        best: &[(String, Vec<usize>, Vec<f32>)],
+    ) -> Result<()> {
         let params = t.named_params().await?; // also brings the moments back from the GPU
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        write_named(&dir.join("params.safetensors"), &params)?;
-        write_named(&dir.join("best.safetensors"), best)?;
         let mut moments = Vec::new();
         for (i, (m, v)) in t.opt.m.iter().zip(&t.opt.v).enumerate() {
             moments.push((format!("m.{i}"), vec![m.len()], m.clone()));
             moments.push((format!("v.{i}"), vec![v.len()], v.clone()));
         }
-        write_named(&dir.join("optimizer.safetensors"), &moments)?;
-        let json = serde_json::to_vec_pretty(s).map_err(|e| Error::Training(e.to_string()))?;
-        let tmp = dir.join("state.json.part");
-        std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join("state.json")).map_err(|e| Error::io(dir.join("state.json"), e))
+        // The next generation: one past the newest named in the folder's state.json.
+        let published = Self::read_state(dir)
+            .ok()
+            .map(|p| p.files)
+            .unwrap_or_default();
+        let generation = published
+            .iter()
+            .filter_map(|f| f.name.split('.').nth(1)?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |g| g + 1);
+        let mut files = Vec::new();
+        for (role, tensors) in Self::ROLES
+            .into_iter()
+            .zip([&params[..], &moments[..], best])
+        {
+            let name = format!("{role}.{generation}.safetensors");
+            let path = dir.join(&name);
+            let data = named_bytes(&path, tensors)?;
+            write_atomic(&path, &data)?;
+            files.push(CheckpointFile {
+                role: role.into(),
+                name,
+                len: data.len() as u64,
+                fnv1a: fnv1a(&data),
+            });
+        }
+        s.files = files;
+        let json = serde_json::to_vec_pretty(&*s).map_err(|e| Error::Training(e.to_string()))?;
+        write_atomic(&dir.join("state.json"), &json)?;
+        for f in published {
+            let p = dir.join(&f.name);
+            file_op(&p)?;
+            let _ = std::fs::remove_file(&p);
+        }
+        Ok(())
+    }
+
+    fn read_state(dir: &Path) -> Result<State> {
+        let p = dir.join("state.json");
+        serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?)
+            .map_err(|e| Error::Training(format!("{}: {e}", p.display())))
     }
 
     /// Loads a checkpoint into `t` (whose configuration must match) and returns the run state.
     fn load(dir: &Path, t: &mut Trainer) -> Result<(State, Vec<(String, Tensor)>)> {
-        let p = dir.join("state.json");
-        let s: State = serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?).map_err(|e| Error::Training(format!("{}: {e}", p.display())))?;
+        let s = Self::read_state(dir)?;
         let a = serde_json::to_value(&s.config).unwrap_or_default();
         let b = serde_json::to_value(&t.cfg).unwrap_or_default();
         if a != b {
-            return Err(Error::Training(format!("checkpoint {} was made with another configuration", dir.display())));
+            return Err(Error::Training(format!("checkpoint {} was made with another configuration",
+                dir.display()
+            )));
         }
-        t.load_named_params(&read_named(&dir.join("params.safetensors"))?)?;
-        let moments = read_named(&dir.join("optimizer.safetensors"))?;
+        let file = |role: &str| -> Result<Vec<(String, Tensor)>> {
+            let f = s.files.iter().find(|f| f.role == role).ok_or_else(|| {
+                Error::Training(format!(
+                    "checkpoint {}: state.json names no {role} file (made by an older lorb?)",
+                    dir.display()
+                ))
+            })?;
+            read_named(&dir.join(&f.name), f)
+        };
+        let (params, moments, best) = (file("params")?, file("optimizer")?, file("best")?);
+        t.load_named_params(&params)?;
         let n = moments.len() / 2;
         t.opt.m = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("m.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
         t.opt.v = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("v.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
@@ -306,7 +448,7 @@ impl Checkpoint {
         t.push_gpu()?;
         t.step = s.step;
         t.rng = s.rng.clone();
-        Ok((s, read_named(&dir.join("best.safetensors"))?))
+        Ok((s, best))
     }
 }
 
@@ -318,11 +460,13 @@ async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
 /// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
 /// writes one after every epoch and when stopped. `cancel` is checked before each step.
-pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &(impl Cancel + ?Sized), mut progress: impl FnMut(&Progress)) -> Result<FitReport> {
+pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &(impl Cancel + ?Sized), mut progress: impl FnMut(&Progress),
+) -> Result<FitReport> {
+    o.validate()?;
     if train.is_empty() {
         return Err(Error::Input("no training lists".into()));
     }
-    let per = o.lists_per_step.max(1);
+    let per = o.lists_per_step;
     let lambda0 = 1.0 / t.cfg.kappa;
     let resume = o.checkpoint.as_ref().filter(|d| d.join("state.json").exists());
     let (mut s, mut best) = match resume {
@@ -347,6 +491,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
                 curve: Vec::new(),
                 losses: Vec::new(),
                 limited: false,
+                files: Vec::new(),
             };
             let best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
             (s, best)
@@ -406,8 +551,11 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
         s.rng = t.rng.clone();
         if let Some(dir) = &o.checkpoint {
-            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
-            Checkpoint::save(dir, t, &s, &b).await?;
+            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best
+                .iter()
+                .map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone()))
+                .collect();
+            Checkpoint::save(dir, t, &mut s, &b).await?;
         }
         if s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience) {
             break;
@@ -417,8 +565,11 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         s.rng = t.rng.clone();
         s.step = t.step;
         if let Some(dir) = &o.checkpoint {
-            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
-            Checkpoint::save(dir, t, &s, &b).await?;
+            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best
+                .iter()
+                .map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone()))
+                .collect();
+            Checkpoint::save(dir, t, &mut s, &b).await?;
         }
     }
     // Keep the best epoch (or the start, if no epoch beat the first pass) unless stopped mid-way
