@@ -432,20 +432,24 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// `n` lists: the fixture's lists in turn, with shifted first-pass scores.
+fn shifted_lists(base: &[ListExample], n: usize) -> Vec<ListExample> {
+    (0..n)
+        .map(|i| {
+            let mut l = base[i % base.len()].clone();
+            l.s1.iter_mut().enumerate().for_each(|(j, s)| *s += 0.3 * ((i * 7 + j) % 5) as f64);
+            l
+        })
+        .collect()
+}
+
 /// Cancelling mid-epoch writes a checkpoint; resuming from it finishes with exactly the
 /// parameters of an uninterrupted run with the same seed.
 #[test]
 fn cancel_and_resume_give_the_uninterrupted_result() {
     let f = fixture("bert");
     let base = lists(&f.meta);
-    // Six lists: the two fixture lists with shifted first-pass scores.
-    let train: Vec<ListExample> = (0..6)
-        .map(|i| {
-            let mut l = base[i % 2].clone();
-            l.s1.iter_mut().enumerate().for_each(|(j, s)| *s += 0.3 * ((i * 7 + j) % 5) as f64);
-            l
-        })
-        .collect();
+    let train = shifted_lists(&base, 6);
     let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
     let never = AtomicBool::new(false);
 
@@ -489,15 +493,7 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
 fn a_run_killed_at_any_checkpoint_file_operation_resumes_to_the_same_result() {
     let f = fixture("bert");
     let base = lists(&f.meta);
-    let train: Vec<ListExample> = (0..4)
-        .map(|i| {
-            let mut l = base[i % 2].clone();
-            l.s1.iter_mut()
-                .enumerate()
-                .for_each(|(j, s)| *s += 0.3 * ((i * 7 + j) % 5) as f64);
-            l
-        })
-        .collect();
+    let train = shifted_lists(&base, 4);
     let o = |ck: Option<std::path::PathBuf>| FitOptions {
         epochs: 3,
         lists_per_step: 2,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import transformers
 from tokenizers import Tokenizer
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -112,6 +112,20 @@ def inputs(tok, lists):
     return out
 
 
+def prepare(model, nbest, n, attn=None):
+    """The CLS and PLL models (seeded random heads), the first `n` lists and their batches."""
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    kw = {"attn_implementation": attn} if attn else {}
+    bert = BertModel.from_pretrained(model, add_pooling_layer=False, **kw).eval()
+    models = {"cls": Cls(bert).eval(), "pll": Pll(bert).eval()}
+    tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    lists = read_lists(nbest, n)
+    return models, lists, inputs(tok, lists)
+
+
 def time_torch(models, batches, work):
     with torch.inference_mode():
         run = lambda b: models[work](*[torch.from_numpy(x) for x in b[work]])
@@ -167,17 +181,8 @@ def main():
 
     import onnxruntime as ort
 
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    cfg = BertConfig.from_pretrained(args.model)
-    bert = BertModel.from_pretrained(args.model, add_pooling_layer=False).eval()
-    models = {"cls": Cls(bert).eval(), "pll": Pll(bert).eval()}
-    tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    lists = read_lists(args.nbest, args.lists + 1)
-    batches = inputs(tok, lists)
+    models, lists, batches = prepare(args.model, args.nbest, args.lists + 1)
     tmp = tempfile.mkdtemp()
     eager = {"cls": Cls(BertModel.from_pretrained(args.model, add_pooling_layer=False, attn_implementation="eager").eval()), "pll": None}
     eager["pll"] = Pll(eager["cls"].bert)

@@ -17,12 +17,9 @@ import sys
 
 import numpy as np
 import torch
-import transformers
-from tokenizers import Tokenizer
-from transformers import BertModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cpu_peers import ROOT, Cls, Pll, export_onnx, inputs, read_lists  # noqa: E402
+from cpu_peers import ROOT, export_onnx, prepare  # noqa: E402
 
 
 def main():
@@ -33,15 +30,7 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "target", "bench-web"))
     args = p.parse_args()
 
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    bert = BertModel.from_pretrained(args.model, add_pooling_layer=False, attn_implementation="eager").eval()
-    models = {"cls": Cls(bert).eval(), "pll": Pll(bert).eval()}
-    tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    lists = read_lists(args.nbest, args.lists + 1)
-    batches = inputs(tok, lists)
+    models, lists, batches = prepare(args.model, args.nbest, args.lists + 1, attn="eager")
     os.makedirs(args.out, exist_ok=True)
     export_onnx(models, batches, args.out)
 
