@@ -94,7 +94,7 @@ mod cli {
         /// Output adapter folder (PEFT format) with train_log.json
         #[arg(long)]
         out: PathBuf,
-        /// Replace an existing adapter folder at --out (its files are removed first)
+        /// Replace the adapter already at --out (only a folder of files lorb writes)
         #[arg(long)]
         force: bool,
         /// LoRA rank
