@@ -221,25 +221,16 @@ pub const MAX_ALPHA: f64 = 1e6;
 /// `r` in 1..=[`MAX_RANK`] and `lora_alpha` in (0, [`MAX_ALPHA`]] (NaN is neither).
 pub fn check_lora_shape(r: usize, alpha: f64) -> Result<()> {
     if r == 0 || r > MAX_RANK {
-        return Err(Error::Input(format!(
-            "r = {r}: must be from 1 to {MAX_RANK}"
-        )));
+        return Err(Error::Input(format!("r = {r}: must be from 1 to {MAX_RANK}")));
     }
     if !(alpha > 0.0 && alpha <= MAX_ALPHA) {
-        return Err(Error::Input(format!(
-            "lora_alpha = {alpha}: must be a number in (0, {MAX_ALPHA}]"
-        )));
+        return Err(Error::Input(format!("lora_alpha = {alpha}: must be a number in (0, {MAX_ALPHA}]")));
     }
     Ok(())
 }
 
 /// Files lorb writes into an output folder (adapters, train logs, full fine-tuning weights).
-const OUTPUT_FILES: [&str; 4] = [
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "train_log.json",
-    "model.safetensors",
-];
+const OUTPUT_FILES: [&str; 4] = ["adapter_config.json", "adapter_model.safetensors", "train_log.json", "model.safetensors"];
 
 /// Checks an output folder before any work, so that a long run is never lost to a bad path: it
 /// must be new or empty, or (with `force`) a folder of lorb's own output files, which the run
@@ -247,24 +238,14 @@ const OUTPUT_FILES: [&str; 4] = [
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
         if !dir.is_dir() {
-            return Err(Error::Input(format!(
-                "--out {}: exists and is not a folder",
-                dir.display()
-            )));
+            return Err(Error::Input(format!("--out {}: exists and is not a folder", dir.display())));
         }
-        let names: Vec<String> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         if let Some(other) = names.iter().find(|n| !OUTPUT_FILES.contains(&n.as_str())) {
             return Err(Error::Input(format!("--out {}: the folder holds {other:?}, which lorb did not write; choose a new or empty folder", dir.display())));
         }
         if !names.is_empty() && !force {
-            return Err(Error::Input(format!(
-                "--out {}: an adapter is already there; pass --force to replace it",
-                dir.display()
-            )));
+            return Err(Error::Input(format!("--out {}: an adapter is already there; pass --force to replace it", dir.display())));
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -277,23 +258,16 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
 /// of module paths): an unknown one would otherwise be ignored silently. A string is a regular
 /// expression in PEFT; lorb then relies on the tensors themselves.
 fn check_target_modules(cj: &Value, arch: Arch) -> Result<()> {
-    let Some(list) = cj.get("target_modules").and_then(Value::as_array) else {
-        return Ok(());
-    };
+    let Some(list) = cj.get("target_modules").and_then(Value::as_array) else { return Ok(()) };
     for m in list {
-        let name = m
-            .as_str()
-            .ok_or_else(|| bad(format!("target_modules entry {m} is not a string")))?;
+        let name = m.as_str().ok_or_else(|| bad(format!("target_modules entry {m} is not a string")))?;
         let known = Target::ALL.iter().any(|t| {
             let path = t.module(arch);
             path == name || path.ends_with(&format!(".{name}"))
         });
         if !known {
             let all: Vec<&str> = Target::ALL.iter().map(|t| t.module(arch)).collect();
-            return Err(bad(format!(
-                "target_modules names {name:?}, not a module lorb adapts ({})",
-                all.join(", ")
-            )));
+            return Err(bad(format!("target_modules names {name:?}, not a module lorb adapts ({})", all.join(", "))));
         }
     }
     Ok(())
@@ -303,10 +277,7 @@ fn check_target_modules(cj: &Value, arch: Arch) -> Result<()> {
 fn finite(name: &str, t: Tensor) -> Result<Tensor> {
     match t.data.iter().position(|x| !x.is_finite()) {
         None => Ok(t),
-        Some(i) => Err(bad(format!(
-            "{name}: value {i} is {} (an adapter's values must be finite)",
-            t.data[i]
-        ))),
+        Some(i) => Err(bad(format!("{name}: value {i} is {} (an adapter's values must be finite)", t.data[i]))),
     }
 }
 
@@ -321,8 +292,7 @@ impl Adapter {
 
     /// A fresh adapter initialised as PEFT does: `A ~ U(−1/√in, 1/√in)` (Kaiming-uniform with
     /// a = √5), `B = 0`, on `targets` of every layer. Its config is what PEFT writes for it.
-    pub fn new_lora(config: &ModelConfig, r: usize, alpha: f64, use_rslora: bool, targets: &[Target], seed: u64,
-    ) -> Result<Self> {
+    pub fn new_lora(config: &ModelConfig, r: usize, alpha: f64, use_rslora: bool, targets: &[Target], seed: u64) -> Result<Self> {
         check_lora_shape(r, alpha)?;
         if targets.is_empty() {
             return Err(bad("a new adapter needs at least one target"));
@@ -397,24 +367,12 @@ impl Adapter {
         if peft_type != "LORA" {
             return Err(bad(format!("peft_type {peft_type:?}: lorb reads LORA adapters")));
         }
-        let r = match cj.get("r") {
-            Some(v) => v
-                .as_u64()
-                .filter(|&r| r > 0 && r <= MAX_RANK as u64)
-                .ok_or_else(|| bad(format!("r = {v} must be an integer from 1 to {MAX_RANK}")))?,
-            None => return Err(bad("adapter_config.json has no \"r\"")),
-        };
-        let alpha = match cj.get("lora_alpha") {
-            Some(v) => v
-                .as_f64()
-                .filter(|&a| a > 0.0 && a <= MAX_ALPHA)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "lora_alpha = {v} must be a number in (0, {MAX_ALPHA}]"
-                    ))
-                })?,
-            None => return Err(bad("adapter_config.json has no \"lora_alpha\"")),
-        };
+        let field = |key: &str| cj.get(key).ok_or_else(|| bad(format!("adapter_config.json has no \"{key}\"")));
+        let r = field("r")?;
+        let r = r.as_u64().ok_or_else(|| bad(format!("r = {r}: must be a positive integer")))?;
+        let alpha = field("lora_alpha")?;
+        let alpha = alpha.as_f64().ok_or_else(|| bad(format!("lora_alpha = {alpha}: must be a number")))?;
+        check_lora_shape(r.min(usize::MAX as u64) as usize, alpha).map_err(|e| bad(e.to_string()))?;
         check_target_modules(&cj, config.arch)?;
         for (key, what) in [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out")] {
             if cj.get(key).and_then(Value::as_bool) == Some(true) {
@@ -630,13 +588,9 @@ impl TrainLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let log: TrainLog =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let log: TrainLog = serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))?;
         if let Some(w) = log.weight.filter(|w| !w.is_finite()) {
-            return Err(bad(format!(
-                "{}: weight {w} is not a finite number",
-                path.display()
-            )));
+            return Err(bad(format!("{}: weight {w} is not a finite number", path.display())));
         }
         Ok(Some(log))
     }

@@ -95,10 +95,7 @@ impl ModelConfig {
             Arch::Roberta => 1,
             _ => 0,
         }) as u32;
-        if v.get("pad_token_id")
-            .and_then(Value::as_u64)
-            .is_some_and(|p| p > u32::MAX as u64)
-        {
+        if v.get("pad_token_id").and_then(Value::as_u64).is_some_and(|p| p > u32::MAX as u64) {
             return Err(Error::Config("\"pad_token_id\" is out of range".into()));
         }
         let max_position_embeddings = num(&["max_position_embeddings"])?;
@@ -110,26 +107,19 @@ impl ModelConfig {
             Arch::DistilBert => 0,
             _ => match v.get("type_vocab_size") {
                 None => 2,
-                Some(x) => x.as_u64().ok_or_else(|| {
-                    Error::Config("\"type_vocab_size\" must be a non-negative integer".into())
-                })? as usize,
+                Some(x) => x.as_u64().ok_or_else(|| Error::Config("\"type_vocab_size\" must be a non-negative integer".into()))? as usize,
             },
         };
         let layer_norm_eps = match arch {
             Arch::DistilBert => 1e-12,
             _ => match v.get("layer_norm_eps") {
                 None => 1e-12,
-                Some(x) => x
-                    .as_f64()
-                    .ok_or_else(|| Error::Config("\"layer_norm_eps\" must be a number".into()))?
-                    as f32,
+                Some(x) => x.as_f64().ok_or_else(|| Error::Config("\"layer_norm_eps\" must be a number".into()))? as f32,
             },
         };
         // A normalisation with eps ≤ 0 divides by zero on a constant row; ≥ 1 is no LayerNorm.
         if !(layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
-            return Err(Error::Config(format!(
-                "layer_norm_eps {layer_norm_eps} is outside (0, 1)"
-            )));
+            return Err(Error::Config(format!("layer_norm_eps {layer_norm_eps} is outside (0, 1)")));
         }
         let vocab_size = num(&["vocab_size"])?;
         // Sizes beyond any BERT-family model are refused before anything is allocated from them.
@@ -139,17 +129,11 @@ impl ModelConfig {
             ("attention head count", heads, MAX_HIDDEN),
             ("intermediate size", intermediate, 8 * MAX_HIDDEN),
             ("vocabulary size", vocab_size, MAX_VOCAB),
-            (
-                "max_position_embeddings",
-                max_position_embeddings,
-                MAX_POSITIONS,
-            ),
+            ("max_position_embeddings", max_position_embeddings, MAX_POSITIONS),
             ("type_vocab_size", type_vocab_size, MAX_POSITIONS),
         ] {
             if n > max {
-                return Err(Error::Config(format!(
-                    "{what} {n} is more than lorb supports ({max})"
-                )));
+                return Err(Error::Config(format!("{what} {n} is more than lorb supports ({max})")));
             }
         }
         Ok(ModelConfig {

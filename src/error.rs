@@ -64,8 +64,7 @@ pub enum Error {
     #[error("no CLS scoring head: {0}")]
     NoClsHead(String),
     #[error("{}hypothesis {index} has {tokens} tokens, more than the model's {max} positions: {:?} (pass truncate to cut it)", in_utt(utt), excerpt(text))]
-    TooLong {
-        utt: String, index: usize, tokens: usize, max: usize, text: String },
+    TooLong { utt: String, index: usize, tokens: usize, max: usize, text: String },
     #[error("empty hypothesis (index {0}): nothing to score")]
     EmptyHypothesis(usize),
     #[error("n-best list {0:?} has no hypotheses")]
@@ -91,11 +90,7 @@ pub enum Error {
     #[error("training cancelled after step {0}")]
     Cancelled(u64),
     #[error("n-best list {utt:?}, hypothesis {index}: the score is {value} (non-finite: check the adapter's and the model's values, λ and layer_norm_eps)")]
-    NonFiniteScore {
-        utt: String,
-        index: usize,
-        value: f64,
-    },
+    NonFiniteScore { utt: String, index: usize, value: f64 },
 }
 
 impl Error {
@@ -130,37 +125,15 @@ impl Error {
     pub fn in_list(self, utt: &str) -> Self {
         match self {
             Error::EmptyNBest(_) => Error::EmptyNBest(utt.into()),
-            Error::NBestTooLarge { n, max, .. } => Error::NBestTooLarge {
-                utt: utt.into(),
-                n,
-                max,
-            },
-            Error::NonFiniteScore { index, value, .. } => Error::NonFiniteScore {
-                utt: utt.into(),
-                index,
-                value,
-            },
-            Error::TooLong {
-                index,
-                tokens,
-                max,
-                text,
-                ..
-            } => Error::TooLong {
-                utt: utt.into(),
-                index,
-                tokens,
-                max,
-                text,
-            },
+            Error::NBestTooLarge { n, max, .. } => Error::NBestTooLarge { utt: utt.into(), n, max },
+            Error::NonFiniteScore { index, value, .. } => Error::NonFiniteScore { utt: utt.into(), index, value },
+            Error::TooLong { index, tokens, max, text, .. } => Error::TooLong { utt: utt.into(), index, tokens, max, text },
             e => e,
         }
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(),
-            source,
-        }
+        Error::Io { path: path.as_ref().display().to_string(), source }
     }
 }
 

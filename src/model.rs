@@ -224,14 +224,11 @@ impl<'a> Names<'a> {
                 return Ok(t);
             }
         }
-        Err(Error::MissingTensor { name: name.into(), tried: cands.join(", "),
-        })
+        Err(Error::MissingTensor { name: name.into(), tried: cands.join(", ") })
     }
 
     fn has(&self, name: &str) -> bool {
-        self.candidates(name)
-            .iter()
-            .any(|n| self.st.tensor(n).is_ok())
+        self.candidates(name).iter().any(|n| self.st.tensor(n).is_ok())
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
@@ -286,20 +283,16 @@ impl Model {
             Tensor::zeros(vec![h])
         };
         if config.type_vocab_size == 0 && n.has("embeddings.token_type_embeddings.weight") {
-            return Err(Error::Config(
-                "type_vocab_size is 0 but the weights have a token-type table".into(),
-            ));
+            return Err(Error::Config("type_vocab_size is 0 but the weights have a token-type table".into()));
         }
         let emb_ln = n.ln("embeddings.LayerNorm", h)?;
-        let layer_prefix = |i: usize| match config.arch {
+        // A layer past the config's count in the weights: the config would silently drop it.
+        let query_of_layer = |i: usize| match config.arch {
             Arch::DistilBert => format!("transformer.layer.{i}.attention.q_lin.weight"),
             _ => format!("encoder.layer.{i}.attention.self.query.weight"),
         };
-        if n.has(&layer_prefix(config.layers)) {
-            return Err(Error::Config(format!(
-                "num_hidden_layers is {} but the weights have more layers",
-                config.layers
-            )));
+        if n.has(&query_of_layer(config.layers)) {
+            return Err(Error::Config(format!("num_hidden_layers is {} but the weights have more layers", config.layers)));
         }
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {

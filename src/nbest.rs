@@ -54,32 +54,19 @@ pub fn parse_bytes(bytes: &[u8], what: &str) -> Result<Vec<NBest>> {
             .map_err(|e| {
                 // Name the line the stream broke in: one past the lines that came out whole.
                 let line = owned.iter().filter(|&&b| b == b'\n').count() + 1;
-        Error::Parse { what: what.into(), line, msg: format!("the gzip stream is broken or truncated here ({e})"),
-                }
+                Error::Parse { what: what.into(), line, msg: format!("the gzip stream is broken or truncated here ({e})") }
             })?;
         data = &owned;
     }
     // A UTF-8 byte-order mark (as some editors write) is not part of the first line.
     data = data.strip_prefix("\u{feff}".as_bytes()).unwrap_or(data);
     let text = std::str::from_utf8(data).map_err(|e| {
-        let line = data[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        Error::Parse {
-            what: what.into(),
-            line,
-            msg: "not valid UTF-8".into(), }
+        let line = data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::Parse { what: what.into(), line, msg: "not valid UTF-8".into() }
     })?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     if first.trim_start().starts_with('[') {
-        return Err(Error::Parse {
-            what: what.into(),
-            line: 1,
-            msg: "a JSON array: lorb reads JSON Lines, one {\"utt\", \"hyps\"} object per line"
-                .into(),
-        });
+        return Err(Error::Parse { what: what.into(), line: 1, msg: "a JSON array: lorb reads JSON Lines, one {\"utt\", \"hyps\"} object per line".into() });
     }
     if first.trim_start().starts_with('{') {
         parse_jsonl(text, what)
@@ -125,12 +112,7 @@ fn parse_plain(bytes: &[u8], what: &str) -> Result<Vec<NBest>> {
             line: i + 1,
             msg: "expected SCORE<TAB>TEXT".into(),
         })?;
-        let score: f64 = score
-            .trim()
-            .parse()
-            .ok()
-            .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| Error::Parse {
+        let score: f64 = score.trim().parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| Error::Parse {
             what: what.into(),
             line: i + 1,
             msg: format!("score {score:?} is not a finite number"),

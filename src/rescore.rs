@@ -42,17 +42,16 @@ pub fn first_pass_scores(nb: &NBest, fp: &FirstPass) -> Result<Vec<f64>> {
     nb.hyps.iter().map(|h| fp.eval(h)).collect()
 }
 
-/// Re-ranks one list by `s1 + λ·s2` (stable: ties keep first-pass order).
 /// λ must be a finite number (a NaN or infinite λ would make every total NaN or ±∞).
 pub fn check_weight(weight: f64) -> Result<()> {
     if weight.is_finite() {
         Ok(())
     } else {
-        Err(Error::Input(format!(
-            "the weight λ is {weight}; it must be a finite number"
-        )))
+        Err(Error::Input(format!("the weight λ is {weight}; it must be a finite number")))
     }
 }
+
+/// Re-ranks one list by `s1 + λ·s2` (stable: ties keep first-pass order).
 pub fn rescore_list(nb: &NBest, s1: &[f64], s2: &[f64], weight: f64) -> Rescored {
     let mut hyps: Vec<RescoredHyp> = nb
         .hyps
@@ -89,8 +88,7 @@ pub struct EvalSet {
 impl EvalSet {
     /// Lists without a reference are skipped (they cannot be scored for WER) and counted.
     pub fn new(lists: &[NBest], s1: Vec<Vec<f64>>, s2: Vec<Vec<f64>>) -> Self {
-        let mut set = EvalSet { errors: vec![], words: vec![], s1: vec![], s2: vec![],
-            unreferenced: 0, };
+        let mut set = EvalSet { errors: vec![], words: vec![], s1: vec![], s2: vec![], unreferenced: 0 };
         for ((nb, a), b) in lists.iter().zip(s1).zip(s2) {
             set.unreferenced += nb.reference.is_none() as usize;
             if let Some(r) = &nb.reference {
@@ -216,32 +214,25 @@ pub fn tune_first_pass(lists: &[NBest], fp: &FirstPass, free: &[String], s2: Vec
     Ok(FirstPassTuning { first_pass: FirstPass { terms }, weight, wer, start_wer })
 }
 
-/// `lo, lo+step, …, hi`
 /// Most λ values a grid may hold.
 pub const MAX_GRID: usize = 100_000;
 
 /// A λ grid from `LO:HI:STEP` (finite, STEP > 0, HI ≥ LO, at most [`MAX_GRID`] values).
 pub fn parse_grid(s: &str) -> Result<Vec<f64>> {
-    let p: Vec<f64> = s
-        .split(':')
-        .map(|x| x.trim().parse::<f64>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
+    let p: Vec<f64> = s.split(':').map(|x| x.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
     match p.as_slice() {
         [lo, hi, step] if p.iter().all(|x| x.is_finite()) && *step > 0.0 && hi >= lo => {
             let n = (hi - lo) / step;
             if n > MAX_GRID as f64 {
-                return Err(Error::Input(format!(
-                    "grid {s:?} has {n:.0} values, more than {MAX_GRID}; use a larger STEP"
-                )));
+                return Err(Error::Input(format!("grid {s:?} has {n:.0} values, more than {MAX_GRID}; use a larger STEP")));
             }
             Ok(grid(*lo, *hi, *step))
         }
-        _ => Err(Error::Input(format!(
-            "grid {s:?}: expected finite LO:HI:STEP with STEP > 0 and HI ≥ LO"
-        ))),
+        _ => Err(Error::Input(format!("grid {s:?}: expected finite LO:HI:STEP with STEP > 0 and HI ≥ LO"))),
     }
 }
+
+/// `lo, lo+step, …, hi`
 pub fn grid(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     let n = ((hi - lo) / step).round().max(0.0) as usize;
     (0..=n).map(|i| lo + step * i as f64).collect()

@@ -27,8 +27,7 @@ impl std::str::FromStr for Method {
             "cls" => Ok(Method::Cls),
             "pll" => Ok(Method::Pll),
             "pll-word" | "pll_word" => Ok(Method::PllWord),
-            _ => Err(Error::Input(format!("method {s:?}: expected cls, pll or pll-word"
-            ))),
+            _ => Err(Error::Input(format!("method {s:?}: expected cls, pll or pll-word"))),
         }
     }
 }
@@ -38,11 +37,7 @@ impl std::str::FromStr for Method {
 pub fn ensure_finite(scores: &[f64]) -> Result<()> {
     match scores.iter().position(|s| !s.is_finite()) {
         None => Ok(()),
-        Some(index) => Err(Error::NonFiniteScore {
-            utt: String::new(),
-            index,
-            value: scores[index],
-        }),
+        Some(index) => Err(Error::NonFiniteScore { utt: String::new(), index, value: scores[index] }),
     }
 }
 
@@ -85,8 +80,7 @@ pub fn pll_copies(tokens: &[Tokens], mask_id: u32, whole_word: bool) -> (Vec<Vec
 
 impl Scorer {
     pub fn new(encoder: TextEncoder, backend: Backend, cls_head: Option<ClsHead>) -> Self {
-        Scorer { encoder, backend, cls_head, max_hyps: DEFAULT_MAX_HYPS,
-            adapter: None, }
+        Scorer { encoder, backend, cls_head, max_hyps: DEFAULT_MAX_HYPS, adapter: None }
     }
 
     /// Loads `config.json`, `model.safetensors`, `tokenizer.json` (and `cls_head.safetensors`
@@ -134,10 +128,7 @@ impl Scorer {
 
     /// Merges `adapter` (replacing any earlier one; `None`: the base weights); its CLS head,
     /// when it has one, becomes the scoring head.
-    pub async fn use_adapter(
-        &mut self,
-        adapter: Option<std::sync::Arc<crate::adapter::Adapter>>,
-    ) -> Result<()> {
+    pub async fn use_adapter(&mut self, adapter: Option<std::sync::Arc<crate::adapter::Adapter>>) -> Result<()> {
         if let Some(h) = adapter.as_ref().and_then(|a| a.cls_head.as_ref()) {
             self.cls_head = Some(h.clone());
         }

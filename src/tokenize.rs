@@ -96,8 +96,7 @@ impl TextEncoder {
         if t.ids.len() > self.max_tokens {
             match self.policy {
                 LongPolicy::Refuse => {
-                    return Err(Error::TooLong {
-                        utt: String::new(), index, tokens: t.ids.len(), max: self.max_tokens, text: text.to_string() })
+                    return Err(Error::TooLong { utt: String::new(), index, tokens: t.ids.len(), max: self.max_tokens, text: text.to_string() })
                 }
                 LongPolicy::Truncate => {
                     log::debug!("hypothesis {index} has {} tokens; truncated to {}", t.ids.len(), self.max_tokens);

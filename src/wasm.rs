@@ -308,9 +308,7 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "RescoreOptions | undefined")] opts: JsValue,
     ) -> Result<JsValue, JsValue> {
         let method = method_of(&opts)?;
-        let weight = get(&opts, "weight")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(self.weight);
+        let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
         let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
         if v.get("utt").is_none() {
@@ -321,11 +319,7 @@ impl Rescorer {
             return Err(js_error(Error::EmptyNBest(nb.utt)));
         }
         let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
-        let s2 = self
-            .scorer
-            .score_list(&texts, method)
-            .await
-            .map_err(|e| js_error(e.in_list(&nb.utt)))?;
+        let s2 = self.scorer.score_list(&texts, method).await.map_err(|e| js_error(e.in_list(&nb.utt)))?;
         let s1: Vec<f64> = nb.hyps.iter().map(|h| h.score).collect();
         let r = rescore_list(&nb, &s1, &s2, weight);
         let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
@@ -418,43 +412,36 @@ impl Rescorer {
         cfg.validate().map_err(js_error)?;
         let (r, alpha) = (num("r", 4.0), num("alpha", 8.0));
         if r.fract() != 0.0 || r < 1.0 {
-            return Err(js_error(Error::Input(format!(
-                "r = {r}: must be a positive integer"
-            ))));
+            return Err(js_error(Error::Input(format!("r = {r}: must be a positive integer"))));
         }
         crate::adapter::check_lora_shape(r as usize, alpha).map_err(js_error)?;
         // Train on the base weights: remove the adapter merged for scoring first, and put it
         // back (with its head and λ) unless training ends with a trained adapter to use.
-        let previous = (
-            self.scorer.adapter(),
-            self.scorer.cls_head.clone(),
-            self.weight,
-        );
+        let previous = (self.scorer.adapter(), self.scorer.cls_head.clone(), self.weight);
         self.scorer.use_adapter(None).await.map_err(js_error)?;
-        let kappa = cfg.kappa;
         let is_cancelled = || get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true);
         let trained: crate::Result<(Trainer, crate::train::fit::FitReport)> = async {
-        let base = self.scorer.model().clone();
-        let lora = Adapter::new_lora(&base.config, r as usize, alpha, false, &targets, cfg.seed)?;
-        let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
-        let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask)?;
-        if self.scorer.backend.is_gpu() {
-            let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await?;
+            let base = self.scorer.model().clone();
+            let lora = Adapter::new_lora(&base.config, r as usize, alpha, false, &targets, cfg.seed)?;
+            let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
+            let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask)?;
+            if self.scorer.backend.is_gpu() {
+                let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await?;
                 trainer.use_gpu(g).await?;
-        }
-        // Read through the token's JS getter: the token stays the caller's.
-        let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {
-            if !on_progress.is_function() {
-                return;
             }
-            let v = match p {
-                Progress::Step { epoch, log, .. } => json!({"type": "step", "step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}),
-                Progress::Epoch(r) => json!({"type": "epoch", "epoch": r.epoch, "devWer": (!dev.is_empty()).then_some(r.dev_wer), "weight": r.weight, "trainLoss": r.train_loss}),
-            };
-            if let Ok(v) = to_js(&v) {
-                let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
-            }
-        })
+            // Read through the token's JS getter: the token stays the caller's.
+            let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {
+                if !on_progress.is_function() {
+                    return;
+                }
+                let v = match p {
+                    Progress::Step { epoch, log, .. } => json!({"type": "step", "step": log.step, "total": total, "epoch": epoch, "loss": log.loss, "gradNorm": log.grad_norm}),
+                    Progress::Epoch(r) => json!({"type": "epoch", "epoch": r.epoch, "devWer": (!dev.is_empty()).then_some(r.dev_wer), "weight": r.weight, "trainLoss": r.train_loss}),
+                };
+                if let Ok(v) = to_js(&v) {
+                    let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
+                }
+            })
             .await?;
             Ok((trainer, report))
         }
@@ -472,10 +459,7 @@ impl Rescorer {
             self.weight = weight;
             return Err(js_error(match trained {
                 Err(e) => e,
-                Ok((_, rep)) => Error::Training(format!(
-                    "{}; the previous adapter is still in use",
-                    rep.stopped.unwrap_or_default()
-                )),
+                Ok((_, rep)) => Error::Training(format!("{}; the previous adapter is still in use", rep.stopped.unwrap_or_default())),
             }));
         }
         let (trainer, report) = trained.map_err(js_error)?;
@@ -483,11 +467,7 @@ impl Rescorer {
         let trainable = adapter.parameter_count();
         self.trained = Some(adapter.clone());
         self.scorer.set_adapter(adapter).await.map_err(js_error)?;
-        self.weight = if report.weight.is_finite() {
-            report.weight
-        } else {
-            1.0 / kappa
-        };
+        self.weight = report.weight;
         if report.stopped.is_some() {
             return Err(js_error(Error::Cancelled(trainer.step)));
         }

@@ -160,12 +160,7 @@ fn out_of_vocabulary_ids_in_a_batch() {
     assert_eq!(block(s.backend.cls_vectors(&b)).unwrap_err().kind(), ErrorKind::Input);
     let slots = [lorb::Slot { row: 0, pos: 5, target: 1 }];
     let b = lorb::Batch::pad(&[&[2, 9, 3]], 0).unwrap();
-    assert_eq!(
-        block(s.backend.masked_logprobs(&b, &slots))
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Input
-    );
+    assert_eq!(block(s.backend.masked_logprobs(&b, &slots)).unwrap_err().kind(), ErrorKind::Input);
 }
 
 /// The bert fixture's config.json with `edit` applied.

@@ -226,17 +226,8 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     // In the loop: the run stops, says why, and leaves finite parameters.
     let mut t = traj_trainer("bert", &f);
     let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
-    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None,
-    };
-    let r = common::block(fit(
-        &mut t,
-        &train,
-        &lists(&f.meta),
-        &o,
-        &AtomicBool::new(false),
-        |_| {},
-    ))
-    .unwrap();
+    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None };
+    let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
     let why = r.stopped.expect("stopped");
     assert!(why.contains("non-finite"), "{why}");
     assert!(common::block(t.named_params())
@@ -480,9 +471,7 @@ fn cancel_and_resume_give_the_uninterrupted_result() {
     // A checkpoint made with another configuration is refused.
     let mut other = traj_trainer("bert", &f);
     other.cfg.kappa = 2.0;
-    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {},
-    ))
-    .unwrap_err();
+    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
     assert_eq!(e.kind(), lorb::ErrorKind::Training);
 }
 

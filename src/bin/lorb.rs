@@ -17,8 +17,7 @@ mod cli {
     use clap::{Args, Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
     use lorb::rescore::{first_pass_scores, rescore_list, EvalSet};
-    use lorb::{
-        nbest, BackendKind, ClsHead, Error, FirstPass, LongPolicy, Method, NBest, Result, Scorer};
+    use lorb::{nbest, BackendKind, ClsHead, Error, FirstPass, LongPolicy, Method, NBest, Result, Scorer};
     use serde_json::json;
     use std::io::Write;
     use std::path::{Path, PathBuf};
@@ -398,22 +397,14 @@ mod cli {
     /// λ: given, else the one tuned when the adapter was trained (its train_log.json), else the
     /// one tuned with the CLS head (its .json sidecar), else 1.
     fn weight(a: &ListArgs) -> Result<f64> {
+        let side = head_path(&a.m).with_extension("json");
         let w = match (a.weight, adapter_log(&a.m)?.and_then(|l| l.weight)) {
             (Some(w), _) | (None, Some(w)) => w,
-            (None, None) => {
-            let side = head_path(&a.m).with_extension("json");
-                match std::fs::read(&side) {
-                    Ok(b) if a.m.method == Method::Cls => {
-                        serde_json::from_slice::<serde_json::Value>(&b)
-                            .ok()
-                            .and_then(|v| v["weight"].as_f64())
-                            .ok_or_else(|| {
-                                Error::Input(format!("{}: no numeric \"weight\"", side.display()))
-                            })?
-                    }
-                    _ => 1.0,
-                }
+            (None, None) if a.m.method == Method::Cls && side.exists() => {
+                let b = std::fs::read(&side).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+                serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["weight"].as_f64()).ok_or_else(|| Error::Input(format!("{}: no numeric \"weight\"", side.display())))?
             }
+            (None, None) => 1.0,
         };
         lorb::rescore::check_weight(w)?;
         Ok(w)
@@ -510,31 +501,16 @@ mod cli {
                 n += lists[j].hyps.len();
                 j += 1;
             }
-            let texts: Vec<&str> = lists[i..j]
-                .iter()
-                .flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str()))
-                .collect();
+            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
             let cls = pollster::block_on(scorer.cls_matrix(&texts)).map_err(|e| match e {
                 // Name the list and its hypothesis, not the place in the batch.
-                Error::TooLong {
-                    index,
-                    tokens,
-                    max,
-                    text,
-                    ..
-                } => {
+                Error::TooLong { index, tokens, max, text, .. } => {
                     let (mut list, mut at) = (i, index);
                     while at >= lists[list].hyps.len() {
                         at -= lists[list].hyps.len();
                         list += 1;
                     }
-                    Error::TooLong {
-                        utt: lists[list].utt.clone(),
-                        index: at,
-                        tokens,
-                        max,
-                        text,
-                    }
+                    Error::TooLong { utt: lists[list].utt.clone(), index: at, tokens, max, text }
                 }
                 e => e,
             })?;
@@ -560,10 +536,7 @@ mod cli {
             let h = scorer.model().config.hidden;
             let group = if scorer.backend.is_gpu() { CLS_GROUP } else { 1 };
             let cls = cls_per_list(scorer, lists, group, "scoring")?;
-            let s: Vec<Vec<f64>> = cls
-                .iter()
-                .map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect())
-                .collect();
+            let s: Vec<Vec<f64>> = cls.iter().map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect()).collect();
             for (nb, s) in lists.iter().zip(&s) {
                 lorb::score::ensure_finite(s).map_err(|e| e.in_list(&nb.utt))?;
             }
@@ -573,8 +546,7 @@ mod cli {
         let mut out = Vec::with_capacity(lists.len());
         for nb in lists {
             let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
-            let s = pollster::block_on(scorer.score_list(&texts, method))
-                .map_err(|e| e.in_list(&nb.utt))?;
+            let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| e.in_list(&nb.utt))?;
             out.push(s);
             pb.inc(1);
         }
@@ -640,16 +612,11 @@ mod cli {
     /// trained at (its train_log.json): train, tune and test at one depth.
     fn list_inputs(a: &ListArgs) -> Result<Vec<NBest>> {
         if a.limit == Some(0) || a.depth == Some(0) {
-            return Err(Error::Input(
-                "--limit and --depth must be at least 1".into(),
-            ));
+            return Err(Error::Input("--limit and --depth must be at least 1".into()));
         }
         let mut lists = read_lists(&a.nbest, a.limit)?;
         if lists.is_empty() {
-            return Err(Error::Input(format!(
-                "{}: no n-best lists",
-                a.nbest.display()
-            )));
+            return Err(Error::Input(format!("{}: no n-best lists", a.nbest.display())));
         }
         let trained = adapter_log(&a.m)?.and_then(|l| l.depth);
         if let Some(k) = a.depth.or(trained) {
@@ -673,11 +640,7 @@ mod cli {
         };
         for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
             let r = rescore_list(nb, a1, b2, lambda);
-            writeln!(
-                w,
-                "{}",
-                serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?
-            )
+            writeln!(w, "{}", serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?)
                 .map_err(|e| Error::Io { path: "output".into(), source: e })?;
         }
         Ok(())
@@ -701,11 +664,7 @@ mod cli {
         let set = EvalSet::new(&lists, s1, s2);
         set.require_references(&a.nbest.display().to_string())?;
         if set.unreferenced > 0 {
-            eprintln!(
-                "lorb: {} of {} lists have no reference and are not counted",
-                set.unreferenced,
-                lists.len()
-            );
+            eprintln!("lorb: {} of {} lists have no reference and are not counted", set.unreferenced, lists.len());
         }
         let r = set.report(w);
         let secs = t0.elapsed().as_secs_f64();
@@ -1054,11 +1013,7 @@ mod cli {
             cls_head: a.objective != Objective::Mlm,
             mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
             full: a.full,
-            optim: lorb::train::AdamWConfig {
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                ..Default::default()
-            },
+            optim: lorb::train::AdamWConfig { lr: a.lr, weight_decay: a.weight_decay, ..Default::default() },
             head_lr: a.head_lr,
             warmup_steps: 0,
             total_steps: 0,
@@ -1067,13 +1022,7 @@ mod cli {
             mask_prob: 0.15,
         };
         cfg.validate()?;
-        let opts = FitOptions {
-            epochs: a.epochs,
-            lists_per_step: a.batch,
-            patience: a.patience,
-            checkpoint: a.checkpoint.clone(),
-            time_limit: a.time_limit,
-        };
+        let opts = FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: a.patience, checkpoint: a.checkpoint.clone(), time_limit: a.time_limit };
         opts.validate()?;
         lorb::train::warmup_steps(a.warmup, 0)?;
         if !(a.head_only || a.full || a.m.adapter.is_some()) {
@@ -1116,9 +1065,7 @@ mod cli {
                     (None, false) => return Err(Error::Input("--head-only from an adapter with LoRA pairs would drop them; train LoRA too, or start from a head-only adapter".into())),
                 }
             }
-            eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head"
-                }
-            );
+            eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head" });
         }
         let mask = scorer.encoder.mask_id();
         let pad = scorer.encoder.pad_id();
@@ -1168,7 +1115,7 @@ mod cli {
         } else {
             dev_lists
         };
-        let steps_per_epoch = train_ex.len().div_ceil(a.batch.max(1)) as u64;
+        let steps_per_epoch = train_ex.len().div_ceil(a.batch) as u64;
         let total = steps_per_epoch * a.epochs as u64;
         let cfg = TrainConfig { warmup_steps: lorb::train::warmup_steps(a.warmup, total)?, total_steps: total, ..cfg };
         let mut trainer = Trainer::new(model, lora, head, cfg, pad, mask)?;
@@ -1299,9 +1246,7 @@ mod cli {
         }
         // A run stopped by NaN/Inf saved its last finite state, and fails.
         match &report.stopped {
-            Some(why) if !cancel.load(std::sync::atomic::Ordering::Relaxed) => Err(
-                Error::Training(format!("{why}; that state is in {}", a.out.display())),
-            ),
+            Some(why) if !cancel.load(std::sync::atomic::Ordering::Relaxed) => Err(Error::Training(format!("{why}; that state is in {}", a.out.display()))),
             _ => Ok(()),
         }
     }
@@ -1321,7 +1266,7 @@ mod cli {
         if ids.is_empty() {
             return Err(Error::Input("no training sentences".into()));
         }
-        let per = a.batch.max(1);
+        let per = a.batch;
         let total = (ids.len().div_ceil(per) * a.epochs) as u64;
         let cfg = lorb::train::TrainConfig { warmup_steps: lorb::train::warmup_steps(a.warmup, total)?, total_steps: total, ..cfg };
         let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;

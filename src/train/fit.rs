@@ -31,8 +31,7 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None, time_limit: None,
-        }
+        FitOptions { epochs: 3, lists_per_step: 8, patience: 2, checkpoint: None, time_limit: None }
     }
 }
 
@@ -43,17 +42,10 @@ impl FitOptions {
             return Err(Error::Input("epochs = 0: nothing would be trained".into()));
         }
         if self.lists_per_step == 0 {
-            return Err(Error::Input(
-                "batch = 0: a step needs at least one list".into(),
-            ));
+            return Err(Error::Input("batch = 0: a step needs at least one list".into()));
         }
         if let Some(t) = self.time_limit {
-            super::check(
-                "time_limit",
-                t,
-                t.is_finite() && t >= 0.0,
-                "a number of seconds ≥ 0",
-            )?;
+            super::check("time_limit", t, t.is_finite() && t >= 0.0, "a number of seconds ≥ 0")?;
         }
         Ok(())
     }
@@ -284,10 +276,7 @@ pub fn fail_file_ops_after(n: Option<usize>) {
 
 fn file_op(what: &Path) -> Result<()> {
     FILE_OPS_LEFT.with(|c| match c.get() {
-        Some(0) => Err(Error::Training(format!(
-            "injected fault before a file operation on {}",
-            what.display()
-        ))),
+        Some(0) => Err(Error::Training(format!("injected fault before a file operation on {}", what.display()))),
         Some(n) => {
             c.set(Some(n - 1));
             Ok(())
@@ -311,13 +300,7 @@ fn named_bytes(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Resul
     let bad = |e: safetensors::SafeTensorError| Error::Training(format!("{}: {e}", path.display()));
     let views = bytes
         .iter()
-        .map(|(n, s, d)| {
-            Ok((
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .map_err(bad)?,
-            ))
-        })
+        .map(|(n, s, d)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).map_err(bad)?)))
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, None).map_err(bad)
 }
@@ -328,12 +311,8 @@ fn read_named(path: &Path, f: &CheckpointFile) -> Result<Vec<(String, Tensor)>> 
     if bytes.len() as u64 != f.len || fnv1a(&bytes) != f.fnv1a {
         return Err(Error::Training(format!("checkpoint file {} does not match its state.json (changed after it was written); delete the checkpoint folder to start over", path.display())));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| Ok((n.clone(), tensor_to_f32(&n, &v)?)))
-        .collect()
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
+    st.tensors().into_iter().map(|(n, v)| Ok((n.clone(), tensor_to_f32(&n, &v)?))).collect()
 }
 
 impl Trainer {
@@ -366,10 +345,7 @@ impl Trainer {
 impl Checkpoint {
     const ROLES: [&'static str; 3] = ["params", "optimizer", "best"];
 
-    async fn save(
-        dir: &Path, t: &mut Trainer, s: &mut State,
-        best: &[(String, Vec<usize>, Vec<f32>)],
-    ) -> Result<()> {
+    async fn save(dir: &Path, t: &mut Trainer, s: &mut State, best: &[(String, Tensor)]) -> Result<()> {
         let params = t.named_params().await?; // also brings the moments back from the GPU
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut moments = Vec::new();
@@ -377,31 +353,18 @@ impl Checkpoint {
             moments.push((format!("m.{i}"), vec![m.len()], m.clone()));
             moments.push((format!("v.{i}"), vec![v.len()], v.clone()));
         }
-        // The next generation: one past the newest named in the folder's state.json.
-        let published = Self::read_state(dir)
-            .ok()
-            .map(|p| p.files)
-            .unwrap_or_default();
-        let generation = published
-            .iter()
-            .filter_map(|f| f.name.split('.').nth(1)?.parse::<u64>().ok())
-            .max()
-            .map_or(0, |g| g + 1);
+        let best: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
+        // The files published now are those `s` names (from the last save, or the checkpoint
+        // resumed); the next generation is one past theirs.
+        let published = std::mem::take(&mut s.files);
+        let generation = published.iter().filter_map(|f| f.name.split('.').nth(1)?.parse::<u64>().ok()).max().map_or(0, |g| g + 1);
         let mut files = Vec::new();
-        for (role, tensors) in Self::ROLES
-            .into_iter()
-            .zip([&params[..], &moments[..], best])
-        {
+        for (role, tensors) in Self::ROLES.into_iter().zip([&params[..], &moments[..], &best[..]]) {
             let name = format!("{role}.{generation}.safetensors");
             let path = dir.join(&name);
             let data = named_bytes(&path, tensors)?;
             write_atomic(&path, &data)?;
-            files.push(CheckpointFile {
-                role: role.into(),
-                name,
-                len: data.len() as u64,
-                fnv1a: fnv1a(&data),
-            });
+            files.push(CheckpointFile { role: role.into(), name, len: data.len() as u64, fnv1a: fnv1a(&data) });
         }
         s.files = files;
         let json = serde_json::to_vec_pretty(&*s).map_err(|e| Error::Training(e.to_string()))?;
@@ -416,8 +379,7 @@ impl Checkpoint {
 
     fn read_state(dir: &Path) -> Result<State> {
         let p = dir.join("state.json");
-        serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?)
-            .map_err(|e| Error::Training(format!("{}: {e}", p.display())))
+        serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?).map_err(|e| Error::Training(format!("{}: {e}", p.display())))
     }
 
     /// Loads a checkpoint into `t` (whose configuration must match) and returns the run state.
@@ -426,17 +388,10 @@ impl Checkpoint {
         let a = serde_json::to_value(&s.config).unwrap_or_default();
         let b = serde_json::to_value(&t.cfg).unwrap_or_default();
         if a != b {
-            return Err(Error::Training(format!("checkpoint {} was made with another configuration",
-                dir.display()
-            )));
+            return Err(Error::Training(format!("checkpoint {} was made with another configuration", dir.display())));
         }
         let file = |role: &str| -> Result<Vec<(String, Tensor)>> {
-            let f = s.files.iter().find(|f| f.role == role).ok_or_else(|| {
-                Error::Training(format!(
-                    "checkpoint {}: state.json names no {role} file (made by an older lorb?)",
-                    dir.display()
-                ))
-            })?;
+            let f = s.files.iter().find(|f| f.role == role).ok_or_else(|| Error::Training(format!("checkpoint {}: state.json names no {role} file (made by an older lorb?)", dir.display())))?;
             read_named(&dir.join(&f.name), f)
         };
         let (params, moments, best) = (file("params")?, file("optimizer")?, file("best")?);
@@ -551,11 +506,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
         s.rng = t.rng.clone();
         if let Some(dir) = &o.checkpoint {
-            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best
-                .iter()
-                .map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone()))
-                .collect();
-            Checkpoint::save(dir, t, &mut s, &b).await?;
+            Checkpoint::save(dir, t, &mut s, &best).await?;
         }
         if s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience) {
             break;
@@ -565,11 +516,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         s.rng = t.rng.clone();
         s.step = t.step;
         if let Some(dir) = &o.checkpoint {
-            let b: Vec<(String, Vec<usize>, Vec<f32>)> = best
-                .iter()
-                .map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone()))
-                .collect();
-            Checkpoint::save(dir, t, &mut s, &b).await?;
+            Checkpoint::save(dir, t, &mut s, &best).await?;
         }
     }
     // Keep the best epoch (or the start, if no epoch beat the first pass) unless stopped mid-way

@@ -159,42 +159,19 @@ impl TrainConfig {
         let pos = |x: f64| x.is_finite() && x > 0.0;
         let nonneg = |x: f64| x.is_finite() && x >= 0.0;
         check("kappa", self.kappa, pos(self.kappa), "a positive number")?;
-        check(
-            "cor_weight",
-            self.cor_weight,
-            nonneg(self.cor_weight),
-            "a number ≥ 0",
-        )?;
+        check("cor_weight", self.cor_weight, nonneg(self.cor_weight), "a number ≥ 0")?;
         check("lr", o.lr, nonneg(o.lr), "a number ≥ 0")?;
         if let Some(h) = self.head_lr {
             check("head_lr", h, nonneg(h), "a number ≥ 0")?;
         }
-        check(
-            "weight_decay",
-            o.weight_decay,
-            nonneg(o.weight_decay),
-            "a number ≥ 0",
-        )?;
+        check("weight_decay", o.weight_decay, nonneg(o.weight_decay), "a number ≥ 0")?;
         check("beta1", o.beta1, (0.0..1.0).contains(&o.beta1), "in [0, 1)")?;
         check("beta2", o.beta2, (0.0..1.0).contains(&o.beta2), "in [0, 1)")?;
         check("adam eps", o.eps, pos(o.eps), "a positive number")?;
-        check(
-            "clip",
-            self.clip,
-            nonneg(self.clip),
-            "a number ≥ 0 (0: no clipping)",
-        )?;
-        check(
-            "mask_prob",
-            self.mask_prob,
-            self.mask_prob > 0.0 && self.mask_prob < 1.0,
-            "in (0, 1)",
-        )?;
+        check("clip", self.clip, nonneg(self.clip), "a number ≥ 0 (0: no clipping)")?;
+        check("mask_prob", self.mask_prob, self.mask_prob > 0.0 && self.mask_prob < 1.0, "in (0, 1)")?;
         if self.total_steps > 0 && self.warmup_steps > self.total_steps {
-            return Err(Error::Input(format!(
-                "{} warm-up steps are more than the {} steps planned",
-                self.warmup_steps, self.total_steps
-            )));
+            return Err(Error::Input(format!("{} warm-up steps are more than the {} steps planned", self.warmup_steps, self.total_steps)));
         }
         Ok(())
     }
@@ -202,12 +179,7 @@ impl TrainConfig {
 
 /// Warm-up steps for a `fraction` of `total` steps; the fraction must lie in [0, 1].
 pub fn warmup_steps(fraction: f64, total: u64) -> Result<u64> {
-    check(
-        "warmup",
-        fraction,
-        (0.0..=1.0).contains(&fraction),
-        "a fraction of the steps, in [0, 1]",
-    )?;
+    check("warmup", fraction, (0.0..=1.0).contains(&fraction), "a fraction of the steps, in [0, 1]")?;
     Ok((fraction * total as f64).round() as u64)
 }
 
@@ -280,17 +252,9 @@ impl ListExample {
         let mut s1 = crate::rescore::first_pass_scores(nb, fp)?;
         s1.truncate(k);
         Ok(ListExample {
-            ids: nb.hyps[..k]
-                .iter()
-                .enumerate()
-                .map(|(i, h)| encoder.encode(i, &h.text).map(|t| t.ids))
-                .collect::<Result<_>>()
-                .map_err(|e| e.in_list(&nb.utt))?,
+            ids: nb.hyps[..k].iter().enumerate().map(|(i, h)| encoder.encode(i, &h.text).map(|t| t.ids)).collect::<Result<_>>().map_err(|e| e.in_list(&nb.utt))?,
             s1,
-            errors: nb.hyps[..k]
-                .iter()
-                .map(|h| word_errors(r, &h.text) as f64)
-                .collect(),
+            errors: nb.hyps[..k].iter().map(|h| word_errors(r, &h.text) as f64).collect(),
             words: word_count(r),
             teacher: None,
         })
@@ -347,8 +311,7 @@ impl ClsGrad {
 impl Trainer {
     /// `lora`: the pairs to train (e.g. [`Adapter::new_lora`]); `None` with `cfg.full` for full
     /// fine-tuning, or for head-only training. `cls`: a starting head (zeros if `None`).
-    pub fn new(model: Model, lora: Option<Adapter>, cls: Option<ClsHead>, cfg: TrainConfig, pad_id: u32, mask_id: Option<u32>,
-    ) -> Result<Self> {
+    pub fn new(model: Model, lora: Option<Adapter>, cls: Option<ClsHead>, cfg: TrainConfig, pad_id: u32, mask_id: Option<u32>) -> Result<Self> {
         cfg.validate()?;
         if cfg.full && lora.is_some() {
             return Err(Error::Training("full fine-tuning trains every weight: give no LoRA adapter".into()));
@@ -558,7 +521,7 @@ impl Trainer {
             loss += c.cor_weight * lc;
             dcls.iter_mut().zip(&dh).for_each(|(a, b)| *a = (c.cor_weight * weight * *b as f64) as f32);
         }
-        let Some(gc) = gc else { return Ok((loss, Vec::new())); };
+        let Some(gc) = gc else { return Ok((loss, Vec::new())) };
         for (j, v) in cls.chunks_exact(h).enumerate() {
             let g = ds2[j] * weight;
             if c.cls_head {
@@ -583,7 +546,7 @@ impl Trainer {
                 self.cls_rows(&x, &batch)
             }
         };
-        let Some((grads, gc)) = grads else { return Ok(self.list_objective(ex, &cls, weight, None)?.0); };
+        let Some((grads, gc)) = grads else { return Ok(self.list_objective(ex, &cls, weight, None)?.0) };
         let (loss, dcls) = self.list_objective(ex, &cls, weight, Some(gc))?;
         if backprop {
             let d_out = crate::batch::at_first_positions(&dcls, batch.rows(), batch.seq, self.model.config.hidden);
@@ -868,46 +831,23 @@ impl Trainer {
         if let Some(what) = bad {
             drop(params);
             self.opt = opt;
-            return Err(Error::NonFinite { step, what: what.into(), last_good: step - 1,
-            });
+            return Err(Error::NonFinite { step, what: what.into(), last_good: step - 1 });
         }
-        // The update is checked after it is made: finite gradients can still carry parameters
-        // to ±∞ (a huge learning rate, weight decay above 1/lr). Then the step is undone.
-        let saved_opt = opt.clone();
-        let saved: Vec<Vec<f32>> = params
-            .iter()
-            .map(|(n, p, _)| {
-                if Self::steps_on_gpu(gpu_owns, n) {
-                    Vec::new()
-                } else {
-                    p.to_vec()
-                }
-            })
-            .collect();
+        let lr_of = |name: &str| if name.starts_with("cls.") || name.starts_with("mlm.") { head_lr } else { lr };
+        // Finite gradients can still carry parameters to ±∞: the update is checked before it is
+        // made, and then nothing changes.
+        let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_on_gpu(gpu_owns, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
+        if !stays_finite {
+            drop(params);
+            self.opt = opt;
+            return Err(Error::NonFinite { step, what: "parameters or moments after the update".into(), last_good: step - 1 });
+        }
         opt.begin();
         for (i, (name, p, g)) in params.iter_mut().enumerate() {
             if Self::steps_on_gpu(gpu_owns, name) {
                 continue;
             }
-            let is_head = name.starts_with("cls.") || name.starts_with("mlm.");
-            opt.update(i, p, g, &oc, if is_head { head_lr } else { lr });
-        }
-        if params
-            .iter()
-            .any(|(_, p, _)| p.iter().any(|x| !x.is_finite()))
-        {
-            for ((name, p, _), old) in params.iter_mut().zip(&saved) {
-                if !Self::steps_on_gpu(gpu_owns, name) {
-                    p.copy_from_slice(old);
-                }
-            }
-            drop(params);
-            self.opt = saved_opt;
-            return Err(Error::NonFinite {
-                step,
-                what: "parameters after the update".into(),
-                last_good: step - 1,
-            });
+            opt.update(i, p, g, &oc, lr_of(name));
         }
         drop(params);
         let t = opt.step;

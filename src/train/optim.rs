@@ -42,21 +42,40 @@ impl AdamW {
             self.m[i] = vec![0.0; p.len()];
             self.v[i] = vec![0.0; p.len()];
         }
-        let t = self.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
         let (m, v) = (&mut self.m[i], &mut self.v[i]);
         for k in 0..p.len() {
-            let gk = g[k] as f64;
-            let mk = c.beta1 * m[k] as f64 + (1.0 - c.beta1) * gk;
-            let vk = c.beta2 * v[k] as f64 + (1.0 - c.beta2) * gk * gk;
-            m[k] = mk as f32;
-            v[k] = vk as f32;
-            let mut x = p[k] as f64 * (1.0 - lr * c.weight_decay);
-            x -= lr * (mk / bc1) / ((vk / bc2).sqrt() + c.eps);
-            p[k] = x as f32;
+            (p[k], m[k], v[k]) = element(p[k], m[k], v[k], g[k], c, lr, self.step);
         }
     }
+
+    /// Whether [`AdamW::update`] of tensor `i` at the next step would leave its values and its
+    /// moments finite (finite gradients can still carry them to ±∞: a huge learning rate, weight
+    /// decay above 1/lr, a gradient whose square overflows f32). Reads only.
+    pub fn update_stays_finite(&self, i: usize, p: &[f32], g: &[f32], c: &AdamWConfig, lr: f64) -> bool {
+        let moments = match (self.m.get(i), self.v.get(i)) {
+            (Some(m), Some(v)) if m.len() == p.len() => Some((m, v)),
+            _ => None,
+        };
+        (0..p.len()).all(|k| {
+            let (m, v) = moments.map_or((0.0, 0.0), |(m, v)| (m[k], v[k]));
+            let (x, m, v) = element(p[k], m, v, g[k], c, lr, self.step + 1);
+            x.is_finite() && m.is_finite() && v.is_finite()
+        })
+    }
+}
+
+/// One element of AdamW's step number `t` (1-based): the new parameter and moments, as stored.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn element(x: f32, m: f32, v: f32, g: f32, c: &AdamWConfig, lr: f64, t: u64) -> (f32, f32, f32) {
+    let bc1 = 1.0 - c.beta1.powi(t as i32);
+    let bc2 = 1.0 - c.beta2.powi(t as i32);
+    let gk = g as f64;
+    let mk = c.beta1 * m as f64 + (1.0 - c.beta1) * gk;
+    let vk = c.beta2 * v as f64 + (1.0 - c.beta2) * gk * gk;
+    let mut x = x as f64 * (1.0 - lr * c.weight_decay);
+    x -= lr * (mk / bc1) / ((vk / bc2).sqrt() + c.eps);
+    (x as f32, mk as f32, vk as f32)
 }
 
 /// The learning-rate factor before optimiser step `step` (0-based) of `total`: `step/warmup`
