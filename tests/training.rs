@@ -237,10 +237,10 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
 }
 
 /// Finite gradients can still carry parameters to ±∞ (here a weight decay of 10^6 at a
-/// learning rate of 10^38): the parameters are checked after the update, the step is undone
-/// (parameters and AdamW moments), and a run in the loop stops with finite parameters.
+/// learning rate of 10^38): the update is checked before it is made and then not made
+/// (parameters and AdamW moments unchanged), and a run in the loop stops with finite parameters.
 #[test]
-fn an_update_to_infinite_parameters_is_undone() {
+fn an_update_to_infinite_parameters_is_not_made() {
     let f = fixture("bert");
     let ls = lists(&f.meta);
     let refs: Vec<&ListExample> = ls.iter().collect();
