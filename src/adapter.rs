@@ -229,31 +229,6 @@ pub fn check_lora_shape(r: usize, alpha: f64) -> Result<()> {
     Ok(())
 }
 
-/// Files lorb writes into an output folder (adapters, train logs, full fine-tuning weights).
-const OUTPUT_FILES: [&str; 4] = ["adapter_config.json", "adapter_model.safetensors", "train_log.json", "model.safetensors"];
-
-/// Checks an output folder before any work, so that a long run is never lost to a bad path: it
-/// must be new or empty, or (with `force`) a folder of lorb's own output files, which the run
-/// then replaces (they stay until then). The folder is created and probed for writing.
-pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
-    if dir.exists() {
-        if !dir.is_dir() {
-            return Err(Error::Input(format!("--out {}: exists and is not a folder", dir.display())));
-        }
-        let names: Vec<String> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        if let Some(other) = names.iter().find(|n| !OUTPUT_FILES.contains(&n.as_str())) {
-            return Err(Error::Input(format!("--out {}: the folder holds {other:?}, which lorb did not write; choose a new or empty folder", dir.display())));
-        }
-        if !names.is_empty() && !force {
-            return Err(Error::Input(format!("--out {}: an adapter is already there; pass --force to replace it", dir.display())));
-        }
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let probe = dir.join(".lorb-write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
-}
-
 /// Every `target_modules` entry must name a module lorb adapts (PEFT matches entries as suffixes
 /// of module paths): an unknown one would otherwise be ignored silently. A string is a regular
 /// expression in PEFT; lorb then relies on the tensors themselves.
@@ -273,12 +248,12 @@ fn check_target_modules(cj: &Value, arch: Arch) -> Result<()> {
     Ok(())
 }
 
-/// A tensor read from an adapter must hold finite numbers only.
-fn finite(name: &str, t: Tensor) -> Result<Tensor> {
-    match t.data.iter().position(|x| !x.is_finite()) {
-        None => Ok(t),
-        Some(i) => Err(bad(format!("{name}: value {i} is {} (an adapter's values must be finite)", t.data[i]))),
-    }
+/// A tensor of an adapter file as f32 (finite values only; a bad one is an adapter error).
+fn adapter_tensor(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+    tensor_to_f32(name, view).map_err(|e| match e {
+        Error::MalformedWeights(m) => bad(m),
+        e => e,
+    })
 }
 
 impl Adapter {
@@ -418,7 +393,7 @@ impl Adapter {
                     .find(|t| t.module(config.arch) == path)
                     .ok_or_else(|| bad(format!("{name}: unknown target module {path:?}")))?;
                 key_prefix.get_or_insert_with(|| module[..pos].to_string());
-                let t = finite(&name, tensor_to_f32(&name, &view)?)?;
+                let t = adapter_tensor(&name, &view)?;
                 let (out, inp) = target.shape(config);
                 let want = if is_a { vec![r, inp] } else { vec![out, r] };
                 if t.shape != want {
@@ -426,7 +401,7 @@ impl Adapter {
                 }
                 if is_a { &mut a_parts } else { &mut b_parts }.insert((layer, target), t);
             } else if let Some(&(_, i)) = mlm_names.iter().find(|(n, _)| name == *n || name.ends_with(&format!(".{n}"))) {
-                let t = finite(&name, tensor_to_f32(&name, &view)?)?;
+                let t = adapter_tensor(&name, &view)?;
                 let (h, v) = (config.hidden, config.vocab_size);
                 let want = match i {
                     0 => vec![h, h],
@@ -438,9 +413,9 @@ impl Adapter {
                 }
                 *mlm_head.slot(i) = Some(t);
             } else if name.ends_with("score.weight") {
-                head_w = Some(finite(&name, tensor_to_f32(&name, &view)?)?);
+                head_w = Some(adapter_tensor(&name, &view)?);
             } else if name.ends_with("score.bias") {
-                head_b = Some(finite(&name, tensor_to_f32(&name, &view)?)?);
+                head_b = Some(adapter_tensor(&name, &view)?);
             } else {
                 return Err(Error::Unsupported(format!("adapter tensor {name:?} (lorb reads LoRA pairs and the `score` CLS head)")));
             }
@@ -525,17 +500,18 @@ impl Adapter {
         Ok((cfg, st))
     }
 
-    /// Writes the adapter folder; each file is written to a temporary name, then renamed.
+    /// Writes the adapter folder as one unit ([`crate::output::write_dir`]).
     pub fn save_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let d = dir.as_ref();
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        self.save_dir_with(dir, &[])
+    }
+
+    /// Writes the adapter folder with other files (its `train_log.json`) as one unit
+    /// ([`crate::output::write_dir`]): the folder never holds a new adapter with an old log.
+    pub fn save_dir_with(&self, dir: impl AsRef<Path>, others: &[(&str, &[u8])]) -> Result<()> {
         let (cfg, st) = self.to_bytes()?;
-        for (name, data) in [("adapter_model.safetensors", st), ("adapter_config.json", cfg)] {
-            let tmp = d.join(format!(".{name}.part"));
-            std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, d.join(name)).map_err(|e| Error::io(d.join(name), e))?;
-        }
-        Ok(())
+        let mut files: Vec<(&str, &[u8])> = vec![("adapter_model.safetensors", &st), ("adapter_config.json", &cfg)];
+        files.extend_from_slice(others);
+        crate::output::write_dir(dir.as_ref(), &files)
     }
 
     /// The path in front of the MLM head's module names: the encoder prefix without its
@@ -588,10 +564,15 @@ impl TrainLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let log: TrainLog = serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, &path.display().to_string()).map(Some)
+    }
+
+    /// Parses a train_log.json's bytes (`what` names the file in errors).
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let log: TrainLog = serde_json::from_slice(bytes).map_err(|e| bad(format!("{what}: {e}")))?;
         if let Some(w) = log.weight.filter(|w| !w.is_finite()) {
-            return Err(bad(format!("{}: weight {w} is not a finite number", path.display())));
+            return Err(bad(format!("{what}: weight {w} is not a finite number")));
         }
-        Ok(Some(log))
+        Ok(log)
     }
 }

@@ -69,7 +69,7 @@ pub enum Error {
     EmptyHypothesis(usize),
     #[error("n-best list {0:?} has no hypotheses")]
     EmptyNBest(String),
-    #[error("n-best list {utt:?} has {n} hypotheses, more than the limit of {max}")]
+    #[error("n-best list {utt:?} has {n} hypotheses, more than the limit of {max} (for scoring, --max-hyps or maxHyps raises it)")]
     NBestTooLarge { utt: String, n: usize, max: usize },
     #[error("{what}, line {line}: {msg}")]
     Parse { what: String, line: usize, msg: String },

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod nbest;
+pub mod output;
 pub mod rescore;
 pub mod score;
 pub mod tokenize;

@@ -171,6 +171,11 @@ pub(crate) fn tensor_to_f32(name: &str, t: &safetensors::tensor::TensorView<'_>)
         Dtype::BF16 => b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
         other => return Err(Error::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
     };
+    // Every tensor lorb reads holds finite numbers: a NaN or ∞ weight would only surface later,
+    // as non-finite scores.
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(Error::MalformedWeights(format!("{name}: value {i} is {} (weights must be finite numbers)", data[i])));
+    }
     Ok(Tensor::new(t.shape().to_vec(), data))
 }
 

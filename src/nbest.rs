@@ -144,7 +144,7 @@ impl std::str::FromStr for FirstPass {
         let norm = s.replace(' ', "").replace('-', "+-");
         for term in norm.split('+').filter(|t| !t.is_empty()) {
             let (coef, name) = match term.split_once('*') {
-                Some((c, n)) => (c.parse::<f64>().map_err(|_| bad("bad coefficient"))?, n),
+                Some((c, n)) => (c.parse::<f64>().ok().filter(|c| c.is_finite()).ok_or_else(|| bad("a coefficient must be a finite number"))?, n),
                 None => match term.strip_prefix('-') {
                     Some(n) => (-1.0, n),
                     None => (1.0, term),
@@ -181,8 +181,14 @@ impl std::fmt::Display for FirstPass {
 }
 
 impl FirstPass {
+    /// s1 of `h`; a sum that overflows to ±∞ is an error, never a score.
     pub fn eval(&self, h: &Hypothesis) -> Result<f64> {
-        Ok(self.terms.iter().zip(self.values(h)?).map(|((c, _), x)| c * x).sum())
+        let s: f64 = self.terms.iter().zip(self.values(h)?).map(|((c, _), x)| c * x).sum();
+        if s.is_finite() {
+            Ok(s)
+        } else {
+            Err(Error::Input(format!("the first-pass score {self} of hypothesis {:?} is {s}, not a finite number", h.text.chars().take(80).collect::<String>())))
+        }
     }
 
     /// Each term's field value for `h` (unweighted), in the order of `terms`.

@@ -222,7 +222,8 @@ pub fn parse_grid(s: &str) -> Result<Vec<f64>> {
     let p: Vec<f64> = s.split(':').map(|x| x.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| Error::Input(format!("grid {s:?}: expected LO:HI:STEP")))?;
     match p.as_slice() {
         [lo, hi, step] if p.iter().all(|x| x.is_finite()) && *step > 0.0 && hi >= lo => {
-            let n = (hi - lo) / step;
+            // The values `grid` makes: one more than the steps (rounded as there).
+            let n = ((hi - lo) / step).round() + 1.0;
             if n > MAX_GRID as f64 {
                 return Err(Error::Input(format!("grid {s:?} has {n:.0} values, more than {MAX_GRID}; use a larger STEP")));
             }

@@ -50,7 +50,11 @@ pub struct TextEncoder {
 impl TextEncoder {
     /// Parses `tokenizer.json` and checks that its vocabulary fits the model's embedding table.
     pub fn from_bytes(tokenizer_json: &[u8], config: &ModelConfig) -> Result<Self> {
-        let mut tok = Tokenizer::from_bytes(tokenizer_json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // Parsed as JSON first: tokenizers 0.22 panics (`expect("Helper")` in its decoder's
+        // deserializer) on a syntax error inside "decoder", and a panic aborts in the browser.
+        // From a parsed value its deserializers only meet well-formed JSON, and return errors.
+        let json: serde_json::Value = serde_json::from_slice(tokenizer_json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut tok: Tokenizer = serde_json::from_value(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
         tok.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         tok.with_padding(None);
         let vocab = tok.get_vocab(true);

@@ -47,6 +47,8 @@ export interface LoadOptions {
   truncate?: boolean;
   /** Default λ for rescore(). */
   weight?: number;
+  /** Most hypotheses per list for score() and rescore() (default 1000; training keeps 1000). */
+  maxHyps?: number;
   onProgress?: (file: string, loaded: number, total: number) => void;
 }
 export interface NBestList { utt?: string; ref?: string; hyps: { text: string; score: number }[] }
@@ -58,7 +60,7 @@ export interface Rescored {
 }
 export interface Capabilities {
   backend: string; gpu: boolean; arch: string; layers: number; hidden: number; vocab: number;
-  maxTokens: number; mlmHead: boolean; clsHead: boolean; weight: number;
+  maxTokens: number; maxHyps: number; mlmHead: boolean; clsHead: boolean; weight: number;
 }
 export interface WebGpuInfo {
   /** lorb can run on this browser's WebGPU adapter. */
@@ -248,7 +250,14 @@ impl Rescorer {
         };
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(1.0);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let mut r = Rescorer { scorer: Scorer::new(encoder, backend, head), weight, trained: None };
+        let mut scorer = Scorer::new(encoder, backend, head);
+        if let Some(n) = get(&opts, "maxHyps").and_then(|v| v.as_f64()) {
+            if !(n >= 1.0 && n.fract() == 0.0) {
+                return Err(js_error(Error::Input(format!("maxHyps {n}: expected a whole number ≥ 1"))));
+            }
+            scorer.max_hyps = n as usize;
+        }
+        let mut r = Rescorer { scorer, weight, trained: None };
         if let Some((a, weight)) = adapter {
             r.use_adapter(a, weight).await?;
         }
@@ -518,6 +527,7 @@ impl Rescorer {
             "hidden": c.hidden,
             "vocab": c.vocab_size,
             "maxTokens": self.scorer.encoder.max_tokens(),
+            "maxHyps": self.scorer.max_hyps,
             "mlmHead": self.scorer.model().mlm.is_some(),
             "clsHead": self.scorer.cls_head.is_some(),
             "weight": self.weight,

@@ -58,6 +58,26 @@ fn missing_tensor() {
     assert!(matches!(&e, Error::MissingTensor { name, .. } if name.contains("layer.1.attention.self.key")), "{e}");
 }
 
+/// A NaN or ∞ anywhere in the weights (model or CLS head) is refused when they are read, naming
+/// the tensor, instead of surfacing later as non-finite scores.
+#[test]
+fn non_finite_weights_are_refused_at_load() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let w = edit_tensors("bert", |n, s, mut d| {
+            if n.ends_with("layer.1.output.dense.weight") {
+                d[40..44].copy_from_slice(&bad.to_le_bytes());
+            }
+            Some((s, d))
+        });
+        let e = Model::from_bytes(&read("bert", "config.json"), &w).unwrap_err();
+        assert!(matches!(&e, Error::MalformedWeights(m) if m.contains("layer.1.output.dense.weight") && m.contains("value 10")), "{e}");
+        assert_eq!(e.kind(), lorb::ErrorKind::Weights);
+    }
+    let head = lorb::ClsHead { weight: vec![f32::NAN; 48], bias: 0.0 }.to_safetensors().unwrap();
+    let e = lorb::ClsHead::from_safetensors(&head, 48).unwrap_err();
+    assert!(matches!(&e, Error::MalformedWeights(m) if m.contains("must be finite")), "{e}");
+}
+
 #[test]
 fn wrong_shape() {
     let w = edit_tensors("bert", |n, s, d| {
@@ -70,6 +90,26 @@ fn wrong_shape() {
     });
     let e = Model::from_bytes(&read("bert", "config.json"), &w).unwrap_err();
     assert!(matches!(&e, Error::ShapeMismatch { name, .. } if name.contains("intermediate")), "{e}");
+}
+
+/// Found by tests/fuzz.rs: a syntax error inside tokenizer.json's "decoder" made the tokenizers
+/// crate panic (an abort in the browser); it is a tokenizer error. First-pass expressions whose
+/// coefficient or sum is not finite are refused, and a λ grid holds at most MAX_GRID values.
+#[test]
+fn fuzz_findings_are_typed_errors() {
+    let config = ModelConfig::from_json(&read("bert", "config.json")).unwrap();
+    let tok = String::from_utf8(read("bert", "tokenizer.json")).unwrap().replacen("\"decoder\": {", "\"decoder\": {,,", 1);
+    let e = TextEncoder::from_bytes(tok.as_bytes(), &config).err().expect("refused");
+    assert_eq!(e.kind(), lorb::ErrorKind::Tokenizer, "{e}");
+    // A grid of exactly MAX_GRID + 1 values (the bound counted steps, not values).
+    assert_eq!(lorb::rescore::parse_grid("0:99999:1").unwrap().len(), lorb::rescore::MAX_GRID);
+    assert!(lorb::rescore::parse_grid("0:100000:1").is_err());
+    let e = "1e999*score".parse::<lorb::FirstPass>().unwrap_err();
+    assert!(e.to_string().contains("finite"), "{e}");
+    let fp: lorb::FirstPass = "1e308*score+1e308*lm".parse().unwrap();
+    let h = lorb::Hypothesis { text: "a b".into(), score: 10.0, fields: [("lm".to_string(), serde_json::json!(10.0))].into_iter().collect() };
+    let e = fp.eval(&h).unwrap_err();
+    assert!(e.to_string().contains("not a finite number"), "{e}");
 }
 
 #[test]
@@ -124,6 +164,22 @@ fn oversized_nbest_and_long_hypotheses() {
     assert_eq!(t.len(), 64);
     assert!(t.truncated && t.special[63], "keeps the closing special token");
     assert!(block(s.score_texts(&[&long], Method::Pll)).unwrap()[0].is_finite());
+}
+
+/// Training keeps the one limit on hypotheses per list: its lists are refused when read, naming
+/// the utterance, before any step.
+#[test]
+fn training_lists_over_the_hypothesis_limit_are_refused() {
+    let s = cpu_scorer("bert");
+    let hyps = |n: usize| (0..n).map(|i| lorb::Hypothesis { text: format!("the dog {i}"), score: -(i as f64), fields: Default::default() }).collect();
+    let nb = |n: usize| lorb::NBest { utt: "long-list".into(), reference: Some("the dog".into()), hyps: hyps(n) };
+    let fp = lorb::FirstPass::default();
+    let max = lorb::score::DEFAULT_MAX_HYPS;
+    assert_eq!(lorb::train::ListExample::from_nbest(&nb(max), &fp, &s.encoder, None).unwrap().ids.len(), max);
+    let e = lorb::train::ListExample::from_nbest(&nb(max + 1), &fp, &s.encoder, None).unwrap_err();
+    assert!(matches!(&e, Error::NBestTooLarge { utt, n, .. } if utt == "long-list" && *n == max + 1), "{e}");
+    // A depth within the limit trains on the top of a longer list.
+    assert_eq!(lorb::train::ListExample::from_nbest(&nb(max + 1), &fp, &s.encoder, Some(30)).unwrap().ids.len(), 30);
 }
 
 #[test]
@@ -389,7 +445,18 @@ fn the_command_line_reports_nothing_computed_from_nothing() {
     let noref = write("noref.jsonl", "{\"utt\": \"a\", \"hyps\": [{\"text\": \"a b\", \"score\": -1}, {\"text\": \"a c\", \"score\": -2}]}\n");
     let empty = write("empty.jsonl", "");
     let good = write("good.jsonl", "{\"utt\": \"a\", \"ref\": \"a b\", \"hyps\": [{\"text\": \"a b\", \"score\": -1}, {\"text\": \"a c\", \"score\": -2}]}\n");
+    let four = write("four.jsonl", "{\"utt\": \"big\", \"ref\": \"a b\", \"hyps\": [{\"text\": \"a b\", \"score\": -1}, {\"text\": \"a c\", \"score\": -2}, {\"text\": \"a d\", \"score\": -3}, {\"text\": \"a e\", \"score\": -4}]}\n");
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        // One limit on hypotheses per list, whatever the method and path (the CLI's CLS path
+        // batches several lists and checks each).
+        (
+            vec!["eval", "--method", "cls", "--max-hyps", "3", "--weight", "1", "--model", m, "--nbest", &four],
+            "\"big\" has 4 hypotheses, more than the limit of 3",
+        ),
+        (
+            vec!["eval", "--method", "pll", "--max-hyps", "3", "--weight", "1", "--model", m, "--nbest", &four],
+            "\"big\" has 4 hypotheses, more than the limit of 3",
+        ),
         (
             vec!["eval", "--weight", "0", "--nbest", &noref],
             "reference",

@@ -497,7 +497,7 @@ fn a_run_killed_at_any_checkpoint_file_operation_resumes_to_the_same_result() {
     let mut faults = 0;
     for k in 0..200 {
         let dir = tmp(&format!("lorb-fault-{k}"));
-        lorb::train::fit::fail_file_ops_after(Some(k));
+        lorb::output::fail_file_ops_after(Some(k));
         let mut killed = traj_trainer("bert", &f);
         let first = common::block(fit(
             &mut killed,
@@ -507,7 +507,7 @@ fn a_run_killed_at_any_checkpoint_file_operation_resumes_to_the_same_result() {
             &never,
             |_| {},
         ));
-        lorb::train::fit::fail_file_ops_after(None);
+        lorb::output::fail_file_ops_after(None);
         let mut resumed = traj_trainer("bert", &f);
         common::block(fit(
             &mut resumed,
@@ -911,4 +911,65 @@ fn md_teacher_scores_are_cached() {
     assert!(err.contains("teacher PLL of 20 lists from the cache"), "{err}");
     assert_eq!(first, second, "the cached teacher gives the same training");
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 20, "nothing recomputed");
+}
+
+/// An output folder (adapter + train log) written with a fault before any one of its file
+/// operations holds its old files or all of the new ones, never a mix; a replacement cut between
+/// its two renames leaves the complete new output beside it, which `prepare_out_dir` names.
+/// Either way, writing again gives the new folder.
+#[test]
+fn an_output_folder_cut_at_any_file_operation_holds_the_old_or_the_new_files() {
+    use lorb::output::{fail_file_ops_after, prepare_out_dir, write_dir};
+    let root = tmp("lorb-write-dir");
+    let dir = root.join("adapter");
+    let new_side = root.join(".adapter.new");
+    let old: &[(&str, &[u8])] = &[("adapter_config.json", b"old config"), ("adapter_model.safetensors", b"old weights"), ("train_log.json", b"old log")];
+    let new: &[(&str, &[u8])] = &[("adapter_config.json", b"new config"), ("adapter_model.safetensors", b"new weights"), ("train_log.json", b"new log")];
+    let holds = |d: &std::path::Path, files: &[(&str, &[u8])]| {
+        let mut names: Vec<String> = std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        names.sort();
+        let mut want: Vec<String> = files.iter().map(|f| f.0.to_string()).collect();
+        want.sort();
+        names == want && files.iter().all(|(n, b)| std::fs::read(d.join(n)).ok().as_deref() == Some(*b))
+    };
+    for start_empty in [false, true] {
+        let (mut faults, mut done) = (0, false);
+        for k in 0..40 {
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&dir).unwrap();
+            if !start_empty {
+                write_dir(&dir, old).unwrap();
+            }
+            fail_file_ops_after(Some(k));
+            let r = write_dir(&dir, new);
+            fail_file_ops_after(None);
+            match r {
+                Ok(()) => {
+                    assert!(holds(&dir, new) && !new_side.exists() && !root.join(".adapter.old").exists(), "k = {k}");
+                    done = true;
+                    break;
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("injected fault"), "{e}");
+                    faults += 1;
+                    let before: &[(&str, &[u8])] = if start_empty { &[] } else { old };
+                    if dir.exists() {
+                        assert!(holds(&dir, before) || holds(&dir, new), "fault at operation {k}: the folder holds a mix");
+                    } else {
+                        assert!(holds(&new_side, new), "fault at operation {k}: the folder is gone and the new output is incomplete");
+                        let e = prepare_out_dir(&dir, true).unwrap_err();
+                        assert!(e.to_string().contains(".adapter.new"), "{e}");
+                        std::fs::rename(&new_side, &dir).unwrap();
+                        assert!(holds(&dir, new));
+                        continue;
+                    }
+                    prepare_out_dir(&dir, true).unwrap();
+                    write_dir(&dir, new).unwrap();
+                    assert!(holds(&dir, new), "rewrite after a fault at operation {k}");
+                }
+            }
+        }
+        assert!(done && faults >= 4, "start_empty {start_empty}: {faults} faults");
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }

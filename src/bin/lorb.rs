@@ -238,6 +238,9 @@ mod cli {
         /// Cut hypotheses longer than the model's positions instead of refusing them
         #[arg(long)]
         truncate: bool,
+        /// Most hypotheses per list (CLS and PLL alike; longer lists are refused, not cut)
+        #[arg(long, default_value_t = lorb::score::DEFAULT_MAX_HYPS)]
+        max_hyps: usize,
     }
 
     #[derive(Args)]
@@ -436,6 +439,7 @@ mod cli {
         if m.truncate {
             s.encoder.policy = LongPolicy::Truncate;
         }
+        s.max_hyps = m.max_hyps;
         eprintln!("lorb: {} on {}", dir.display(), s.backend.describe());
         Ok(s)
     }
@@ -496,6 +500,7 @@ mod cli {
             if lists[i].hyps.is_empty() {
                 return Err(Error::EmptyNBest(lists[i].utt.clone()));
             }
+            lorb::score::check_list_size(lists[i].hyps.len(), scorer.max_hyps).map_err(|e| e.in_list(&lists[i].utt))?;
             let (mut j, mut n) = (i, 0);
             while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
                 n += lists[j].hyps.len();
@@ -1028,7 +1033,7 @@ mod cli {
         if !(a.head_only || a.full || a.m.adapter.is_some()) {
             lorb::adapter::check_lora_shape(a.r, a.alpha)?;
         }
-        lorb::adapter::prepare_out_dir(&a.out, a.force)?;
+        lorb::output::prepare_out_dir(&a.out, a.force)?;
         // `--adapter DIR` is where training starts, not something merged for scoring: its LoRA
         // pairs are the starting pairs (merged into the weights with --full), its heads the
         // starting heads.
@@ -1162,13 +1167,6 @@ mod cli {
         }))?;
         pb.finish_and_clear();
         let train_secs = train_started.elapsed().as_secs_f64();
-        // The adapter is written before the test evaluation (which can be long).
-        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
-        if a.full {
-            eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
-        } else {
-            trainer.adapter()?.save_dir(&a.out)?;
-        }
         // The first pass re-weighted with λ on dev (--tune-s1), at the lists' training depth.
         let (mut s1, mut weight, mut s1_tuning) = (a.s1.clone(), report.weight, serde_json::Value::Null);
         if !a.tune_s1.is_empty() && !dev_ex.is_empty() {
@@ -1203,9 +1201,17 @@ mod cli {
             "train_seconds": train_secs,
             "seconds": t0.elapsed().as_secs_f64(),
         });
+        // The adapter and its log are written as one unit, before the test evaluation (which
+        // can be long); the test's figures are added to the log afterwards.
+        let log_bytes = |log: &serde_json::Value| serde_json::to_string_pretty(log).unwrap_or_default().into_bytes();
+        if a.full {
+            eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
+            lorb::output::write_dir(&a.out, &[("train_log.json", &log_bytes(&log))])?;
+        } else {
+            trainer.adapter()?.save_dir_with(&a.out, &[("train_log.json", &log_bytes(&log))])?;
+        }
         let side = a.out.join("train_log.json");
-        let write_log = |log: &serde_json::Value| std::fs::write(&side, serde_json::to_string_pretty(log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e });
-        write_log(&log)?;
+        let write_log = |log: &serde_json::Value| lorb::output::write_file(&side, &log_bytes(log));
         let test = match &a.test {
             Some(p) => {
                 let test_lists = read_lists(p, a.eval_limit)?;
@@ -1324,9 +1330,6 @@ mod cli {
         }
         pb.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
-        if !a.full {
-            t.adapter()?.save_dir(&a.out)?;
-        }
         let log = json!({
             "objective": "mlm",
             "model": model_dir(&a.m).display().to_string(),
@@ -1342,15 +1345,18 @@ mod cli {
             "train_seconds": secs,
             "seconds": t0.elapsed().as_secs_f64(),
         });
-        std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.display().to_string(), source: e })?;
-        let side = a.out.join("train_log.json");
-        std::fs::write(&side, serde_json::to_string_pretty(&log).unwrap_or_default()).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
+        let log_bytes = serde_json::to_string_pretty(&log).unwrap_or_default().into_bytes();
+        if a.full {
+            lorb::output::write_dir(&a.out, &[("train_log.json", &log_bytes)])?;
+        } else {
+            t.adapter()?.save_dir_with(&a.out, &[("train_log.json", &log_bytes)])?;
+        }
         println!("{log}");
         Ok(())
     }
 
     fn adapter_info(dir: &Path, model: Option<PathBuf>, as_json: bool) -> Result<()> {
-        let m = ModelArgs { model, head: None, adapter: None, backend: BackendKind::Cpu, method: Method::Cls, truncate: false };
+        let m = ModelArgs { model, head: None, adapter: None, backend: BackendKind::Cpu, method: Method::Cls, truncate: false, max_hyps: lorb::score::DEFAULT_MAX_HYPS };
         let mdir = model_dir(&m);
         let bytes = std::fs::read(mdir.join("config.json")).map_err(|e| Error::Io { path: mdir.join("config.json").display().to_string(), source: e })?;
         let config = lorb::ModelConfig::from_json(&bytes)?;

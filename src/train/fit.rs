@@ -263,37 +263,6 @@ fn fnv1a(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-thread_local! {
-    static FILE_OPS_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// Fault injection for tests: the checkpoint's file operations (each write, rename and removal)
-/// on this thread fail from the `n`-th one on, as if the process died there (`None`: never).
-#[doc(hidden)]
-pub fn fail_file_ops_after(n: Option<usize>) {
-    FILE_OPS_LEFT.with(|c| c.set(n));
-}
-
-fn file_op(what: &Path) -> Result<()> {
-    FILE_OPS_LEFT.with(|c| match c.get() {
-        Some(0) => Err(Error::Training(format!("injected fault before a file operation on {}", what.display()))),
-        Some(n) => {
-            c.set(Some(n - 1));
-            Ok(())
-        }
-        None => Ok(()),
-    })
-}
-
-/// Writes `data` to `path` through a temporary file and a rename (a reader sees all or nothing).
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("part");
-    file_op(&tmp)?;
-    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
-    file_op(path)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 /// Serialises named tensors as safetensors bytes.
 fn named_bytes(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
@@ -363,16 +332,15 @@ impl Checkpoint {
             let name = format!("{role}.{generation}.safetensors");
             let path = dir.join(&name);
             let data = named_bytes(&path, tensors)?;
-            write_atomic(&path, &data)?;
+            crate::output::write_file(&path, &data)?;
             files.push(CheckpointFile { role: role.into(), name, len: data.len() as u64, fnv1a: fnv1a(&data) });
         }
         s.files = files;
         let json = serde_json::to_vec_pretty(&*s).map_err(|e| Error::Training(e.to_string()))?;
-        write_atomic(&dir.join("state.json"), &json)?;
+        crate::output::write_file(&dir.join("state.json"), &json)?;
         for f in published {
             let p = dir.join(&f.name);
-            file_op(&p)?;
-            let _ = std::fs::remove_file(&p);
+            crate::output::remove_file(&p)?;
         }
         Ok(())
     }

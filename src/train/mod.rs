@@ -249,6 +249,7 @@ impl ListExample {
         if k == 0 {
             return Err(Error::EmptyNBest(nb.utt.clone()));
         }
+        crate::score::check_list_size(k, crate::score::DEFAULT_MAX_HYPS).map_err(|e| e.in_list(&nb.utt))?;
         let mut s1 = crate::rescore::first_pass_scores(nb, fp)?;
         s1.truncate(k);
         Ok(ListExample {
