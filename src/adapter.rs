@@ -552,6 +552,9 @@ pub struct TrainLog {
     pub weight: Option<f64>,
     pub s1: Option<String>,
     pub depth: Option<usize>,
+    /// What the training lists looked like (older logs lack it).
+    #[serde(default)]
+    pub list_profile: Option<crate::rescore::ListProfile>,
 }
 
 impl TrainLog {

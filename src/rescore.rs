@@ -42,6 +42,89 @@ pub fn first_pass_scores(nb: &NBest, fp: &FirstPass) -> Result<Vec<f64>> {
     nb.hyps.iter().map(|h| fp.eval(h)).collect()
 }
 
+/// What a set of n-best lists looks like to a rescorer tuned on them. A LoRB adapter's λ and
+/// κ fit the scale of the first pass it was trained with: rescoring lists whose s1 has another
+/// scale (an acoustic-only score against one with an LM in it) can raise the WER. Each adapter's
+/// train_log.json records the profile of its training lists ("list_profile"); the CLI compares it
+/// with the input's ([`ListProfile::unlike`]).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ListProfile {
+    /// The first-pass expression s1 was computed with.
+    pub s1: String,
+    /// The hypotheses' numeric fields (`score` and any components), sorted.
+    pub fields: Vec<String>,
+    /// Median over lists of the top hypothesis's s1 per word.
+    pub s1_per_word: f64,
+    /// Median over lists of the top two hypotheses' s1 difference.
+    pub top2_gap: f64,
+    /// Median hypotheses per list.
+    pub hyps: f64,
+    pub lists: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    }
+}
+
+/// Two profiles whose s1 scales differ by more than this factor are unlike.
+const PROFILE_FACTOR: f64 = 3.0;
+
+impl ListProfile {
+    /// The profile of `lists` under the first pass `fp` (an error if a list lacks a field `fp` needs).
+    pub fn of(lists: &[NBest], fp: &FirstPass) -> Result<Self> {
+        let mut fields = std::collections::BTreeSet::new();
+        let (mut per_word, mut gap, mut hyps) = (Vec::new(), Vec::new(), Vec::new());
+        for nb in lists {
+            for h in &nb.hyps {
+                fields.insert("score".to_string());
+                fields.extend(h.fields.iter().filter(|(_, v)| v.is_number()).map(|(k, _)| k.clone()));
+            }
+            let s1 = first_pass_scores(nb, fp).map_err(|e| e.in_list(&nb.utt))?;
+            let words = nb.hyps.first().map(|h| h.text.split_whitespace().count()).unwrap_or(0);
+            if words > 0 {
+                per_word.push(s1[0] / words as f64);
+            }
+            if s1.len() > 1 {
+                gap.push(s1[0] - s1[1]);
+            }
+            hyps.push(nb.hyps.len() as f64);
+        }
+        Ok(ListProfile { s1: fp.to_string(), fields: fields.into_iter().collect(), s1_per_word: median(per_word), top2_gap: median(gap), hyps: median(hyps), lists: lists.len() })
+    }
+
+    /// How far apart two profiles are: the log-ratios of their s1 scales, plus 10 when their
+    /// fields differ (∞ for opposite signs).
+    pub fn distance(&self, other: &Self) -> f64 {
+        let ratio = |a: f64, b: f64| if a == b { 0.0 } else if a * b > 0.0 { (a / b).ln().abs() } else { f64::INFINITY };
+        ratio(self.s1_per_word, other.s1_per_word) + ratio(self.top2_gap, other.top2_gap) + if self.fields == other.fields { 0.0 } else { 10.0 }
+    }
+
+    /// `None` when lists like `other` suit what was tuned on `self`'s, else what differs.
+    pub fn unlike(&self, other: &Self) -> Option<String> {
+        let far = |a: f64, b: f64| !(a * b > 0.0 && (a / b).ln().abs() <= PROFILE_FACTOR.ln()) && a != b;
+        let mut why = Vec::new();
+        if self.fields != other.fields {
+            why.push(format!("fields {} against {}", self.fields.join(","), other.fields.join(",")));
+        }
+        if far(self.s1_per_word, other.s1_per_word) {
+            why.push(format!("s1 per word {:.3} against {:.3}", self.s1_per_word, other.s1_per_word));
+        }
+        if far(self.top2_gap, other.top2_gap) {
+            why.push(format!("top-2 s1 gap {:.3} against {:.3}", self.top2_gap, other.top2_gap));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
 /// λ must be a finite number (a NaN or infinite λ would make every total NaN or ±∞).
 pub fn check_weight(weight: f64) -> Result<()> {
     if weight.is_finite() {

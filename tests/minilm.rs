@@ -96,6 +96,7 @@ fn eval_defaults_to_the_shipped_lorb_adapter() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["adapter"].as_str().unwrap().ends_with("adapters/minilm-blstm-lorb"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trained on lists like"));
     assert_eq!(v["weight"], log["weight"]);
     assert_eq!(v["depth"], log["depth"]);
     assert!(v["rescored_wer"].as_f64().unwrap() < 20.0);
@@ -103,4 +104,31 @@ fn eval_defaults_to_the_shipped_lorb_adapter() {
     let b: serde_json::Value = serde_json::from_slice(&bare.stdout).unwrap();
     assert!(b["adapter"].is_null());
     assert_eq!(b["first_pass_wer"], v["first_pass_wer"]);
+}
+
+/// With no adapter given, `lorb eval` uses the shipped adapter whose training lists are like the
+/// input's (train_log.json's list_profile: fields, s1 per word, top-2 gap): the ESPnet one for
+/// ESPnet Conformer lists (score = decoder + CTC + LM), whose λ fits that s1 scale. An adapter
+/// given for lists unlike its training lists gets a warning that says what differs.
+#[test]
+fn eval_uses_the_shipped_adapter_trained_on_lists_like_the_input() {
+    let Some(_) = model_dir() else { return };
+    let src = root().join("../shared/data/librispeech-espnet-30best/dev_clean.jsonl.gz");
+    let lists = lorb::nbest::read_file(&src).unwrap();
+    let dir = root().join("target/tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("espnet-dev-clean-8.jsonl");
+    std::fs::write(&file, lists[..8].iter().map(|nb| serde_json::to_string(nb).unwrap() + "\n").collect::<String>()).unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("adapters/minilm-espnet30-lorb-cor/train_log.json")).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lorb")).current_dir(root()).args(["eval", "--json", "--backend", "cpu", "--nbest"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["adapter"].as_str().unwrap().ends_with("adapters/minilm-espnet30-lorb-cor"), "{v}");
+    assert_eq!(v["weight"], log["weight"]);
+    assert!(err.contains("trained on lists like") && !err.contains("warning"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lorb")).current_dir(root()).args(["eval", "--json", "--backend", "cpu", "--adapter", "adapters/minilm-blstm-lorb", "--nbest"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: adapters/minilm-blstm-lorb was trained on lists unlike") && err.contains("fields score against ctc,decoder,lm,score") && err.contains("lorb tune"), "{err}");
 }

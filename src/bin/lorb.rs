@@ -49,6 +49,19 @@ mod cli {
         /// Inspect LoRA adapters
         #[command(subcommand)]
         Adapter(AdapterCmd),
+        /// What n-best files look like to an adapter tuned on them (fields, s1 scale, top-2 gap;
+        /// JSON): the profile `train` records in train_log.json and list commands compare
+        Profile {
+            /// N-best files (their lists are pooled)
+            #[arg(required = true)]
+            files: Vec<PathBuf>,
+            /// First-pass score expression
+            #[arg(long, default_value = "score")]
+            s1: FirstPass,
+            /// Keep the top K hypotheses of each list
+            #[arg(long)]
+            depth: Option<usize>,
+        },
     }
 
     #[derive(Args)]
@@ -356,6 +369,7 @@ mod cli {
             Cmd::FitHead(a) => fit_head(a),
             Cmd::Train(a) => train(*a),
             Cmd::Adapter(AdapterCmd::Info { dir, model, json }) => adapter_info(&dir, model, json),
+            Cmd::Profile { files, s1, depth } => profile(&files, &s1, depth),
         };
         match r {
             Ok(()) => 0,
@@ -378,8 +392,7 @@ mod cli {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
     }
 
-    /// The adapter in use: --adapter (list commands fill in the shipped one, see
-    /// `with_default_adapter`).
+    /// The adapter in use: --adapter (list commands fill in a shipped one, see `list_inputs`).
     fn adapter_dir(m: &ModelArgs) -> Option<PathBuf> {
         m.adapter.clone()
     }
@@ -597,25 +610,36 @@ mod cli {
         lists.iter().map(|nb| first_pass_scores(nb, fp)).collect()
     }
 
-    /// The LoRB adapter that ships with lorb, used by eval/rescore/tune when the user gives no
-    /// model, head or adapter (and the method is CLS).
-    const DEFAULT_ADAPTER: &str = "adapters/minilm-blstm-lorb";
+    /// The LoRB adapters that ship with lorb for CLS rescoring, the default first. With no model,
+    /// head or adapter given (and the CLS method), list commands use the one whose training
+    /// lists are most like the input's ([`lorb::rescore::ListProfile`]).
+    const SHIPPED_ADAPTERS: [&str; 2] = ["adapters/minilm-blstm-lorb", "adapters/minilm-espnet30-lorb-cor"];
 
-    fn with_default_adapter(mut a: ListArgs) -> ListArgs {
-        if a.m.adapter.is_none() && a.m.model.is_none() && a.m.head.is_none() && a.m.method == Method::Cls && !a.no_adapter && a.weight != Some(0.0) {
-            let local = PathBuf::from(DEFAULT_ADAPTER);
-            let dir = if local.exists() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_ADAPTER) };
-            if dir.join("adapter_config.json").exists() {
-                eprintln!("lorb: using the shipped LoRB adapter {} (--no-adapter for the bare model)", dir.display());
-                a.m.adapter = Some(dir);
-            }
+    fn shipped(rel: &str) -> PathBuf {
+        let local = PathBuf::from(rel);
+        if local.exists() {
+            local
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
         }
-        a
     }
 
-    /// The n-best lists of a list command, cut to `--depth` or to the depth the adapter was
-    /// trained at (its train_log.json): train, tune and test at one depth.
-    fn list_inputs(a: &ListArgs) -> Result<Vec<NBest>> {
+    /// The profile of `lists` next to the one an adapter's log recorded (under the adapter's s1,
+    /// or `--s1`): `None` when the log has none or the lists lack a field its s1 needs.
+    fn profiles(log: &lorb::adapter::TrainLog, lists: &[NBest], s1: Option<&FirstPass>) -> Option<(lorb::rescore::ListProfile, lorb::rescore::ListProfile)> {
+        let trained = log.list_profile.clone()?;
+        let fp = match s1 {
+            Some(f) => f.clone(),
+            None => trained.s1.parse().ok()?,
+        };
+        Some((trained, lorb::rescore::ListProfile::of(lists, &fp).ok()?))
+    }
+
+    /// The lists of a list command (first `--limit`), with the adapter to use: the shipped one
+    /// whose training lists are most like these when the user gave no model, head or adapter;
+    /// a warning when the given adapter was trained on unlike lists. The lists are then cut to
+    /// `--depth` or to the depth the adapter was trained at: train, tune and test at one depth.
+    fn list_inputs(mut a: ListArgs) -> Result<(ListArgs, Vec<NBest>)> {
         if a.limit == Some(0) || a.depth == Some(0) {
             return Err(Error::Input("--limit and --depth must be at least 1".into()));
         }
@@ -623,18 +647,42 @@ mod cli {
         if lists.is_empty() {
             return Err(Error::Input(format!("{}: no n-best lists", a.nbest.display())));
         }
+        let file = a.nbest.display().to_string();
+        if a.m.adapter.is_none() && a.m.model.is_none() && a.m.head.is_none() && a.m.method == Method::Cls && !a.no_adapter && a.weight != Some(0.0) {
+            let mut best: Option<(f64, PathBuf, Option<String>)> = None;
+            for rel in SHIPPED_ADAPTERS {
+                let dir = shipped(rel);
+                let Some(log) = lorb::adapter::TrainLog::read(&dir)? else { continue };
+                let Some((trained, here)) = profiles(&log, &lists, a.s1.as_ref()) else { continue };
+                let d = trained.distance(&here);
+                if best.as_ref().is_none_or(|b| d < b.0) {
+                    best = Some((d, dir, trained.unlike(&here)));
+                }
+            }
+            match &best {
+                Some((_, dir, None)) => eprintln!("lorb: using the shipped LoRB adapter {}: it was trained on lists like {file}'s (--adapter DIR for another, --no-adapter for the bare model)", dir.display()),
+                Some((_, dir, Some(why))) => eprintln!("lorb: warning: no shipped adapter was trained on lists like {file}'s; the nearest, {}, differs ({why}), and its λ may raise the WER here: tune λ on your own dev lists (`lorb tune --adapter {} --nbest DEV`) and pass --weight, or --no-adapter", dir.display(), dir.display()),
+                None => {}
+            }
+            a.m.adapter = best.map(|b| b.1);
+        } else if let Some(dir) = a.m.adapter.clone() {
+            if let Some((trained, here)) = lorb::adapter::TrainLog::read(&dir)?.and_then(|log| profiles(&log, &lists, a.s1.as_ref())) {
+                if let Some(why) = trained.unlike(&here) {
+                    eprintln!("lorb: warning: {} was trained on lists unlike {file}'s ({why}); its λ may raise the WER here: tune λ on your own dev lists (`lorb tune --adapter {} --nbest DEV`) and pass --weight, or pick an adapter trained on lists like these", dir.display(), dir.display());
+                }
+            }
+        }
         let trained = adapter_log(&a.m)?.and_then(|l| l.depth);
         if let Some(k) = a.depth.or(trained) {
             for nb in &mut lists {
                 nb.hyps.truncate(k.max(1));
             }
         }
-        Ok(lists)
+        Ok((a, lists))
     }
 
     fn rescore(a: ListArgs) -> Result<()> {
-        let a = with_default_adapter(a);
-        let lists = list_inputs(&a)?;
+        let (a, lists) = list_inputs(a)?;
         let lambda = weight(&a)?;
         let mut scorer = load(&a.m)?;
         let s2 = second_pass(&mut scorer, &lists, a.m.method)?;
@@ -653,8 +701,7 @@ mod cli {
 
     fn eval(a: ListArgs) -> Result<()> {
         let t0 = Instant::now();
-        let a = with_default_adapter(a);
-        let lists = list_inputs(&a)?;
+        let (a, lists) = list_inputs(a)?;
         let fp = first_pass(&a)?;
         let s1 = s1_all(&lists, &fp)?;
         let w = weight(&a)?;
@@ -696,8 +743,8 @@ mod cli {
     fn tune(a: TuneArgs) -> Result<()> {
         let g = lorb::rescore::parse_grid(&a.grid)?;
         let first_pass_only = g.iter().all(|&w| w == 0.0);
-        let l = &with_default_adapter(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list });
-        let lists = list_inputs(l)?;
+        let (l, lists) = list_inputs(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list })?;
+        let l = &l;
         let s2 = if first_pass_only {
             lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect()
         } else {
@@ -1177,9 +1224,14 @@ mod cli {
             s1_tuning = json!({"given_s1": a.s1.to_string(), "given_s1_dev_wer": t.start_wer, "dev_wer": t.wer, "terms": a.tune_s1});
             (s1, weight) = (t.first_pass, t.weight);
         }
+        // What the training lists look like, at the training depth, under the final s1: list
+        // commands compare it with their input's.
+        let cut: Vec<NBest> = lists.iter().map(|nb| NBest { hyps: nb.hyps[..a.depth.unwrap_or(usize::MAX).min(nb.hyps.len())].to_vec(), ..nb.clone() }).collect();
+        let profile = lorb::rescore::ListProfile::of(&cut, &s1)?;
         let mut log = json!({
             "weight": weight,
             "s1": s1.to_string(),
+            "list_profile": profile,
             "s1_tuning": s1_tuning,
             "kappa": a.kappa,
             "objective": a.objective,
@@ -1352,6 +1404,24 @@ mod cli {
             t.adapter()?.save_dir_with(&a.out, &[("train_log.json", &log_bytes)])?;
         }
         println!("{log}");
+        Ok(())
+    }
+
+    fn profile(files: &[PathBuf], s1: &FirstPass, depth: Option<usize>) -> Result<()> {
+        if depth == Some(0) {
+            return Err(Error::Input("--depth must be at least 1".into()));
+        }
+        let mut lists = Vec::new();
+        for f in files {
+            lists.extend(read_lists(f, None)?);
+        }
+        if lists.is_empty() {
+            return Err(Error::Input("no n-best lists".into()));
+        }
+        for nb in &mut lists {
+            nb.hyps.truncate(depth.unwrap_or(usize::MAX));
+        }
+        println!("{}", serde_json::to_string(&lorb::rescore::ListProfile::of(&lists, s1)?).map_err(|e| Error::Input(e.to_string()))?);
         Ok(())
     }
 
