@@ -808,6 +808,15 @@ fn train_cli_tunes_the_first_pass_and_eval_uses_it() {
     assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
     let e: Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!((&e["s1"], &e["weight"]), (&log["s1"], &log["weight"]), "eval takes --s1 and λ from train_log.json");
+    // The log records what the training lists looked like (at the training depth, under the
+    // chosen s1), as `lorb profile` reports it; eval on those lists sees no mismatch.
+    let profile = std::process::Command::new(env!("CARGO_BIN_EXE_lorb")).arg("profile").arg(&lists).args(["--depth", "6", "--s1", log["s1"].as_str().unwrap()]).output().unwrap();
+    assert!(profile.status.success(), "{}", String::from_utf8_lossy(&profile.stderr));
+    let p: Value = serde_json::from_slice(&profile.stdout).unwrap();
+    assert_eq!(log["list_profile"], p);
+    assert_eq!(p["fields"], serde_json::json!(["len", "score"]));
+    assert_eq!(p["hyps"], 6.0);
+    assert!(!String::from_utf8_lossy(&eval.stderr).contains("warning"), "{}", String::from_utf8_lossy(&eval.stderr));
 }
 
 /// `lorb train` on a fixture model and the bundled sample, on the CPU and (when there is one) the
