@@ -695,6 +695,22 @@ fn gpu_full_fine_tuning_clips_stops_and_resumes() {
     let bad_refs: Vec<&ListExample> = bad.iter().collect();
     assert!(matches!(common::block(g.step_lists(&bad_refs)), Err(Error::NonFinite { step: 3, .. })));
     assert!(before == common::block(g.named_params()).unwrap(), "a non-finite step changed the GPU's weights");
+    // Finite gradients that would carry the GPU's weights to ±∞ (a learning rate of 10^38 with
+    // a weight decay of 10^6; the heads, on the CPU, step at a sane rate): the GPU checks the
+    // whole step before making any of it, so nothing changes there or on the CPU.
+    let huge = TrainConfig { full: true, clip: 0.0, head_lr: Some(1e-3), optim: lorb::train::AdamWConfig { lr: 1e38, weight_decay: 1e6, ..Default::default() }, ..cfg(Objective::Mwer, 0.0) };
+    let mut h = on_gpu(huge);
+    let before = common::block(h.named_params()).unwrap();
+    let (loss_before, _) = common::block(h.loss_and_grads(&refs)).unwrap();
+    match common::block(h.step_lists(&refs)) {
+        Err(Error::NonFinite { step: 1, what, .. }) => assert!(what.contains("parameters"), "{what}"),
+        other => panic!("expected NonFinite at step 1, got {other:?}"),
+    }
+    assert!(before == common::block(h.named_params()).unwrap(), "a non-finite update was made");
+    // The forward runs on the GPU's own weights: the same loss, so they did not change.
+    let (loss_after, _) = common::block(h.loss_and_grads(&refs)).unwrap();
+    assert_eq!(loss_before, loss_after, "a non-finite update was made on the GPU");
+    assert_eq!(h.step, 0);
 
     let train: Vec<ListExample> = (0..6).map(|i| base[i % 2].clone()).collect();
     let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };

@@ -214,15 +214,21 @@ impl GpuBackend {
         Ok(parts.iter().map(|&x| x as f64).sum())
     }
 
-    /// One AdamW step of every encoder weight from the accumulated gradients, in one submission.
-    pub async fn full_adamw(&mut self, c: &crate::train::AdamWConfig, step: adamw::Step) -> Result<()> {
+    /// One AdamW step of every encoder weight from the accumulated gradients, in one submission,
+    /// made whole or not at all: `false` (nothing changed) when any weight or moment would not be
+    /// finite after it. The flag comes back with the submission's one readback.
+    pub async fn full_adamw(&mut self, c: &crate::train::AdamWConfig, step: adamw::Step) -> Result<bool> {
+        let flag = self.ctx.work("adamw.flag", 4)?;
+        self.ctx.queue.write_buffer(&flag, 0, &[0u8; 4]);
         let f = self.full_grads()?;
-        let mut plan = Plan::default();
+        let mut pieces = Vec::new();
         for (buf, name, range, _) in self.weight_pieces(&self.model) {
-            let off = f.at(&name)? + range.start as u32;
-            adamw::record(&mut plan, buf, &f.buf, &f.m, &f.v, range.len() as u32, off, c, step);
+            pieces.push(adamw::Piece { w: buf, n: range.len() as u32, g_off: f.at(&name)? + range.start as u32 });
         }
-        self.ctx.submit(plan).await
+        let mut plan = Plan::default();
+        adamw::record(&mut plan, &pieces, &f.buf, &f.m, &f.v, &flag, c, step);
+        let flagged = self.ctx.run(plan, &flag, 4).await?;
+        Ok(flagged[0].to_bits() == 0)
     }
 
     /// Full fine-tuning's state on the GPU, each in the layout of

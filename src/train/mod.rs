@@ -817,11 +817,23 @@ impl Trainer {
     /// takes the AdamW step. `gpu_sumsq`: the sum of squares of the gradients that stayed on the
     /// GPU (full fine-tuning there), whose tensors step there.
     async fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, gpu_sumsq: f64) -> Result<StepLog> {
+        // The GPU that steps the encoder's weights (full fine-tuning there) is held apart while
+        // the CPU's tensors are borrowed, so both steps are checked before either is made.
+        let mut held = if self.gpu_owns_weights() { self.gpu.take() } else { None };
+        let r = self.apply_with(loss, g, gc, gpu_sumsq, held.as_mut()).await;
+        if held.is_some() {
+            self.gpu = held;
+            self.cpu_stale |= r.is_ok();
+        }
+        r
+    }
+
+    async fn apply_with(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, gpu_sumsq: f64, gpu: Option<&mut crate::gpu::GpuBackend>) -> Result<StepLog> {
         let lr = self.cfg.optim.lr * self.lr_factor();
         let head_lr = self.cfg.head_lr.map_or(lr, |h| h * self.lr_factor());
         let step = self.step + 1;
         let (clip, oc) = (self.cfg.clip, self.cfg.optim);
-        let gpu_owns = self.gpu_owns_weights();
+        let gpu_owns = gpu.is_some();
         let mut opt = std::mem::take(&mut self.opt);
         let mut params = self.params(g, gc);
         let (norm, scale) = {
@@ -838,9 +850,15 @@ impl Trainer {
         // Finite gradients can still carry parameters to ±∞: the update is checked before it is
         // made, and then nothing changes.
         let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_on_gpu(gpu_owns, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
-        if !stays_finite {
+        // The GPU's weights step there, checked the same way: all of the step or none of it.
+        let gpu_made = match gpu {
+            Some(gpu) if stays_finite => gpu.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await,
+            _ => Ok(true),
+        };
+        if !(stays_finite && gpu_made.as_ref().is_ok_and(|&made| made)) {
             drop(params);
             self.opt = opt;
+            gpu_made?;
             return Err(Error::NonFinite { step, what: "parameters or moments after the update".into(), last_good: step - 1 });
         }
         opt.begin();
@@ -851,12 +869,7 @@ impl Trainer {
             opt.update(i, p, g, &oc, lr_of(name));
         }
         drop(params);
-        let t = opt.step;
         self.opt = opt;
-        if let (true, Some(gpu)) = (gpu_owns, self.gpu.as_mut()) {
-            gpu.full_adamw(&oc, crate::gpu::ops::adamw::Step { t, lr, scale }).await?;
-            self.cpu_stale = true;
-        }
         self.step = step;
         Ok(StepLog { step, loss, grad_norm: norm, lr })
     }

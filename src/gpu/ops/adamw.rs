@@ -35,10 +35,28 @@ pub struct Step {
     pub scale: f64,
 }
 
-/// AdamW on the `n` floats of `w`; their gradients and moments are at `g_off` of `grads`, `m`
-/// and `v`.
+/// One tensor's part of an AdamW step: the `n` floats of `w`, whose gradients and moments are
+/// at `g_off` of `grads`, `m` and `v`.
+pub struct Piece<'a> {
+    pub w: &'a Buf,
+    pub n: u32,
+    pub g_off: u32,
+}
+
+/// An AdamW step over `pieces` that is made whole or not at all: every piece's update is first
+/// computed read-only, setting `flag` (one u32, zero before the submission) when any value would
+/// not be finite; the updates then run only if it stayed zero.
+pub fn record(plan: &mut Plan, pieces: &[Piece], grads: &Buf, m: &Buf, v: &Buf, flag: &Buf, c: &AdamWConfig, s: Step) {
+    for kernel in [Kernel::AdamWCheck, Kernel::AdamW] {
+        for piece in pieces {
+            record_one(plan, kernel, piece, grads, m, v, flag, c, s);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn record(plan: &mut Plan, w: &Buf, grads: &Buf, m: &Buf, v: &Buf, n: u32, g_off: u32, c: &AdamWConfig, s: Step) {
+fn record_one(plan: &mut Plan, kernel: Kernel, piece: &Piece, grads: &Buf, m: &Buf, v: &Buf, flag: &Buf, c: &AdamWConfig, s: Step) {
+    let Piece { w, n, g_off } = *piece;
     let t = s.t.min(i32::MAX as u64) as i32;
     let p = Params {
         n,
@@ -53,7 +71,7 @@ pub fn record(plan: &mut Plan, w: &Buf, grads: &Buf, m: &Buf, v: &Buf, n: u32, g
         eps: c.eps as f32,
         scale: s.scale as f32,
     };
-    plan.dispatch(Kernel::AdamW, &p, &[w, grads, m, v], grid(n.div_ceil(256)));
+    plan.dispatch(kernel, &p, &[w, grads, m, v, flag], grid(n.div_ceil(256)));
 }
 
 #[repr(C)]

@@ -37,12 +37,14 @@ pub enum Kernel {
     ColSum,
     EmbedBackward,
     AdamW,
+    /// The AdamW step read-only, flagging non-finite results (entry `check` of adamw.wgsl).
+    AdamWCheck,
     SumSq,
 }
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -59,6 +61,7 @@ impl Kernel {
         Kernel::ColSum,
         Kernel::EmbedBackward,
         Kernel::AdamW,
+        Kernel::AdamWCheck,
         Kernel::SumSq,
     ];
 
@@ -80,6 +83,7 @@ impl Kernel {
             Kernel::ColSum => "colsum",
             Kernel::EmbedBackward => "embed_backward",
             Kernel::AdamW => "adamw",
+            Kernel::AdamWCheck => "adamw_check",
             Kernel::SumSq => "sumsq",
         }
     }
@@ -89,6 +93,7 @@ impl Kernel {
         match self {
             Kernel::AttentionBackwardKv => "main_kv",
             Kernel::GeluBackward => "backward",
+            Kernel::AdamWCheck => "check",
             _ => "main",
         }
     }
@@ -107,7 +112,7 @@ impl Kernel {
             Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
             Kernel::ColSum => colsum::SOURCE,
             Kernel::EmbedBackward => embed::BACKWARD,
-            Kernel::AdamW => adamw::SOURCE,
+            Kernel::AdamW | Kernel::AdamWCheck => adamw::SOURCE,
             Kernel::SumSq => adamw::SUMSQ,
         }
     }
