@@ -57,6 +57,10 @@ pub fn check_list_size(n: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Most hypotheses per encoder batch when the GPU CLS-scores several lists together
+/// ([`Scorer::score_lists`]).
+pub const CLS_GROUP: usize = 2048;
+
 pub struct Scorer {
     pub encoder: TextEncoder,
     pub backend: Backend,
@@ -172,17 +176,85 @@ impl Scorer {
         Ok(s)
     }
 
-    async fn score_list_unchecked(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
-        if texts.is_empty() {
+    /// A list of `n` hypotheses can be scored: not empty, not over [`Scorer::max_hyps`].
+    fn check_list(&self, n: usize) -> Result<()> {
+        if n == 0 {
             return Err(Error::EmptyNBest(String::new()));
         }
-        check_list_size(texts.len(), self.max_hyps)?;
+        check_list_size(n, self.max_hyps)
+    }
+
+    fn head(&self) -> Result<ClsHead> {
+        self.cls_head.clone().ok_or_else(|| Error::NoClsHead("the model folder has no cls_head.safetensors and no adapter supplied one (on the command line: --head FILE)".into()))
+    }
+
+    /// s2 of every hypothesis of every list: the path of the CLI's list commands. PLL runs one
+    /// list per batch (all its masked copies); CLS on the GPU runs several whole lists per batch,
+    /// up to [`CLS_GROUP`] hypotheses (fewer, fuller submissions), on the CPU one list per batch
+    /// (its packed tokens gain nothing from grouping). Results do not depend on the grouping.
+    /// Each list is checked as in [`Scorer::score_list`] and every score is finite; errors name
+    /// the list's utterance. `done(k)` reports `k` more lists scored.
+    pub async fn score_lists(&mut self, lists: &[crate::nbest::NBest], method: Method, done: &mut dyn FnMut(usize)) -> Result<Vec<Vec<f64>>> {
+        let mut out = Vec::with_capacity(lists.len());
+        if method != Method::Cls {
+            for nb in lists {
+                let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
+                out.push(self.score_list(&texts, method).await.map_err(|e| e.in_list(&nb.utt))?);
+                done(1);
+            }
+            return Ok(out);
+        }
+        let head = self.head()?;
+        let group = if self.backend.is_gpu() { CLS_GROUP } else { 1 };
+        for (nb, s) in lists.iter().zip(self.cls_lists(lists, group, Some(&head), done).await?) {
+            let s: Vec<f64> = s.into_iter().map(f64::from).collect();
+            ensure_finite(&s).map_err(|e| e.in_list(&nb.utt))?;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// For each list, the CLS scores of its hypotheses under `head`, or without a head their
+    /// final [CLS] vectors (`[hyps × H]`); several whole lists per encoder batch, up to `group`
+    /// hypotheses (a longer list forms a batch alone). Lists are checked as in
+    /// [`Scorer::score_list`]; errors name the list's utterance. `done(k)`: `k` more lists done.
+    pub async fn cls_lists(&mut self, lists: &[crate::nbest::NBest], group: usize, head: Option<&ClsHead>, done: &mut dyn FnMut(usize)) -> Result<Vec<Vec<f32>>> {
+        let per_hyp = if head.is_some() { 1 } else { self.model().config.hidden };
+        let mut out = Vec::with_capacity(lists.len());
+        let mut i = 0;
+        while i < lists.len() {
+            let (mut j, mut n, mut tokens) = (i, 0, Vec::new());
+            while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
+                let nb = &lists[j];
+                let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
+                self.check_list(texts.len()).map_err(|e| e.in_list(&nb.utt))?;
+                tokens.extend(self.tokenize(&texts).map_err(|e| e.in_list(&nb.utt))?);
+                n += texts.len();
+                j += 1;
+            }
+            let batch = self.batch(&tokens)?;
+            let values = match head {
+                Some(h) => self.backend.cls_scores(&batch, h).await?,
+                None => self.backend.cls_vectors(&batch).await?,
+            };
+            let mut at = 0;
+            for nb in &lists[i..j] {
+                let k = nb.hyps.len() * per_hyp;
+                out.push(values[at..at + k].to_vec());
+                at += k;
+            }
+            done(j - i);
+            i = j;
+        }
+        Ok(out)
+    }
+
+    async fn score_list_unchecked(&mut self, texts: &[&str], method: Method) -> Result<Vec<f64>> {
+        self.check_list(texts.len())?;
         let tokens = self.tokenize(texts)?;
         match method {
             Method::Cls => {
-                let head = self.cls_head.clone().ok_or_else(|| {
-                    Error::NoClsHead("the model folder has no cls_head.safetensors and no adapter supplied one".into())
-                })?;
+                let head = self.head()?;
                 let batch = self.batch(&tokens)?;
                 Ok(self.backend.cls_scores(&batch, &head).await?.into_iter().map(f64::from).collect())
             }
@@ -213,14 +285,6 @@ impl Scorer {
             return Err(Error::EmptyHypothesis(i));
         }
         self.score_list(texts, method).await
-    }
-
-    /// Final [CLS] vectors, `[texts, H]`, of hypotheses from any number of lists in one batch
-    /// (empty hypotheses allowed, as in n-best lists).
-    pub async fn cls_matrix(&mut self, texts: &[&str]) -> Result<Vec<f32>> {
-        let tokens = self.tokenize(texts)?;
-        let batch = self.batch(&tokens)?;
-        self.backend.cls_vectors(&batch).await
     }
 
     /// Final [CLS] vectors of texts, one `Vec` of H values each.

@@ -499,77 +499,21 @@ mod cli {
         Ok(lists)
     }
 
-    /// Hypotheses per encoder batch when CLS-scoring several short lists together on the GPU.
-    const CLS_GROUP: usize = 2048;
-
-    /// Final [CLS] vectors of every list's hypotheses (`[hyps × H]` per list), several whole
-    /// lists per encoder batch, up to `group` hypotheses (a longer list forms a batch alone).
-    fn cls_per_list(scorer: &mut Scorer, lists: &[NBest], group: usize, what: &str) -> Result<Vec<Vec<f32>>> {
-        let h = scorer.model().config.hidden;
-        let pb = progress(lists.len(), what);
-        let mut out = Vec::with_capacity(lists.len());
-        let mut i = 0;
-        while i < lists.len() {
-            if lists[i].hyps.is_empty() {
-                return Err(Error::EmptyNBest(lists[i].utt.clone()));
-            }
-            lorb::score::check_list_size(lists[i].hyps.len(), scorer.max_hyps).map_err(|e| e.in_list(&lists[i].utt))?;
-            let (mut j, mut n) = (i, 0);
-            while j < lists.len() && (j == i || n + lists[j].hyps.len() <= group) {
-                n += lists[j].hyps.len();
-                j += 1;
-            }
-            let texts: Vec<&str> = lists[i..j].iter().flat_map(|nb| nb.hyps.iter().map(|h| h.text.as_str())).collect();
-            let cls = pollster::block_on(scorer.cls_matrix(&texts)).map_err(|e| match e {
-                // Name the list and its hypothesis, not the place in the batch.
-                Error::TooLong { index, tokens, max, text, .. } => {
-                    let (mut list, mut at) = (i, index);
-                    while at >= lists[list].hyps.len() {
-                        at -= lists[list].hyps.len();
-                        list += 1;
-                    }
-                    Error::TooLong { utt: lists[list].utt.clone(), index: at, tokens, max, text }
-                }
-                e => e,
-            })?;
-            let mut off = 0;
-            for nb in &lists[i..j] {
-                out.push(cls[off * h..(off + nb.hyps.len()) * h].to_vec());
-                off += nb.hyps.len();
-            }
-            pb.inc((j - i) as u64);
-            i = j;
-        }
+    /// Final [CLS] vectors of every list's hypotheses (`[hyps × H]` per list), `group`
+    /// hypotheses per encoder batch ([`Scorer::cls_lists`]), with a progress bar.
+    fn cls_vectors_per_list(scorer: &mut Scorer, lists: &[NBest], group: usize) -> Result<Vec<Vec<f32>>> {
+        let pb = progress(lists.len(), "[CLS] vectors");
+        let v = pollster::block_on(scorer.cls_lists(lists, group, None, &mut |n| pb.inc(n as u64)))?;
         pb.finish_and_clear();
-        Ok(out)
+        Ok(v)
     }
 
-    /// s2 for every hypothesis of every list: PLL one list per batch (all its masked copies);
-    /// CLS on the GPU several lists per batch (up to CLS_GROUP hypotheses: fewer, fuller
-    /// submissions), on the CPU one list per batch (padding to a group's longest costs real
-    /// arithmetic there). Results do not depend on the grouping.
+    /// s2 for every hypothesis of every list ([`Scorer::score_lists`]), with a progress bar.
     fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Result<Vec<Vec<f64>>> {
-        if method == Method::Cls {
-            let head = scorer.cls_head.clone().ok_or_else(|| Error::NoClsHead("pass --head FILE or add cls_head.safetensors to the model folder".into()))?;
-            let h = scorer.model().config.hidden;
-            let group = if scorer.backend.is_gpu() { CLS_GROUP } else { 1 };
-            let cls = cls_per_list(scorer, lists, group, "scoring")?;
-            let s: Vec<Vec<f64>> = cls.iter().map(|m| m.chunks_exact(h).map(|v| head.score(v)).collect()).collect();
-            for (nb, s) in lists.iter().zip(&s) {
-                lorb::score::ensure_finite(s).map_err(|e| e.in_list(&nb.utt))?;
-            }
-            return Ok(s);
-        }
         let pb = progress(lists.len(), "scoring");
-        let mut out = Vec::with_capacity(lists.len());
-        for nb in lists {
-            let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
-            let s = pollster::block_on(scorer.score_list(&texts, method)).map_err(|e| e.in_list(&nb.utt))?;
-            out.push(s);
-            pb.inc(1);
-        }
+        let s = pollster::block_on(scorer.score_lists(lists, method, &mut |n| pb.inc(n as u64)))?;
         pb.finish_and_clear();
-        Ok(out)
+        Ok(s)
     }
 
     fn score(a: ScoreArgs) -> Result<()> {
@@ -932,7 +876,7 @@ mod cli {
         let mut scorer = load(&a.m)?;
         let hidden = scorer.model().config.hidden;
         let mut feats: Vec<ListFeatures> = Vec::with_capacity(lists.len());
-        for (nb, cls) in lists.iter().zip(cls_per_list(&mut scorer, &lists, a.group, "[CLS] vectors")?) {
+        for (nb, cls) in lists.iter().zip(cls_vectors_per_list(&mut scorer, &lists, a.group)?) {
             let r = nb.reference.as_deref().unwrap_or_default();
             feats.push(ListFeatures {
                 s1: first_pass_scores(nb, &a.s1)?,
