@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Builds the npm package into pkg/ (wasm-pack, target web), fetches the default model, and serves
+# Builds the npm package into pkg/ (scripts/package.sh), fetches the default model, and serves
 # the repository so that the demo page is at http://localhost:${PORT:-8000}/www/ (any static
 # server will do; this uses Python's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch_model.sh
-command -v wasm-pack > /dev/null || cargo install wasm-pack --locked
-rustup target add wasm32-unknown-unknown > /dev/null 2>&1 || true
-wasm-pack build --target web --release --no-default-features
+bash scripts/package.sh
 if [ "${1:-}" = "--build-only" ]; then exit 0; fi
 echo "lorb demo: http://localhost:${PORT:-8000}/www/"
 exec python3 -m http.server "${PORT:-8000}"

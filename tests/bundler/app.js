@@ -1,11 +1,13 @@
-// A web app using lorb as an npm package (bundled by webpack, from either wasm-pack target): loads the tiny fixture BERT, scores
-// a sentence by PLL and by its CLS head, and puts the result on the page for the e2e test, which
-// compares it with Hugging Face transformers' values in tests/fixtures/bert/expected.json.
+// A web app using lorb as an npm package (bundled by webpack from either wasm-pack target, or by
+// Vite): loads the tiny fixture BERT, scores a sentence by PLL and by its CLS head, and puts the
+// result on the page for the e2e test, which compares it with Hugging Face transformers' values
+// in tests/fixtures/bert/expected.json.
 import * as lorb from "lorb";
 
 const { Rescorer, webgpuInfo } = lorb;
 
-const fixture = new URL("../fixtures/bert/", location.href).href;
+// The e2e server serves the repository root; the bundles sit at different depths below it.
+const fixture = new URL("/tests/fixtures/bert/", location.href).href;
 const out = document.getElementById("result");
 try {
   // The `web` build exports init() as its default (it fetches the .wasm); the `bundler` build is

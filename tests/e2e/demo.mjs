@@ -148,11 +148,13 @@ try {
   if (cstate !== "cancelled" || !ctext.includes("cancelled")) fail(`expected an announced cancellation, got ${cstate}: ${ctext}`);
 
   // 5. A separate app imports the package through webpack (tests/bundler, built by .ci/run from
-  // both wasm-pack targets) and scores like Hugging Face transformers (expected.json).
+  // both wasm-pack targets) and through Vite, and scores like Hugging Face transformers
+  // (expected.json).
   const ref = JSON.parse(readFileSync(`${root}tests/fixtures/bert/expected.json`, "utf8")).sentences[0];
-  for (const html of ["index.html", "bundler.html"]) {
-    if (!existsSync(`${root}tests/bundler/${html === "index.html" ? "dist" : "dist-bundler"}/app.js`)) {
-      fail(`tests/bundler/${html}: not built (cd tests/bundler && npm install && npx webpack [--env bundler])`);
+  const apps = { "index.html": "dist/app.js", "bundler.html": "dist-bundler/app.js", "dist-vite/vite.html": "dist-vite/vite.html" };
+  for (const [html, built] of Object.entries(apps)) {
+    if (!existsSync(`${root}tests/bundler/${built}`)) {
+      fail(`tests/bundler/${html}: not built (cd tests/bundler && npm install && npm run build)`);
       continue;
     }
     const bp = await browser.newPage();
@@ -161,7 +163,7 @@ try {
     await bp.waitForFunction(() => { const d = document.getElementById("result").dataset; return d.result || d.error; }, null, { timeout: 300_000, polling: 500 });
     const err = await bp.getAttribute("#result", "data-error");
     const res = err ? null : JSON.parse(await bp.getAttribute("#result", "data-result"));
-    console.log(`e2e: webpack-bundled app (${html}): ${err || JSON.stringify(res)}; transformers PLL ${ref.pll}, CLS ${ref.cls_score}`);
+    console.log(`e2e: bundled app (${html}): ${err || JSON.stringify(res)}; transformers PLL ${ref.pll}, CLS ${ref.cls_score}`);
     // The native suite's tolerances for the same fixture (tests/checks): PLL 1e-3, CLS 1e-4.
     if (err || !(Math.abs(res.pll - ref.pll) <= 1e-3) || !(Math.abs(res.cls - ref.cls_score) <= 1e-4)) fail(`the bundled app scored ${err || JSON.stringify(res)}`);
     await bp.close();

@@ -1,0 +1,14 @@
+// Completes the package.json wasm-pack wrote: an exports map (Node.js gets node.js, which loads
+// the wasm itself; browsers and bundlers get lorb.js), the files that ship, and npm metadata.
+import { readFileSync, writeFileSync } from "node:fs";
+
+const path = process.argv[2];
+const p = JSON.parse(readFileSync(path, "utf8"));
+p.exports = {
+  ".": { types: "./lorb.d.ts", node: "./node.js", default: "./lorb.js" },
+  "./package.json": "./package.json",
+};
+p.files = [...new Set([...(p.files || []), "node.js", "LICENSE", "README.md"])];
+p.keywords = ["speech-recognition", "asr", "n-best", "rescoring", "bert", "lora", "webgpu", "wgsl", "wasm"];
+p.engines = { node: ">=18" };
+writeFileSync(path, JSON.stringify(p, null, 2) + "\n");
