@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the npm package `lorb` in pkg/: wasm-pack (target web, release), wasm-opt -O3 (binaryen
 # from npm: Debian's old binaryen breaks the output, see ../shared/TOOLCHAIN.md), then the
-# package's own files (the Node.js entry, LICENSE) and package.json's exports map and metadata.
+# package's own files (the Node.js entry, the Web Worker entry, LICENSE) and package.json's
+# exports map and metadata.
 # Prints the wasm's size before and after wasm-opt, raw and gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,5 @@ before=$(size pkg/lorb_bg.wasm)
   pkg/lorb_bg.wasm -o pkg/lorb_bg.opt.wasm
 mv pkg/lorb_bg.opt.wasm pkg/lorb_bg.wasm
 echo "lorb: lorb_bg.wasm $before before wasm-opt, $(size pkg/lorb_bg.wasm) after"
-cp js/node.js LICENSE pkg/
+cp js/node.js js/worker.js js/worker-thread.js js/worker.d.ts LICENSE pkg/
 node scripts/package.mjs pkg/package.json

@@ -49,8 +49,9 @@ pub(crate) fn remove_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Files lorb writes into an output folder (adapters, train logs, full fine-tuning weights).
-const OUTPUT_FILES: [&str; 4] = ["adapter_config.json", "adapter_model.safetensors", "train_log.json", "model.safetensors"];
+/// Files lorb writes into an output folder (adapters, train logs and curves, full fine-tuning
+/// weights).
+const OUTPUT_FILES: [&str; 5] = ["adapter_config.json", "adapter_model.safetensors", "train_log.json", "train_curves.svg", "model.safetensors"];
 
 /// The sibling folder a new output is written into before it is published (`.NAME.new`), and
 /// the one an old output is moved to while it is replaced (`.NAME.old`).

@@ -833,6 +833,16 @@ fn train_cli_tunes_the_first_pass_and_eval_uses_it() {
     assert_eq!(p["fields"], serde_json::json!(["len", "score"]));
     assert_eq!(p["hyps"], 6.0);
     assert!(!String::from_utf8_lossy(&eval.stderr).contains("warning"), "{}", String::from_utf8_lossy(&eval.stderr));
+    // The curves beside the log: an SVG with both panels, their axis titles, and one point per
+    // epoch of the dev WER.
+    let svg = std::fs::read_to_string(adapter.join("train_curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG");
+    let texts: Vec<&str> = svg.split("<text").skip(1).filter_map(|t| Some(t.split_once('>')?.1.split("</text>").next()?.trim())).collect();
+    for text in ["training loss", "dev WER (%)", "step", "loss", "epoch", "WER %", "first pass"] {
+        assert!(texts.contains(&text), "train_curves.svg lacks {text:?}: {texts:?}");
+    }
+    let epochs = log["report"]["curve"].as_array().unwrap().len();
+    assert!(epochs >= 1 && svg.matches("<circle").count() == epochs, "{} points for {epochs} epochs", svg.matches("<circle").count());
 }
 
 /// `lorb train` on a fixture model and the bundled sample, on the CPU and (when there is one) the

@@ -1,12 +1,18 @@
 // The demo page: loads a model (and adapter) into lorb's Rescorer, rescores n-best lists and
-// shows WER before and after. Everything runs in this page (WebGPU or CPU).
-import init, { Rescorer, CancelToken, webgpuInfo, wordErrors } from "lorb";
+// shows WER before and after. The Rescorer runs in a Web Worker ("lorb/worker": WebGPU or CPU
+// there), so the page stays responsive while it computes; `?worker=off` runs it on this page's
+// thread instead ("lorb"). Everything stays in the browser.
+import init, { webgpuInfo, wordErrors } from "lorb";
+import * as inWorker from "lorb/worker";
+import * as onPage from "lorb";
+import { lineChart } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 // The served model and adapter; `?model=URL/&adapter=URL/` (or `adapter=none`) override them,
 // `?truncate` cuts over-long hypotheses, `?limit=N` keeps the first N utterances, `?depth=K`
 // rescores the top K hypotheses.
 const params = new URLSearchParams(location.search);
+const { Rescorer, CancelToken } = params.get("worker") === "off" ? onPage : inWorker;
 const DEFAULT = {
   model: params.get("model") || "../models/all-MiniLM-L6-v2/",
   adapter: params.get("adapter") === "none" ? null : params.get("adapter") || "../adapters/minilm-blstm-lorb/",
@@ -89,6 +95,12 @@ async function load() {
   clearError();
   $("load").disabled = true;
   const status = $("load-status");
+  // A model loaded before is freed (and its worker ended) once its last call is done.
+  if (rescorer) {
+    const old = rescorer;
+    rescorer = null;
+    exclusive(() => old.free());
+  }
   try {
     await ready;
     const source = document.querySelector("input[name=source]:checked").value;
@@ -114,7 +126,7 @@ async function load() {
     if (params.get("depth")) $("depth").value = Math.max(1, Number(params.get("depth")) | 0);
     const started = performance.now();
     rescorer = await Rescorer.load({ ...src, backend: $("backend").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
-    const caps = rescorer.capabilities();
+    const caps = await rescorer.capabilities();
     status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
       (caps.gpu ? "" : " (no hardware WebGPU adapter: the CPU computes the same scores)");
     status.dataset.backend = caps.backend;
@@ -281,27 +293,17 @@ async function rescoreAll() {
   }
 }
 
-// Training: LoRB on the loaded lists, with a live loss plot; the adapter can be downloaded.
+// Training: LoRB on the loaded lists, with live curves; the adapter can be downloaded.
 let token = null;
 
-function plotLosses(losses) {
-  const c = $("loss-plot");
-  c.hidden = false;
-  const g = c.getContext("2d");
-  g.clearRect(0, 0, c.width, c.height);
-  if (losses.length < 2) return;
-  const lo = Math.min(...losses), hi = Math.max(...losses);
-  const y = (v) => c.height - 10 - ((v - lo) / (hi - lo || 1)) * (c.height - 20);
-  g.strokeStyle = "#2a6ebb";
-  g.beginPath();
-  losses.forEach((v, i) => {
-    const x = 10 + (i / (losses.length - 1)) * (c.width - 20);
-    if (i === 0) g.moveTo(x, y(v)); else g.lineTo(x, y(v));
-  });
-  g.stroke();
-  g.fillStyle = "#555";
-  g.fillText(`loss ${hi.toFixed(3)}`, 12, 12);
-  g.fillText(`${lo.toFixed(3)}`, 12, c.height - 2);
+// The curves of a run: the loss of every step, the dev WER after every epoch (with the first
+// pass's on the same lists, once the run reports it).
+function plotCurves(losses, epochs, firstPassWer) {
+  $("curves").hidden = false;
+  lineChart($("loss-chart"), { title: "training loss", xLabel: "step", yLabel: "loss", integerX: true, series: [{ name: "loss per step", color: "#2a6ebb", points: losses.map((l, i) => [i + 1, l]) }] });
+  const wer = [{ name: "dev WER after each epoch", color: "#c0392b", markers: true, points: epochs.map((e) => [e.epoch, e.devWer]) }];
+  if (Number.isFinite(firstPassWer) && epochs.length) wer.push({ name: "first pass", color: "#777", dashed: true, points: [[Math.min(...epochs.map((e) => e.epoch)), firstPassWer], [Math.max(...epochs.map((e) => e.epoch)), firstPassWer]] });
+  lineChart($("wer-chart"), { title: "dev WER (%)", xLabel: "epoch", yLabel: "WER %", integerX: true, series: wer });
 }
 
 async function train() {
@@ -311,6 +313,7 @@ async function train() {
   const examples = chosen.map(({ corrected, ...l }) => ({ ...l, hyps: l.hyps.slice(0, depth) }));
   const losses = [];
   const epochs = [];
+  const devCurve = [];
   const bar = $("t-progress");
   bar.hidden = false;
   token = new CancelToken();
@@ -324,16 +327,21 @@ async function train() {
   try {
     const r = await exclusive(() => rescorer.train(examples, opts, (p) => {
       if (p.type === "epoch") {
-        if (p.devWer !== null) epochs.push(`epoch ${p.epoch}: dev WER ${p.devWer.toFixed(2)}% (λ ${p.weight})`);
+        if (p.devWer !== null) {
+          epochs.push(`epoch ${p.epoch}: dev WER ${p.devWer.toFixed(2)}% (λ ${p.weight})`);
+          devCurve.push({ epoch: p.epoch, devWer: p.devWer });
+          plotCurves(losses, devCurve);
+        }
         return;
       }
       losses.push(p.loss);
       bar.max = p.total;
       bar.value = p.step;
       $("t-status").textContent = `step ${p.step} / ${p.total} (epoch ${p.epoch}), loss ${p.loss.toFixed(4)}${epochs.length ? "; " + epochs.join("; ") : ""}`;
-      plotLosses(losses);
+      plotCurves(losses, devCurve);
     }, token));
     $("weight").value = r.weight;
+    plotCurves(losses, devCurve, r.devLists ? r.devFirstPassWer : NaN);
     const dev = r.devLists
       ? `dev WER on ${r.devLists} held-out lists ${r.devFirstPassWer.toFixed(2)}% → ${r.devWer.toFixed(2)}% (best epoch ${r.bestEpoch}), λ = ${r.weight} tuned on them`
       : `no lists held out, λ = 1/κ = ${r.weight}`;
@@ -375,8 +383,8 @@ $("train").addEventListener("click", train);
 $("cancel").addEventListener("click", () => token && token.cancel());
 // Through the queue: a rescoring still running (the view refreshed after training) holds the
 // Rescorer, and wasm-bindgen refuses a second use meanwhile.
-$("download").addEventListener("click", () => exclusive(() => {
-  const a = rescorer.exportAdapter();
+$("download").addEventListener("click", () => exclusive(async () => {
+  const a = await rescorer.exportAdapter();
   download("adapter_config.json", a.config);
   download("adapter_model.safetensors", a.weights);
 }).catch(showError));

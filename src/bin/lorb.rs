@@ -1200,11 +1200,19 @@ mod cli {
         // The adapter and its log are written as one unit, before the test evaluation (which
         // can be long); the test's figures are added to the log afterwards.
         let log_bytes = |log: &serde_json::Value| serde_json::to_string_pretty(log).unwrap_or_default().into_bytes();
+        let dev_curve = lorb::train::curves::EpochCurve {
+            title: "dev WER (%)",
+            y_label: "WER %",
+            points: report.curve.iter().map(|e| (e.epoch, e.dev_wer)).collect(),
+            reference: report.dev_first_pass_wer.is_finite().then_some((report.dev_first_pass_wer, "first pass")),
+        };
+        let svg = lorb::train::curves::svg(&report.losses, &dev_curve)?;
+        let files: [(&str, &[u8]); 2] = [("train_log.json", &log_bytes(&log)), ("train_curves.svg", svg.as_bytes())];
         if a.full {
             eprintln!("lorb: full fine-tuning: weights are not written (comparison runs only)");
-            lorb::output::write_dir(&a.out, &[("train_log.json", &log_bytes(&log))])?;
+            lorb::output::write_dir(&a.out, &files)?;
         } else {
-            trainer.adapter()?.save_dir_with(&a.out, &[("train_log.json", &log_bytes(&log))])?;
+            trainer.adapter()?.save_dir_with(&a.out, &files)?;
         }
         let side = a.out.join("train_log.json");
         let write_log = |log: &serde_json::Value| lorb::output::write_file(&side, &log_bytes(log));
@@ -1288,7 +1296,7 @@ mod cli {
         let dev_batches = dev.chunks(per).map(|c| dev_masker.mask_texts(&c.iter().map(|v| v.as_slice()).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
         drop(dev_masker);
         let pb = progress(total as usize, "mlm");
-        let mut curve = Vec::new();
+        let (mut curve, mut losses, mut dev_losses) = (Vec::new(), Vec::new(), Vec::new());
         let started = Instant::now();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         let mut budget = a.time_limit.map(|l| lorb::train::fit::TimeBudget::new(l, t.step));
@@ -1298,8 +1306,7 @@ mod cli {
                 break;
             }
             t.rng.shuffle(&mut order);
-            let mut sum = 0.0;
-            let mut steps = 0usize;
+            let (mut sum, mut steps) = (0.0, 0usize);
             for c in order.chunks(per) {
                 if out_of_time {
                     break;
@@ -1307,6 +1314,7 @@ mod cli {
                 let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
                 let log = pollster::block_on(t.step_texts(&batch))?;
                 sum += log.loss;
+                losses.push(log.loss);
                 steps += 1;
                 if let Some(b) = budget.as_mut() {
                     out_of_time = b.after_step(&mut t);
@@ -1323,6 +1331,7 @@ mod cli {
             let train_loss = sum / steps.max(1) as f64;
             eprintln!("epoch {epoch:3}  train MLM loss {train_loss:.4}  dev MLM loss {dev_loss:.4}");
             curve.push(json!({"epoch": epoch, "steps": t.step, "train_loss": train_loss, "dev_loss": dev_loss}));
+            dev_losses.push((epoch, dev_loss));
         }
         pb.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
@@ -1342,10 +1351,12 @@ mod cli {
             "seconds": t0.elapsed().as_secs_f64(),
         });
         let log_bytes = serde_json::to_string_pretty(&log).unwrap_or_default().into_bytes();
+        let svg = lorb::train::curves::svg(&losses, &lorb::train::curves::EpochCurve { title: "dev MLM loss", y_label: "loss", points: dev_losses, reference: None })?;
+        let files: [(&str, &[u8]); 2] = [("train_log.json", &log_bytes), ("train_curves.svg", svg.as_bytes())];
         if a.full {
-            lorb::output::write_dir(&a.out, &[("train_log.json", &log_bytes)])?;
+            lorb::output::write_dir(&a.out, &files)?;
         } else {
-            t.adapter()?.save_dir_with(&a.out, &[("train_log.json", &log_bytes)])?;
+            t.adapter()?.save_dir_with(&a.out, &files)?;
         }
         println!("{log}");
         Ok(())

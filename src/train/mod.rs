@@ -15,6 +15,8 @@
 //! gaps are often so large that the list posterior is one-hot and MWER has no gradient. The
 //! matching inference weight is `s1 + λ·s2` with `λ = 1/κ` (then tuned on dev).
 
+#[cfg(feature = "svg")]
+pub mod curves;
 pub mod fit;
 pub mod head;
 pub mod loss;

@@ -2,8 +2,9 @@
 // serves the repository, loads www/ with the default model and the shipped adapter, rescores the
 // bundled sample (its first LIMIT=5 utterances by default), and checks that the WER figures on the page equal `lorb eval`'s for the same
 // inputs. Then checks that failed loads (a 404, truncated weights, a wrong tokenizer) and a missing
-// WebGPU show typed messages, and trains, corrects, downloads and cancels on the page. Saves
-// screenshots.
+// WebGPU show typed messages, and trains (with its curves), corrects, downloads and cancels on the
+// page; a separate app bundled by webpack and Vite scores like transformers; and the page stays
+// responsive while the Web Worker computes. Saves screenshots.
 //
 //   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
 import { execFileSync } from "node:child_process";
@@ -76,10 +77,11 @@ try {
   }
 
   // 3. No WebGPU (navigator.gpu removed): "WebGPU only" is a typed gpu error on the page, and
-  // the default choice falls back to the CPU and says so.
+  // the default choice falls back to the CPU and says so. The Rescorer runs on the page's thread
+  // here (?worker=off): a test cannot remove navigator.gpu inside a worker.
   const nogpu = await browser.newPage();
   await nogpu.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
-  await nogpu.goto(`${base}?limit=1&adapter=none`);
+  await nogpu.goto(`${base}?limit=1&adapter=none&worker=off`);
   await nogpu.selectOption("#backend", "gpu");
   await nogpu.click("#load");
   await nogpu.waitForSelector("#error:not([hidden])", { timeout: 60_000 });
@@ -96,7 +98,7 @@ try {
   // live loss plot, the adapter downloaded in PEFT's format, then a cancelled run announced.
   const tp = await browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 1400 } });
   tp.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-  await tp.goto(`${base}?model=../tests/fixtures/bert/&adapter=none&limit=3&truncate`);
+  await tp.goto(`${base}?model=../tests/fixtures/bert/&adapter=none&limit=12&truncate`);
   await tp.click("#load");
   await tp.waitForSelector("#training:not([hidden])", { timeout: 120_000 });
   const probe = await tp.getAttribute("#gpu-info", "data-available");
@@ -137,6 +139,15 @@ try {
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
   if (cfg.peft_type !== "LORA" || !cfg.modules_to_save.includes("score")) fail(`downloaded ${dl.suggestedFilename()} is not a PEFT LoRA config`);
   await tp.screenshot({ path: `${out}/training.png`, fullPage: true });
+  // The curves: loss per step and dev WER per epoch (of 12 lists, 10% — one — is held out for
+  // it; below 10 lists none would be), each with axes, tick labels and axis titles.
+  const chart = await tp.evaluate(() => {
+    const q = (s) => document.querySelectorAll(s).length;
+    return { lossLines: q("#loss-chart > path"), lossTicks: q("#loss-chart .chart-axes text"), werPoints: q("#wer-chart circle"), werTicks: q("#wer-chart .chart-axes text"), labels: [...document.querySelectorAll(".curves .chart-label")].map((t) => t.textContent) };
+  });
+  console.log(`e2e: training curves: ${JSON.stringify(chart)}`);
+  if (!(chart.lossLines === 1 && chart.lossTicks >= 5 && chart.werPoints === 2 && chart.werTicks >= 5 && chart.labels.join() === "step,loss,epoch,WER %")) fail(`the training curves lack data or axes: ${JSON.stringify(chart)}`);
+  await tp.locator("#curves").screenshot({ path: `${out}/curves.png` });
   await tp.fill("#t-epochs", "50");
   await tp.click("#train");
   await tp.waitForFunction(() => document.getElementById("t-status").dataset.state === "running");
@@ -168,6 +179,44 @@ try {
     if (err || !(Math.abs(res.pll - ref.pll) <= 1e-3) || !(Math.abs(res.cls - ref.cls_score) <= 1e-4)) fail(`the bundled app scored ${err || JSON.stringify(res)}`);
     await bp.close();
   }
+
+  // 6. The page answers while the worker computes: the event loop's longest lag while the CPU
+  // backend rescores (all-MiniLM-L6-v2, the shipped adapter) in the worker, and for contrast on
+  // the page's own thread (?worker=off).
+  const lags = {};
+  for (const mode of ["worker", "off"]) {
+    const rp = await browser.newPage();
+    rp.on("pageerror", (e) => logs.push(`pageerror (worker ${mode}): ${e.message}`));
+    await rp.goto(`${base}?limit=8${mode === "off" ? "&worker=off" : ""}`);
+    await rp.selectOption("#backend", "cpu");
+    await rp.click("#load");
+    await rp.waitForSelector("#data:not([hidden]), #error:not([hidden])", { timeout: 300_000 });
+    if (await rp.isVisible("#error")) throw new Error(`loading (worker ${mode}) failed: ${await rp.textContent("#error")}`);
+    // A timer loop on the page measures how late each turn of its event loop comes, from
+    // before the click until the summary shows.
+    await rp.evaluate(() => {
+      window.lagProbe = { worst: 0, stop: false };
+      (async () => {
+        while (!window.lagProbe.stop) {
+          const t = performance.now();
+          await new Promise((r) => setTimeout(r, 0));
+          window.lagProbe.worst = Math.max(window.lagProbe.worst, performance.now() - t);
+        }
+      })();
+    });
+    await rp.click("#rescore-all");
+    await rp.waitForFunction(() => document.getElementById("summary").dataset.rescoredWer !== undefined || !document.getElementById("error").hidden, null, { timeout: 600_000, polling: 500 });
+    lags[mode] = await rp.evaluate(() => {
+      window.lagProbe.stop = true;
+      return window.lagProbe.worst;
+    });
+    const err = await rp.isVisible("#error");
+    if (err) fail(`rescoring (worker ${mode}) failed: ${await rp.textContent("#error")}`);
+    if (mode === "worker") await rp.screenshot({ path: `${out}/worker.png`, fullPage: true });
+    await rp.close();
+  }
+  console.log(`e2e: longest event-loop lag while the CPU backend rescored 8 lists: ${lags.worker.toFixed(0)} ms with the worker, ${lags.off.toFixed(0)} ms on the page's thread`);
+  if (!(lags.worker < 200)) fail(`the page was blocked for ${lags.worker.toFixed(0)} ms while the worker computed`);
 
   if (process.exitCode) {
     console.error(logs.join("\n"));

@@ -1,0 +1,24 @@
+// Types of "lorb/worker": lorb's Rescorer, run in a dedicated Web Worker.
+import type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult } from "./lorb.js";
+export type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult, LorbError } from "./lorb.js";
+
+export class CancelToken {
+  constructor();
+  cancel(): void;
+  cancelled(): boolean;
+  free(): void;
+}
+
+export class Rescorer {
+  private constructor();
+  /** Starts a worker and loads the model there. Errors reject with a LorbError (`kind "worker"` when the worker could not start). */
+  static load(opts: LoadOptions): Promise<Rescorer>;
+  score(texts: string[], opts?: RescoreOptions): Promise<Float64Array>;
+  rescore(nbest: NBestList, opts?: RescoreOptions): Promise<Rescored>;
+  setAdapter(adapter: AdapterSource, onProgress?: (file: string, loaded: number, total: number) => void): Promise<AdapterInfo>;
+  train(lists: NBestList[], opts?: TrainOptions, onProgress?: (p: TrainProgress) => void, cancel?: CancelToken): Promise<TrainResult>;
+  capabilities(): Promise<Capabilities>;
+  exportAdapter(): Promise<{ config: Uint8Array; weights: Uint8Array }>;
+  /** Frees the model and ends the worker. */
+  free(): Promise<void>;
+}
