@@ -47,15 +47,11 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid;
-}
-
 // The step, read-only: flags a value that would leave it non-finite.
 @compute @workgroup_size(256)
 fn check(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
     if (i >= p.n) {
         return;
     }
@@ -69,7 +65,7 @@ fn check(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
     if (i >= p.n || atomicLoad(&flag[0]) != 0u) {
         return;
     }

@@ -291,18 +291,24 @@ fn finite64(what: &str, v: &[f64]) -> Result<(), String> {
     }
 }
 
+/// A (JSON config, safetensors) pair from `seeds` with its config mutated, its safetensors
+/// header mutated, or both anywhere (4 : 5 : 1), splicing with another seed pair.
+fn mutated_pair(seeds: &[(Vec<u8>, Vec<u8>)], rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let (c, s) = &seeds[rng.below(seeds.len())];
+    let (oc, os) = &seeds[rng.below(seeds.len())];
+    match rng.below(10) {
+        0..=3 => (mutated(c, 0..c.len(), rng, oc), s.clone()),
+        4..=8 => (c.clone(), mutated(s, header_of(s), rng, os)),
+        _ => (mutated(c, 0..c.len(), rng, oc), mutated(s, 0..s.len(), rng, os)),
+    }
+}
+
 /// Model folders: config.json and model.safetensors of the three fixture architectures.
 #[test]
 fn model_loader() {
     let seeds: Vec<(Vec<u8>, Vec<u8>)> = ["bert", "distilbert", "roberta"].iter().map(|a| (read(&format!("tests/fixtures/{a}/config.json")), read(&format!("tests/fixtures/{a}/model.safetensors")))).collect();
     fuzz("model", |rng| {
-        let (c, s) = &seeds[rng.below(seeds.len())];
-        let (oc, os) = &seeds[rng.below(seeds.len())];
-        let (c, s) = match rng.below(10) {
-            0..=3 => (mutated(c, 0..c.len(), rng, oc), s.clone()),
-            4..=8 => (c.clone(), mutated(s, header_of(s), rng, os)),
-            _ => (mutated(c, 0..c.len(), rng, oc), mutated(s, 0..s.len(), rng, os)),
-        };
+        let (c, s) = mutated_pair(&seeds, rng);
         let Ok(mut m) = Model::from_bytes(&c, &s) else { return Ok(false) };
         finite("layer_norm_eps", &[m.config.layer_norm_eps])?;
         for (name, t) in m.tensors_mut() {
@@ -318,13 +324,7 @@ fn adapter_loader() {
     let config = ModelConfig::from_json(&read("tests/fixtures/bert/config.json")).unwrap();
     let seeds: Vec<(Vec<u8>, Vec<u8>)> = ["adapter", "train_adapter", "traj_adapter"].iter().map(|a| (read(&format!("tests/fixtures/bert/{a}/adapter_config.json")), read(&format!("tests/fixtures/bert/{a}/adapter_model.safetensors")))).collect();
     fuzz("adapter", |rng| {
-        let (c, s) = &seeds[rng.below(seeds.len())];
-        let (oc, os) = &seeds[rng.below(seeds.len())];
-        let (c, s) = match rng.below(10) {
-            0..=3 => (mutated(c, 0..c.len(), rng, oc), s.clone()),
-            4..=8 => (c.clone(), mutated(s, header_of(s), rng, os)),
-            _ => (mutated(c, 0..c.len(), rng, oc), mutated(s, 0..s.len(), rng, os)),
-        };
+        let (c, s) = mutated_pair(&seeds, rng);
         let Ok(a) = Adapter::from_bytes(&c, &s, &config) else { return Ok(false) };
         finite64("scale", &[a.scale()])?;
         for p in &a.pairs {
