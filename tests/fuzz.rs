@@ -17,6 +17,7 @@
 //! The suite runs a short pass (`LORB_FUZZ_INPUTS`, default 20,000 per loader). The long run, whose
 //! figures the README reports:
 //! `LORB_FUZZ_INPUTS=1000000 cargo test --release --test fuzz -- --nocapture --test-threads 2`
+#![cfg(not(target_arch = "wasm32"))]
 
 use lorb::adapter::{Adapter, TrainLog};
 use lorb::{ClsHead, FirstPass, Model, ModelConfig, TextEncoder};
