@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::nbest::{FirstPass, NBest};
-use crate::wer::{word_errors, WerCount};
+use crate::wer::word_errors;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +125,39 @@ impl ListProfile {
     }
 }
 
+/// A list as a WER at some λ needs it: its first-pass scores, the word errors of each
+/// hypothesis against its reference, and the reference's word count. The evaluation set's lists
+/// ([`JudgedList`]), training's lists and the head fit's lists are all judged by [`wer_at`].
+pub trait Judged {
+    fn s1(&self) -> &[f64];
+    fn errors(&self, hyp: usize) -> f64;
+    fn words(&self) -> usize;
+}
+
+/// WER (%) of `lists` re-ranked by `s1 + λ·s2` (ties keep first-pass order); 0 with no words.
+pub fn wer_at<L: Judged>(lists: &[L], s2: &[Vec<f64>], weight: f64) -> f64 {
+    let (mut errors, mut words) = (0.0, 0usize);
+    for (l, s) in lists.iter().zip(s2) {
+        errors += l.errors(argmax(l.s1().iter().zip(s).map(|(a, b)| a + weight * b)));
+        words += l.words();
+    }
+    100.0 * errors / words.max(1) as f64
+}
+
+/// The λ grid a trained scorer is tuned on: multiples of λ0 = 1/κ, where κ scaled s1 in the
+/// training loss (0 keeps the first pass).
+pub fn lambda_grid(lambda0: f64) -> Vec<f64> {
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
+}
+
+/// The WER at each λ of `grid`, and the best `(λ, WER)`: the first of equal ones (the smaller λ
+/// on an ascending grid); `(NaN, ∞)` for an empty grid.
+pub fn tune_weight<L: Judged>(lists: &[L], s2: &[Vec<f64>], grid: &[f64]) -> (Vec<(f64, f64)>, (f64, f64)) {
+    let curve: Vec<(f64, f64)> = grid.iter().map(|&w| (w, wer_at(lists, s2, w))).collect();
+    let best = curve.iter().copied().fold((f64::NAN, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+    (curve, best)
+}
+
 /// λ must be a finite number (a NaN or infinite λ would make every total NaN or ±∞).
 pub fn check_weight(weight: f64) -> Result<()> {
     if weight.is_finite() {
@@ -158,11 +191,32 @@ pub struct EvalReport {
     pub unreferenced: usize,
 }
 
-/// Per-utterance data needed to evaluate any λ quickly: errors of each hypothesis and scores.
+/// A list with a reference, as [`wer_at`] judges it.
+#[derive(Debug, Clone)]
+pub struct JudgedList {
+    pub s1: Vec<f64>,
+    /// Word errors of each hypothesis against the reference.
+    pub errors: Vec<f64>,
+    /// Reference words.
+    pub words: usize,
+}
+
+impl Judged for JudgedList {
+    fn s1(&self) -> &[f64] {
+        &self.s1
+    }
+    fn errors(&self, hyp: usize) -> f64 {
+        self.errors[hyp]
+    }
+    fn words(&self) -> usize {
+        self.words
+    }
+}
+
+/// What evaluating any λ needs, computed once: each list's first-pass scores and word errors,
+/// and the second-pass scores.
 pub struct EvalSet {
-    pub errors: Vec<Vec<usize>>,
-    pub words: Vec<usize>,
-    pub s1: Vec<Vec<f64>>,
+    pub lists: Vec<JudgedList>,
     pub s2: Vec<Vec<f64>>,
     /// Lists skipped for want of a reference.
     pub unreferenced: usize,
@@ -171,13 +225,11 @@ pub struct EvalSet {
 impl EvalSet {
     /// Lists without a reference are skipped (they cannot be scored for WER) and counted.
     pub fn new(lists: &[NBest], s1: Vec<Vec<f64>>, s2: Vec<Vec<f64>>) -> Self {
-        let mut set = EvalSet { errors: vec![], words: vec![], s1: vec![], s2: vec![], unreferenced: 0 };
+        let mut set = EvalSet { lists: vec![], s2: vec![], unreferenced: 0 };
         for ((nb, a), b) in lists.iter().zip(s1).zip(s2) {
             set.unreferenced += nb.reference.is_none() as usize;
             if let Some(r) = &nb.reference {
-                set.errors.push(nb.hyps.iter().map(|h| word_errors(r, &h.text)).collect());
-                set.words.push(crate::wer::word_count(r));
-                set.s1.push(a);
+                set.lists.push(JudgedList { s1: a, errors: nb.hyps.iter().map(|h| word_errors(r, &h.text) as f64).collect(), words: crate::wer::word_count(r) });
                 set.s2.push(b);
             }
         }
@@ -187,37 +239,26 @@ impl EvalSet {
     /// A WER needs words to count: `Err` when no list has a (non-empty) reference, rather than a
     /// WER of 0 computed from nothing.
     pub fn require_references(&self, what: &str) -> Result<()> {
-        if self.words.iter().sum::<usize>() == 0 {
+        if self.lists.iter().map(|l| l.words).sum::<usize>() == 0 {
             return Err(Error::Input(format!("{what}: no n-best list has a reference with words; a WER needs references (\"ref\")")));
         }
         Ok(())
     }
 
-    fn count(&self, pick: impl Fn(usize) -> usize) -> WerCount {
-        let mut c = WerCount::default();
-        for u in 0..self.errors.len() {
-            c.errors += self.errors[u][pick(u)];
-            c.words += self.words[u];
-        }
-        c
-    }
-
     pub fn wer(&self, weight: f64) -> f64 {
-        self.count(|u| argmax(self.s1[u].iter().zip(&self.s2[u]).map(|(a, b)| a + weight * b))).percent()
+        wer_at(&self.lists, &self.s2, weight)
     }
 
     pub fn report(&self, weight: f64) -> EvalReport {
-        let first = self.count(|u| argmax(self.s1[u].iter().copied()));
-        let oracle = self.count(|u| {
-            let e = &self.errors[u];
-            (0..e.len()).min_by_key(|&i| e[i]).unwrap_or(0)
-        });
+        let zero: Vec<Vec<f64>> = self.lists.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+        let oracle = self.lists.iter().map(|l| l.errors.iter().copied().fold(f64::INFINITY, f64::min)).sum::<f64>();
+        let words = self.lists.iter().map(|l| l.words).sum::<usize>();
         EvalReport {
-            utterances: self.errors.len(),
-            words: first.words,
-            first_pass_wer: first.percent(),
+            utterances: self.lists.len(),
+            words,
+            first_pass_wer: wer_at(&self.lists, &zero, 0.0),
             rescored_wer: self.wer(weight),
-            oracle_wer: oracle.percent(),
+            oracle_wer: 100.0 * oracle / words.max(1) as f64,
             weight,
             unreferenced: self.unreferenced,
         }
@@ -225,8 +266,7 @@ impl EvalSet {
 
     /// WER at each λ of the grid; returns the curve and the best λ (the smallest on ties).
     pub fn tune(&self, grid: &[f64]) -> (Vec<(f64, f64)>, f64) {
-        let curve: Vec<(f64, f64)> = grid.iter().map(|&w| (w, self.wer(w))).collect();
-        let best = curve.iter().fold((f64::NAN, f64::INFINITY), |b, &(w, e)| if e < b.1 { (w, e) } else { b });
+        let (curve, best) = tune_weight(&self.lists, &self.s2, grid);
         (curve, best.0)
     }
 }
@@ -265,9 +305,10 @@ pub fn tune_first_pass(lists: &[NBest], fp: &FirstPass, free: &[String], s2: Vec
     let owned: Vec<NBest> = kept.iter().map(|(nb, _)| (*nb).clone()).collect();
     let mut set = EvalSet::new(&owned, s1_of(&coefs), kept.into_iter().map(|(_, s)| s).collect());
     let best_at = |set: &mut EvalSet, c: &[f64]| {
-        set.s1 = s1_of(c);
-        let (curve, w) = set.tune(grid);
-        (w, curve.iter().find(|(x, _)| *x == w).map_or(f64::INFINITY, |p| p.1))
+        for (l, s1) in set.lists.iter_mut().zip(s1_of(c)) {
+            l.s1 = s1;
+        }
+        tune_weight(&set.lists, &set.s2, grid).1
     };
     let (mut weight, start_wer) = best_at(&mut set, &coefs);
     let mut wer = start_wer;

@@ -51,8 +51,13 @@ export interface LoadOptions {
   maxHyps?: number;
   onProgress?: (file: string, loaded: number, total: number) => void;
 }
-export interface NBestList { utt?: string; ref?: string; hyps: { text: string; score: number }[] }
-export interface RescoreOptions { method?: "cls" | "pll" | "pll-word"; weight?: number }
+export interface NBestList { utt?: string; ref?: string; hyps: { text: string; score: number; [field: string]: string | number }[] }
+export interface RescoreOptions {
+  method?: "cls" | "pll" | "pll-word"; weight?: number;
+  /** The first-pass score s1 as a weighted sum of hypothesis fields, e.g. "0.6*decoder+0.4*ctc"
+   *  (default "score"), as the command line's --s1. */
+  s1?: string;
+}
 export interface RescoredHypothesis { text: string; s1: number; s2: number; total: number; firstRank: number; errors: number | null }
 export interface Rescored {
   utt: string; ref: string | null; weight: number; method: string; hyps: RescoredHypothesis[];
@@ -83,6 +88,8 @@ export interface TrainOptions {
   objective?: "mwer" | "mwed"; kappa?: number; corWeight?: number;
   lr?: number; headLr?: number; weightDecay?: number; epochs?: number; batch?: number; depth?: number;
   seed?: number; clip?: number;
+  /** The first-pass score s1 of the lists, as in RescoreOptions (default "score"). */
+  s1?: string;
   /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
    *  (default 0.1; with fewer than 10 lists none is held out: then λ = 1/κ). */
   dev?: NBestList[]; devFraction?: number; patience?: number;
@@ -140,6 +147,15 @@ async fn required(opts: &JsValue, key: &str, label: &str, progress: &JsValue) ->
 fn method_of(opts: &JsValue) -> Result<Method, JsValue> {
     match get(opts, "method").and_then(|v| v.as_string()) {
         None => Ok(Method::Cls),
+        Some(s) => s.parse().map_err(js_error),
+    }
+}
+
+/// The first-pass score s1 of `opts.s1` (an expression over hypothesis fields, as `--s1`;
+/// default `score`).
+fn first_pass_of(opts: &JsValue) -> Result<crate::nbest::FirstPass, JsValue> {
+    match get(opts, "s1").and_then(|v| v.as_string()) {
+        None => Ok(Default::default()),
         Some(s) => s.parse().map_err(js_error),
     }
 }
@@ -329,7 +345,7 @@ impl Rescorer {
         }
         let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
         let s2 = self.scorer.score_list(&texts, method).await.map_err(|e| js_error(e.in_list(&nb.utt)))?;
-        let s1: Vec<f64> = nb.hyps.iter().map(|h| h.score).collect();
+        let s1 = crate::rescore::first_pass_scores(&nb, &first_pass_of(&opts)?).map_err(|e| js_error(e.in_list(&nb.utt)))?;
         let r = rescore_list(&nb, &s1, &s2, weight);
         let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
         let hyps: Vec<Value> = r
@@ -375,13 +391,14 @@ impl Rescorer {
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
         let depth = num("depth", f64::INFINITY);
         let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
-        let mut examples = self.examples(lists, "training", depth)?;
+        let fp = first_pass_of(&opts)?;
+        let mut examples = self.examples(lists, "training", depth, &fp)?;
         if examples.is_empty() {
             return Err(js_error(Error::Input("no training lists".into())));
         }
         let seed = num("seed", 0.0) as u64;
         let dev = match get(&opts, "dev") {
-            Some(d) => self.examples(d, "dev", depth)?,
+            Some(d) => self.examples(d, "dev", depth, &fp)?,
             None => {
                 let fraction = num("devFraction", 0.1);
                 if !(0.0..=0.5).contains(&fraction) {
@@ -490,7 +507,7 @@ impl Rescorer {
     }
 
     /// N-best lists from JS as training examples (each needs a reference).
-    fn examples(&self, lists: JsValue, what: &str, depth: Option<usize>) -> Result<Vec<crate::train::ListExample>, JsValue> {
+    fn examples(&self, lists: JsValue, what: &str, depth: Option<usize>, fp: &crate::nbest::FirstPass) -> Result<Vec<crate::train::ListExample>, JsValue> {
         let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("{what} lists: {e}"))))?;
         let mut out = Vec::with_capacity(raw.len());
         for (i, mut v) in raw.into_iter().enumerate() {
@@ -498,7 +515,7 @@ impl Rescorer {
                 v["utt"] = format!("list {i}").into();
             }
             let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("{what} list {i}: {e}"))))?;
-            out.push(crate::train::ListExample::from_nbest(&nb, &Default::default(), &self.scorer.encoder, depth).map_err(js_error)?);
+            out.push(crate::train::ListExample::from_nbest(&nb, fp, &self.scorer.encoder, depth).map_err(js_error)?);
         }
         Ok(out)
     }

@@ -117,6 +117,17 @@ async fn rescorer_api_rescores_a_list() {
     }
     assert!(hyps[0]["total"].as_f64() >= hyps[1]["total"].as_f64());
     assert_eq!(out["firstPassErrors"].as_u64().is_some(), true);
+    // s1 as an expression over the hypotheses' fields, as the command line's --s1; a field a
+    // hypothesis lacks is an input error naming the list.
+    let fields = serde_json::json!({"utt": "u2", "hyps": [{"text": s[1]["text"], "score": -1.0, "lm": -4.0}, {"text": s[0]["text"], "score": -1.5, "lm": -2.0}]});
+    let js = |v: &serde_json::Value| v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap();
+    let out: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(js(&fields), opts(&[("s1", "0.5*score+0.25*lm".into())])).await.unwrap()).unwrap();
+    for h in out["hyps"].as_array().unwrap() {
+        let want = if h["text"] == s[0]["text"] { 0.5 * -1.5 + 0.25 * -2.0 } else { 0.5 * -1.0 + 0.25 * -4.0 };
+        assert_eq!(h["s1"].as_f64().unwrap(), want, "{h}");
+    }
+    let e = r.rescore(js(&fields), opts(&[("s1", "score+ctc".into())])).await.err().unwrap();
+    assert_eq!(kind_of(e), "input");
     let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
     assert_eq!(caps["gpu"], true);
 }

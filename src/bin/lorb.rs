@@ -1163,7 +1163,7 @@ mod cli {
         if !a.tune_s1.is_empty() && !dev_ex.is_empty() {
             let s2 = pollster::block_on(trainer.scores_many(&dev_ex.iter().collect::<Vec<_>>()))?;
             let cut: Vec<NBest> = dev_nb.iter().zip(&dev_ex).map(|(nb, ex)| NBest { hyps: nb.hyps[..ex.s1.len()].to_vec(), ..nb.clone() }).collect();
-            let t = lorb::rescore::tune_first_pass(&cut, &a.s1, &a.tune_s1, s2, &lorb::train::fit::grid(1.0 / a.kappa))?;
+            let t = lorb::rescore::tune_first_pass(&cut, &a.s1, &a.tune_s1, s2, &lorb::rescore::lambda_grid(1.0 / a.kappa))?;
             eprintln!("lorb: first pass re-weighted on dev: --s1 {:?} --weight {} (dev WER {:.3}%; {:.3}% with the given --s1)", t.first_pass.to_string(), t.weight, t.wer, t.start_wer);
             s1_tuning = json!({"given_s1": a.s1.to_string(), "given_s1_dev_wer": t.start_wer, "dev_wer": t.wer, "terms": a.tune_s1});
             (s1, weight) = (t.first_pass, t.weight);
@@ -1225,8 +1225,8 @@ mod cli {
                 let mut t = json!({
                     "file": p.display().to_string(),
                     "utterances": ex.len(),
-                    "first_pass_wer": lorb::train::fit::wer_of(&ex, &zero, 0.0),
-                    "wer": lorb::train::fit::wer_of(&ex, &s2, weight),
+                    "first_pass_wer": lorb::rescore::wer_at(&ex, &zero, 0.0),
+                    "wer": lorb::rescore::wer_at(&ex, &s2, weight),
                     "weight": weight,
                 });
                 if s1 != a.s1 {
@@ -1238,8 +1238,8 @@ mod cli {
                         .map(|(e, nb)| Ok(lorb::train::ListExample { s1: first_pass_scores(nb, &a.s1)?[..e.s1.len()].to_vec(), ..e.clone() }))
                         .collect::<Result<Vec<_>>>()?;
                     t["first_pass_wer_tuned_s1"] = t["first_pass_wer"].clone();
-                    t["first_pass_wer"] = json!(lorb::train::fit::wer_of(&given, &zero, 0.0));
-                    t["wer_given_s1"] = json!(lorb::train::fit::wer_of(&given, &s2, report.weight));
+                    t["first_pass_wer"] = json!(lorb::rescore::wer_at(&given, &zero, 0.0));
+                    t["wer_given_s1"] = json!(lorb::rescore::wer_at(&given, &s2, report.weight));
                     t["s1"] = json!(s1.to_string());
                 }
                 Some(t)

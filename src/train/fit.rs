@@ -6,7 +6,7 @@
 use super::{ListExample, Rng, StepLog, TrainConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::model::{tensor_to_f32, Tensor};
-use crate::rescore::argmax;
+use crate::rescore::{lambda_grid, tune_weight, wer_at};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,17 +142,6 @@ pub enum Progress {
     Epoch(EpochRecord),
 }
 
-/// WER (%) of `lists` re-ranked by `s1 + λ·s2`.
-pub fn wer_of(lists: &[ListExample], s2: &[Vec<f64>], lambda: f64) -> f64 {
-    let (mut e, mut w) = (0.0, 0usize);
-    for (l, s) in lists.iter().zip(s2) {
-        let best = argmax(l.s1.iter().zip(s).map(|(a, b)| a + lambda * b));
-        e += l.errors[best];
-        w += l.words;
-    }
-    100.0 * e / w.max(1) as f64
-}
-
 /// A clock in seconds (`Instant` panics in wasm32-unknown-unknown; the browser's clock instead).
 fn seconds() -> f64 {
     #[cfg(target_arch = "wasm32")]
@@ -201,18 +190,13 @@ impl<F: Fn() -> bool> Cancel for F {
     }
 }
 
-/// The λ grid around `λ0 = 1/κ` (0 keeps the first pass).
-pub fn grid(lambda0: f64) -> Vec<f64> {
-    [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0].iter().map(|f| f * lambda0).collect()
-}
-
-/// The best `(λ, WER)` on `lists` over [`grid`] (the first on ties: the smaller weight); with no
-/// lists, `λ0` itself.
+/// The best `(λ, WER)` on `lists` over [`lambda_grid`] around `λ0` (the smaller λ on ties);
+/// with no lists, `λ0` itself.
 pub fn tune(lists: &[ListExample], s2: &[Vec<f64>], lambda0: f64) -> (f64, f64) {
     if lists.is_empty() {
         return (lambda0, 0.0);
     }
-    grid(lambda0).into_iter().map(|l| (l, wer_of(lists, s2, l))).fold((0.0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b })
+    tune_weight(lists, s2, &lambda_grid(lambda0)).1
 }
 
 /// Where an interrupted run stands.
@@ -399,7 +383,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         }
         None => {
             let zero: Vec<Vec<f64>> = dev.iter().map(|l| vec![0.0; l.s1.len()]).collect();
-            let first = wer_of(dev, &zero, 0.0);
+            let first = wer_at(dev, &zero, 0.0);
             let s = State {
                 config: t.cfg.clone(),
                 step: t.step,
@@ -494,7 +478,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
     }
     t.pull_gpu().await?;
     let scores = dev_scores(t, dev).await?;
-    let lambda_curve: Vec<(f64, f64)> = grid(lambda0).into_iter().map(|l| (l, wer_of(dev, &scores, l))).collect();
+    let lambda_curve = tune_weight(dev, &scores, &lambda_grid(lambda0)).0;
     let (weight, _) = tune(dev, &scores, lambda0);
     let trainable_parameters = t.trainable_parameters();
     Ok(FitReport {

@@ -5,9 +5,11 @@
 //! gaps are often so large that the list posterior is one-hot and MWER has no gradient. At
 //! inference the same ranking is `s1 + λ·s2` with `s2 = w·h + b` and `λ = 1/κ` (then tuned).
 
-use crate::model::ClsHead;
 use super::loss::mwer;
-use crate::rescore::argmax;
+use super::optim::{AdamW, AdamWConfig};
+use super::Rng;
+use crate::model::ClsHead;
+use crate::rescore::{lambda_grid, tune_weight, wer_at, Judged};
 use serde::Serialize;
 
 /// One n-best list reduced to what head training needs.
@@ -59,24 +61,29 @@ pub struct HeadFit {
     pub lambda_curve: Vec<(f64, f64)>,
 }
 
-fn dot(w: &[f64], h: &[f32]) -> f64 {
-    w.iter().zip(h).map(|(a, b)| a * *b as f64).sum()
+impl Judged for ListFeatures {
+    fn s1(&self) -> &[f64] {
+        &self.s1
+    }
+    fn errors(&self, hyp: usize) -> f64 {
+        self.errors[hyp]
+    }
+    fn words(&self) -> usize {
+        self.words
+    }
 }
 
-/// WER (%) of lists re-ranked by `s1 + λ·(w·h)`.
-pub fn wer_with(lists: &[ListFeatures], w: &[f64], lambda: f64) -> f64 {
-    let hd = w.len();
-    let (mut err, mut words) = (0.0, 0usize);
-    for l in lists {
-        let best = argmax(l.s1.iter().enumerate().map(|(j, s)| s + lambda * dot(w, &l.cls[j * hd..(j + 1) * hd])));
-        err += l.errors[best];
-        words += l.words;
-    }
-    100.0 * err / words.max(1) as f64
+fn dot(w: &[f32], h: &[f32]) -> f64 {
+    w.iter().zip(h).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+/// `s2 = w·h` of every hypothesis of every list.
+fn scores(lists: &[ListFeatures], w: &[f32]) -> Vec<Vec<f64>> {
+    lists.iter().map(|l| l.cls.chunks_exact(w.len()).map(|h| dot(w, h)).collect()).collect()
 }
 
 /// Mean MWER loss and its gradient with respect to `w`, over `lists`.
-pub fn head_loss_grad(lists: &[&ListFeatures], w: &[f64], kappa: f64) -> (f64, Vec<f64>) {
+pub fn head_loss_grad(lists: &[&ListFeatures], w: &[f32], kappa: f64) -> (f64, Vec<f64>) {
     let hd = w.len();
     let mut grad = vec![0.0; hd];
     let mut loss = 0.0;
@@ -98,36 +105,27 @@ pub fn head_loss_grad(lists: &[&ListFeatures], w: &[f64], kappa: f64) -> (f64, V
 /// Fits `w` (zero-initialised) with AdamW on MWER, keeps the epoch with the best dev WER, then
 /// tunes λ on dev around `1/κ`.
 pub fn fit_cls_head(train: &[ListFeatures], dev: &[ListFeatures], hidden: usize, o: &HeadFitOptions, mut progress: impl FnMut(&EpochLog)) -> HeadFit {
-    let mut w = vec![0.0f64; hidden];
-    let (mut m, mut v) = (vec![0.0; hidden], vec![0.0; hidden]);
-    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let mut w = vec![0.0f32; hidden];
+    let mut opt = AdamW::default();
+    let c = AdamWConfig { lr: o.lr, weight_decay: o.weight_decay, ..Default::default() };
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut rng = o.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut rng = Rng::new(o.seed);
     let lambda0 = 1.0 / o.kappa;
-    let first = wer_with(dev, &w, 0.0);
+    let first = wer_at(dev, &scores(dev, &w), 0.0);
     let mut best = (first, 0usize, w.clone());
     let mut curve = Vec::new();
-    let mut step = 0i32;
     for epoch in 1..=o.epochs {
-        for i in (1..order.len()).rev() {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            order.swap(i, (rng >> 33) as usize % (i + 1));
-        }
+        rng.shuffle(&mut order);
         let mut total = 0.0;
         for chunk in order.chunks(o.batch_lists.max(1)) {
             let lists: Vec<&ListFeatures> = chunk.iter().map(|&i| &train[i]).collect();
             let (loss, g) = head_loss_grad(&lists, &w, o.kappa);
             total += loss * lists.len() as f64;
-            step += 1;
-            for k in 0..hidden {
-                m[k] = b1 * m[k] + (1.0 - b1) * g[k];
-                v[k] = b2 * v[k] + (1.0 - b2) * g[k] * g[k];
-                let mh = m[k] / (1.0 - b1.powi(step));
-                let vh = v[k] / (1.0 - b2.powi(step));
-                w[k] -= o.lr * (mh / (vh.sqrt() + eps) + o.weight_decay * w[k]);
-            }
+            let g: Vec<f32> = g.iter().map(|&x| x as f32).collect();
+            opt.begin();
+            opt.update(0, &mut w, &g, &c, o.lr);
         }
-        let log = EpochLog { epoch, train_loss: total / train.len().max(1) as f64, dev_wer: wer_with(dev, &w, lambda0) };
+        let log = EpochLog { epoch, train_loss: total / train.len().max(1) as f64, dev_wer: wer_at(dev, &scores(dev, &w), lambda0) };
         progress(&log);
         if log.dev_wer < best.0 {
             best = (log.dev_wer, epoch, w.clone());
@@ -135,18 +133,8 @@ pub fn fit_cls_head(train: &[ListFeatures], dev: &[ListFeatures], hidden: usize,
         curve.push(log);
     }
     let w = best.2;
-    let grid: Vec<f64> = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0].iter().map(|f| f * lambda0).collect();
-    let lambda_curve: Vec<(f64, f64)> = grid.iter().map(|&l| (l, wer_with(dev, &w, l))).collect();
-    let (weight, dev_wer) = lambda_curve.iter().fold((0.0, f64::INFINITY), |b, &(l, e)| if e < b.1 { (l, e) } else { b });
-    HeadFit {
-        head: ClsHead { weight: w.iter().map(|&x| x as f32).collect(), bias: 0.0 },
-        weight,
-        dev_first_pass_wer: first,
-        dev_wer,
-        best_epoch: best.1,
-        curve,
-        lambda_curve,
-    }
+    let (lambda_curve, (weight, dev_wer)) = tune_weight(dev, &scores(dev, &w), &lambda_grid(lambda0));
+    HeadFit { head: ClsHead { weight: w, bias: 0.0 }, weight, dev_first_pass_wer: first, dev_wer, best_epoch: best.1, curve, lambda_curve }
 }
 
 #[cfg(test)]
@@ -155,11 +143,8 @@ mod tests {
 
     fn synthetic(n: usize, seed: u64) -> Vec<ListFeatures> {
         // Feature 0 carries minus the errors plus noise; first-pass scores are noise.
-        let mut r = seed;
-        let mut rnd = move || {
-            r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((r >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-        };
+        let mut r = Rng::new(seed);
+        let mut rnd = move || r.uniform() - 0.5;
         (0..n)
             .map(|_| {
                 let errors: Vec<f64> = (0..8).map(|_| ((rnd() + 0.5) * 4.0).floor()).collect();
@@ -174,16 +159,18 @@ mod tests {
     fn head_gradient_matches_finite_differences() {
         let lists = synthetic(4, 7);
         let refs: Vec<&ListFeatures> = lists.iter().collect();
-        let w = [0.3, -0.2, 0.1];
+        let w = [0.3f32, -0.2, 0.1];
         let (_, g) = head_loss_grad(&refs, &w, 0.5);
         for k in 0..3 {
-            let h = 1e-6;
+            // The step as the f32 weights hold it (exact in f64); the central difference's error
+            // is O(h²).
+            let h = 2e-4;
             let mut a = w;
             a[k] += h;
             let mut b = w;
             b[k] -= h;
-            let fd = (head_loss_grad(&refs, &a, 0.5).0 - head_loss_grad(&refs, &b, 0.5).0) / (2.0 * h);
-            assert!((fd - g[k]).abs() < 1e-7, "dw_{k}: analytic {} vs numeric {fd}", g[k]);
+            let fd = (head_loss_grad(&refs, &a, 0.5).0 - head_loss_grad(&refs, &b, 0.5).0) / (a[k] as f64 - b[k] as f64);
+            assert!((fd - g[k]).abs() < 1e-6, "dw_{k}: analytic {} vs numeric {fd}", g[k]);
         }
     }
 

@@ -24,7 +24,7 @@ pub mod optim;
 pub mod text;
 
 pub use fit::{fit, Checkpoint, EpochRecord, FitOptions, FitReport};
-pub use head::{fit_cls_head, head_loss_grad, wer_with, EpochLog, HeadFit, HeadFitOptions, ListFeatures};
+pub use head::{fit_cls_head, head_loss_grad, EpochLog, HeadFit, HeadFitOptions, ListFeatures};
 pub use loss::mwer;
 pub use optim::{AdamW, AdamWConfig};
 
@@ -239,6 +239,18 @@ pub fn hold_out<T>(lists: &mut Vec<T>, n: usize, seed: u64) -> Vec<T> {
     rng.shuffle(lists);
     let n = n.min(lists.len() / 2);
     lists.split_off(lists.len() - n)
+}
+
+impl crate::rescore::Judged for ListExample {
+    fn s1(&self) -> &[f64] {
+        &self.s1
+    }
+    fn errors(&self, hyp: usize) -> f64 {
+        self.errors[hyp]
+    }
+    fn words(&self) -> usize {
+        self.words
+    }
 }
 
 impl ListExample {
