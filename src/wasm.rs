@@ -90,6 +90,10 @@ export interface TrainOptions {
   seed?: number; clip?: number;
   /** The first-pass score s1 of the lists, as in RescoreOptions (default "score"). */
   s1?: string;
+  /** Start from the adapter in use (its LoRA pairs go on training, its CLS head is the
+   *  starting head; r, alpha and targets are then unused) instead of fresh LoRA pairs: a
+   *  personal adapter on top of the global one. */
+  continueAdapter?: boolean;
   /** Dev lists for early stopping and λ, or the fraction of the lists held out for it
    *  (default 0.1; with fewer than 10 lists none is held out: then λ = 1/κ). */
   dev?: NBestList[]; devFraction?: number; patience?: number;
@@ -446,11 +450,19 @@ impl Rescorer {
         let previous = (self.scorer.adapter(), self.scorer.cls_head.clone(), self.weight);
         self.scorer.use_adapter(None).await.map_err(js_error)?;
         let is_cancelled = || get(&cancel, "cancelled").and_then(|v| v.as_bool()) == Some(true);
+        // `continueAdapter`: the adapter in use is where training starts (its LoRA pairs go on
+        // training, its CLS head is the starting head), as `lorb train --adapter`.
+        let from = if get(&opts, "continueAdapter").and_then(|v| v.as_bool()) == Some(true) {
+            Some(previous.0.clone().ok_or_else(|| js_error(Error::Input("continueAdapter: no adapter is in use".into())))?)
+        } else {
+            None
+        };
         let trained: crate::Result<(Trainer, crate::train::fit::FitReport)> = async {
-            let base = self.scorer.model().clone();
-            let lora = Adapter::new_lora(&base.config, r as usize, alpha, false, &targets, cfg.seed)?;
+            let mut base = self.scorer.model().clone();
+            let start = crate::train::Start { r: r as usize, alpha, rslora: false, targets: &targets, seed: cfg.seed, head_only: false, full: false, from: from.as_deref() };
+            let begun = start.begin(&mut base, None)?;
             let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
-            let mut trainer = Trainer::new(base.clone(), Some(lora), None, cfg, pad, mask)?;
+            let mut trainer = Trainer::new(base.clone(), begun.lora, begun.cls, cfg, pad, mask)?;
             if self.scorer.backend.is_gpu() {
                 let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await?;
                 trainer.use_gpu(g).await?;

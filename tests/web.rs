@@ -202,6 +202,24 @@ async fn training_in_the_browser() {
     let res: serde_json::Value = serde_wasm_bindgen::from_value(r.train(training_lists(&exp), o, JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap()).unwrap();
     assert_eq!((res["steps"].as_u64(), res["timeLimitedSteps"].as_u64(), res["curve"].as_array().map(|c| c.len())), (Some(1), Some(1), Some(1)));
 
+    // continueAdapter: training starts from the adapter in use (a personal adapter on top of
+    // the global one): at a learning rate of 0 its pairs and head come back unchanged, where a
+    // fresh start would come back with B = 0.
+    let mut r = load().await.unwrap();
+    let (cfg, st) = (include_bytes!("fixtures/bert/train_adapter/adapter_config.json"), include_bytes!("fixtures/bert/train_adapter/adapter_model.safetensors"));
+    r.set_adapter(opts(&[("config", bytes(cfg)), ("weights", bytes(st))]), JsValue::UNDEFINED).await.unwrap();
+    let o = opts(&[("epochs", 1.0.into()), ("batch", 1.0.into()), ("lr", 0.0.into()), ("continueAdapter", true.into())]);
+    r.train(training_lists(&exp), o, JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap();
+    let exported = r.export_adapter().unwrap();
+    let got = lorb::Adapter::from_bytes(&js_sys::Uint8Array::new(&js_sys::Reflect::get(&exported, &"config".into()).unwrap()).to_vec(), &js_sys::Uint8Array::new(&js_sys::Reflect::get(&exported, &"weights".into()).unwrap()).to_vec(), &config).unwrap();
+    let want = lorb::Adapter::from_bytes(cfg, st, &config).unwrap();
+    assert!(want.pairs.iter().any(|p| p.b.data.iter().any(|x| *x != 0.0)), "the start adapter has B ≠ 0");
+    assert_eq!(got.pairs.len(), want.pairs.len());
+    for (p, q) in got.pairs.iter().zip(&want.pairs) {
+        assert!(p.a.data == q.a.data && p.b.data == q.b.data, "layer {} {:?}: the start pair came back changed", p.layer, p.target);
+    }
+    assert_eq!(got.cls_head.map(|h| h.weight), want.cls_head.map(|h| h.weight));
+
     let mut r = load().await.unwrap();
     let token = lorb::wasm::CancelToken::new();
     token.cancel();

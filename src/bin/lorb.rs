@@ -1038,28 +1038,13 @@ mod cli {
             eprintln!("lorb: the model has no MLM head; starting a fresh one (tied decoder)");
             lorb::train::init_mlm_head(&mut model, a.seed);
         }
-        // A fresh LoRA adapter unless the start adapter brings pairs to continue.
-        let continues = start.as_ref().is_some_and(|st| !st.pairs.is_empty());
-        let mut lora = if a.head_only || a.full { None } else if continues { Some(lorb::Adapter::heads_only(&config)) } else { Some(lorb::Adapter::new_lora(&config, a.r, a.alpha, a.rslora, &targets, a.seed)?) };
+        let begun = lorb::train::Start { r: a.r, alpha: a.alpha, rslora: a.rslora, targets: &targets, seed: a.seed, head_only: a.head_only, full: a.full, from: start.as_ref() }
+            .begin(&mut model, scorer.cls_head.clone())?;
+        scorer.cls_head = begun.cls;
+        let lora = begun.lora;
         if let Some(st) = &start {
-            if let (Some(h), false) = (model.mlm.as_mut(), st.mlm_head.is_empty()) {
-                st.mlm_head.apply(h);
-            }
-            if st.cls_head.is_some() {
-                scorer.cls_head = st.cls_head.clone();
-            }
-            if !st.pairs.is_empty() {
-                match (&mut lora, a.full) {
-                    (_, true) => model.merge_lora(st, 1.0),
-                    (Some(l), false) => {
-                        eprintln!("lorb: continuing the adapter's LoRA pairs (r {}, α {}; --r/--alpha/--targets are ignored)", st.r, st.alpha);
-                        let mut c = st.clone();
-                        c.cls_head = None;
-                        c.mlm_head = Default::default();
-                        *l = c;
-                    }
-                    (None, false) => return Err(Error::Input("--head-only from an adapter with LoRA pairs would drop them; train LoRA too, or start from a head-only adapter".into())),
-                }
+            if begun.continues {
+                eprintln!("lorb: continuing the adapter's LoRA pairs (r {}, α {}; --r/--alpha/--targets are ignored)", st.r, st.alpha);
             }
             eprintln!("lorb: starting from the adapter ({} LoRA pairs{}{})", st.pairs.len(), if st.cls_head.is_some() { ", CLS head" } else { "" }, if st.mlm_head.is_empty() { "" } else { ", MLM head" });
         }

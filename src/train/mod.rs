@@ -276,6 +276,74 @@ impl ListExample {
     }
 }
 
+/// How a run begins: what trains, and from where (shared by `lorb train` and the JS API).
+#[derive(Debug, Clone)]
+pub struct Start<'a> {
+    /// Fresh LoRA pairs: rank, α, rsLoRA scaling, targets and seed (unused when `from` brings
+    /// pairs, which then continue, or when nothing but heads or every weight trains).
+    pub r: usize,
+    pub alpha: f64,
+    pub rslora: bool,
+    pub targets: &'a [crate::adapter::Target],
+    pub seed: u64,
+    /// The heads alone train (the encoder stays frozen).
+    pub head_only: bool,
+    /// Every weight trains (no LoRA pairs).
+    pub full: bool,
+    /// A trained adapter to start from: its LoRA pairs go on training (merged into the weights
+    /// under `full`), its heads are the starting heads.
+    pub from: Option<&'a Adapter>,
+}
+
+/// What a run starts with.
+pub struct Begun {
+    /// The LoRA adapter that trains (`None`: heads only, or full fine-tuning).
+    pub lora: Option<Adapter>,
+    /// The starting CLS head: `from`'s, else the one given.
+    pub cls: Option<ClsHead>,
+    /// `from`'s LoRA pairs continue (rather than fresh pairs of `r`, `α`, `targets`).
+    pub continues: bool,
+}
+
+impl Start<'_> {
+    /// Readies `model` (the start adapter's MLM head applied; its pairs merged under full
+    /// fine-tuning) and returns what trains and the starting CLS head (`cls` unless the start
+    /// adapter brings one). Heads only from an adapter with LoRA pairs is refused: the pairs
+    /// would be dropped.
+    pub fn begin(&self, model: &mut Model, cls: Option<ClsHead>) -> Result<Begun> {
+        let continues = self.from.is_some_and(|st| !st.pairs.is_empty());
+        let mut lora = if self.head_only || self.full {
+            None
+        } else if continues {
+            Some(Adapter::heads_only(&model.config))
+        } else {
+            Some(Adapter::new_lora(&model.config, self.r, self.alpha, self.rslora, self.targets, self.seed)?)
+        };
+        let mut cls = cls;
+        if let Some(st) = self.from {
+            if let (Some(h), false) = (model.mlm.as_mut(), st.mlm_head.is_empty()) {
+                st.mlm_head.apply(h);
+            }
+            if st.cls_head.is_some() {
+                cls = st.cls_head.clone();
+            }
+            if !st.pairs.is_empty() {
+                match (&mut lora, self.full) {
+                    (_, true) => model.merge_lora(st, 1.0),
+                    (Some(l), false) => {
+                        let mut c = st.clone();
+                        c.cls_head = None;
+                        c.mlm_head = Default::default();
+                        *l = c;
+                    }
+                    (None, false) => return Err(Error::Input("training the heads alone from an adapter with LoRA pairs would drop them; train LoRA too, or start from a head-only adapter".into())),
+                }
+            }
+        }
+        Ok(Begun { lora, cls, continues: continues && !self.full })
+    }
+}
+
 /// What one optimiser step reports.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StepLog {
