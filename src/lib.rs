@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod model;
 pub mod nbest;
 pub mod output;
+pub mod personalize;
 pub mod rescore;
 pub mod score;
 pub mod tokenize;

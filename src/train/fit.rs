@@ -143,7 +143,7 @@ pub enum Progress {
 }
 
 /// A clock in seconds (`Instant` panics in wasm32-unknown-unknown; the browser's clock instead).
-fn seconds() -> f64 {
+pub(crate) fn seconds() -> f64 {
     #[cfg(target_arch = "wasm32")]
     {
         js_sys::Date::now() / 1000.0

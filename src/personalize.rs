@@ -1,0 +1,251 @@
+//! Personalisation, measured: does an adapter trained on a user's corrected transcripts help
+//! their next utterances? The protocol groups utterances by speaker or chapter (LibriSpeech ids
+//! are `SPEAKER-CHAPTER-NNNN`; any other format through a regular expression), and for every
+//! group, in file order, treats the first part (`adapt_fraction`) as the transcripts the user
+//! corrected — their references are training targets — and the rest as what comes next, scored
+//! and never trained or tuned on. It reports the pooled WER of those second parts: first pass,
+//! the global adapter (the one in use), and after personalising, a LoRB MWER run from the global
+//! adapter on each group's first part.
+
+use crate::error::{Error, Result};
+use crate::nbest::{FirstPass, NBest};
+use crate::rescore::wer_at;
+use crate::score::{Method, Scorer};
+use crate::train::fit::{fit, FitOptions};
+use crate::train::{ListExample, Start, TrainConfig, Trainer};
+use serde::Serialize;
+use std::sync::atomic::AtomicBool;
+
+/// How utterances form groups.
+#[derive(Debug, Clone)]
+pub enum Grouping {
+    /// `SPEAKER-CHAPTER-NNNN` → `SPEAKER-CHAPTER` (one reader of one book chapter).
+    Chapter,
+    /// `SPEAKER-…` → `SPEAKER`.
+    Speaker,
+    /// The first capture group of a regular expression (the whole match without one); ids it
+    /// does not match belong to no group.
+    Pattern(regex::Regex),
+}
+
+impl std::str::FromStr for Grouping {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "chapter" => Ok(Grouping::Chapter),
+            "speaker" => Ok(Grouping::Speaker),
+            _ => regex::Regex::new(s).map(Grouping::Pattern).map_err(|e| Error::Input(format!("--group {s:?}: expected chapter, speaker or a regular expression ({e})"))),
+        }
+    }
+}
+
+impl Grouping {
+    /// The group of utterance `utt`, if it has one.
+    pub fn group_of(&self, utt: &str) -> Option<String> {
+        let parts: Vec<&str> = utt.split('-').collect();
+        match self {
+            Grouping::Chapter => (parts.len() >= 3 && parts.iter().all(|p| !p.is_empty())).then(|| format!("{}-{}", parts[0], parts[1])),
+            Grouping::Speaker => (parts.len() >= 2 && !parts[0].is_empty()).then(|| parts[0].to_string()),
+            Grouping::Pattern(re) => re.captures(utt).and_then(|c| c.get(1).or_else(|| c.get(0))).map(|m| m.as_str().to_string()).filter(|g| !g.is_empty()),
+        }
+    }
+}
+
+/// One group's utterances, as indices into the lists, in file order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    pub group: String,
+    /// The corrected transcripts: training targets.
+    pub adapt: Vec<usize>,
+    /// What comes next: scored, never trained or tuned on.
+    pub eval: Vec<usize>,
+}
+
+/// The groups of a set of lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Splits {
+    pub splits: Vec<Split>,
+    /// Groups of a single utterance, which cannot be split (skipped).
+    pub skipped_groups: usize,
+    pub skipped_utterances: usize,
+    /// Utterances whose id the grouping does not match.
+    pub ungrouped: usize,
+}
+
+/// Splits `utts` into groups (in order of first appearance): the first `adapt_fraction` of each
+/// group (rounded, at least one, at most all but one) adapts, the rest is evaluated.
+pub fn split(utts: &[&str], grouping: &Grouping, adapt_fraction: f64) -> Result<Splits> {
+    if !(adapt_fraction > 0.0 && adapt_fraction < 1.0) {
+        return Err(Error::Input(format!("adapt fraction {adapt_fraction}: expected a number between 0 and 1")));
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut members: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut out = Splits::default();
+    for (i, u) in utts.iter().enumerate() {
+        match grouping.group_of(u) {
+            Some(g) => {
+                if !members.contains_key(&g) {
+                    order.push(g.clone());
+                }
+                members.entry(g).or_default().push(i);
+            }
+            None => out.ungrouped += 1,
+        }
+    }
+    for g in order {
+        let m = &members[&g];
+        if m.len() < 2 {
+            out.skipped_groups += 1;
+            out.skipped_utterances += m.len();
+            continue;
+        }
+        let k = ((adapt_fraction * m.len() as f64).round() as usize).clamp(1, m.len() - 1);
+        out.splits.push(Split { group: g, adapt: m[..k].to_vec(), eval: m[k..].to_vec() });
+    }
+    Ok(out)
+}
+
+/// How the protocol runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub grouping: Grouping,
+    pub adapt_fraction: f64,
+    pub first_pass: FirstPass,
+    /// Keep the top K hypotheses of each list.
+    pub depth: Option<usize>,
+    /// λ of `s1 + λ·s2`, for the global and the personal adapter alike.
+    pub weight: f64,
+    /// Fresh LoRA pairs when there is no global adapter: rank, α, targets.
+    pub r: usize,
+    pub alpha: f64,
+    pub targets: Vec<crate::adapter::Target>,
+    /// Training on each group's first part (no dev lists: there are too few).
+    pub train: TrainConfig,
+    pub fit: FitOptions,
+}
+
+/// One group's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    pub adapt_utterances: Vec<String>,
+    pub eval_utterances: Vec<String>,
+    pub words: usize,
+    pub first_pass_wer: f64,
+    pub base_wer: f64,
+    pub personalized_wer: f64,
+    /// The hypothesis the personal adapter ranks first in each evaluated list (its index).
+    pub personal_choices: Vec<usize>,
+    pub seconds: f64,
+}
+
+/// The protocol's figures, pooled over the groups' evaluated parts (WER in percent).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub chapters: usize,
+    pub adapt_utterances: usize,
+    pub eval_utterances: usize,
+    pub words: usize,
+    pub first_pass_wer: f64,
+    pub base_wer: f64,
+    pub personalized_wer: f64,
+    pub seconds_per_chapter: f64,
+    pub skipped_groups: usize,
+    pub ungrouped: usize,
+    pub weight: f64,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Runs the protocol on `lists` (all with references) with `scorer`'s adapter as the global one
+/// (none: the base model and its CLS head). Each group trains its own personal adapter from the
+/// global one on its first part only; its second part is then scored by that adapter. The
+/// scorer's adapter is put back afterwards.
+pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut done: impl FnMut(&GroupReport)) -> Result<Report> {
+    if let Some(nb) = lists.iter().find(|nb| nb.reference.is_none()) {
+        return Err(Error::Input(format!("utterance {:?} has no reference: personalising needs the transcripts", nb.utt)));
+    }
+    let utts: Vec<&str> = lists.iter().map(|nb| nb.utt.as_str()).collect();
+    let splits = split(&utts, &o.grouping, o.adapt_fraction)?;
+    if splits.splits.is_empty() {
+        return Err(Error::Input(format!("no group of two or more utterances ({} ungrouped, {} groups of one)", splits.ungrouped, splits.skipped_groups)));
+    }
+    let cut: Vec<NBest> = lists.iter().map(|nb| NBest { hyps: nb.hyps[..o.depth.unwrap_or(usize::MAX).min(nb.hyps.len())].to_vec(), ..nb.clone() }).collect();
+    let examples: Vec<ListExample> = cut.iter().map(|nb| ListExample::from_nbest(nb, &o.first_pass, &scorer.encoder, None)).collect::<Result<_>>()?;
+    // The global adapter's scores of every evaluated list (zeros without a CLS head: the base
+    // model alone cannot rescore).
+    let eval_idx: Vec<usize> = splits.splits.iter().flat_map(|s| s.eval.iter().copied()).collect();
+    let eval_lists: Vec<NBest> = eval_idx.iter().map(|&i| cut[i].clone()).collect();
+    let base_s2: Vec<Vec<f64>> = if scorer.cls_head.is_some() { scorer.score_lists(&eval_lists, Method::Cls, &mut |_| {}).await? } else { eval_lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
+    let base_of: std::collections::HashMap<usize, &Vec<f64>> = eval_idx.iter().copied().zip(&base_s2).collect();
+    let global = scorer.adapter();
+    let head = scorer.cls_head.clone();
+    scorer.use_adapter(None).await?;
+    let result = async {
+        let base_model = scorer.model().clone();
+        let (pad, mask) = (scorer.encoder.pad_id(), scorer.encoder.mask_id());
+        let mut groups = Vec::new();
+        for s in &splits.splits {
+            let t0 = seconds();
+            let adapt: Vec<ListExample> = s.adapt.iter().map(|&i| examples[i].clone()).collect();
+            let eval: Vec<ListExample> = s.eval.iter().map(|&i| examples[i].clone()).collect();
+            let mut model = base_model.clone();
+            let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global.as_deref() };
+            let begun = start.begin(&mut model, head.clone())?;
+            let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
+            // A 10% warm-up, then linear decay over this group's steps.
+            let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
+            let mut trainer = Trainer::new(model, begun.lora, begun.cls, cfg, pad, mask)?;
+            #[cfg(not(target_arch = "wasm32"))]
+            if scorer.backend.is_gpu() {
+                trainer.use_gpu(crate::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())).await?).await?;
+            }
+            fit(&mut trainer, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
+            let personal = trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?;
+            crate::score::ensure_finite(&personal.concat())?;
+            let base: Vec<Vec<f64>> = s.eval.iter().map(|i| base_of[i].clone()).collect();
+            let zero: Vec<Vec<f64>> = eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+            let g = GroupReport {
+                group: s.group.clone(),
+                adapt_utterances: s.adapt.iter().map(|&i| lists[i].utt.clone()).collect(),
+                eval_utterances: s.eval.iter().map(|&i| lists[i].utt.clone()).collect(),
+                words: eval.iter().map(|l| l.words).sum(),
+                first_pass_wer: wer_at(&eval, &zero, 0.0),
+                base_wer: wer_at(&eval, &base, o.weight),
+                personalized_wer: wer_at(&eval, &personal, o.weight),
+                personal_choices: eval.iter().zip(&personal).map(|(l, s)| crate::rescore::argmax(l.s1.iter().zip(s).map(|(a, b)| a + o.weight * b))).collect(),
+                seconds: seconds() - t0,
+            };
+            done(&g);
+            groups.push(g);
+        }
+        Ok::<_, Error>(groups)
+    }
+    .await;
+    scorer.use_adapter(global).await?;
+    scorer.cls_head = head;
+    let groups = result?;
+    // Pooled: errors add up over groups (each group's WER times its words).
+    let pooled = |f: fn(&GroupReport) -> f64| {
+        let words: usize = groups.iter().map(|g| g.words).sum();
+        groups.iter().map(|g| f(g) * g.words as f64).sum::<f64>() / words.max(1) as f64
+    };
+    Ok(Report {
+        chapters: groups.len(),
+        adapt_utterances: splits.splits.iter().map(|s| s.adapt.len()).sum(),
+        eval_utterances: splits.splits.iter().map(|s| s.eval.len()).sum(),
+        words: groups.iter().map(|g| g.words).sum(),
+        first_pass_wer: pooled(|g| g.first_pass_wer),
+        base_wer: pooled(|g| g.base_wer),
+        personalized_wer: pooled(|g| g.personalized_wer),
+        seconds_per_chapter: groups.iter().map(|g| g.seconds).sum::<f64>() / groups.len().max(1) as f64,
+        skipped_groups: splits.skipped_groups,
+        ungrouped: splits.ungrouped,
+        weight: o.weight,
+        groups,
+    })
+}
+
+/// A clock in seconds (the browser's where `Instant` is missing).
+fn seconds() -> f64 {
+    crate::train::fit::seconds()
+}

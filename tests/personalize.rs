@@ -1,0 +1,92 @@
+//! The personalisation protocol (lorb personalize): how utterances are grouped and split, and
+//! that the evaluated utterances never enter training.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+use common::*;
+use lorb::nbest::{FirstPass, Hypothesis, NBest};
+use lorb::personalize::{personalize, split, Grouping, Options};
+use lorb::train::{FitOptions, TrainConfig};
+
+fn groups(utts: &[&str], g: &str, fraction: f64) -> lorb::personalize::Splits {
+    split(utts, &g.parse::<Grouping>().unwrap(), fraction).unwrap()
+}
+
+#[test]
+fn utterances_are_grouped_by_chapter_speaker_or_pattern_and_split_in_order() {
+    let utts = ["84-121123-0000", "84-121123-0001", "84-121550-0000", "84-121123-0002", "174-50561-0000", "174-50561-0001", "oddly-named", "x"];
+    // Chapters: first appearance order; file order inside; "oddly-named" has two parts only.
+    let s = groups(&utts, "chapter", 0.5);
+    let got: Vec<(&str, &[usize], &[usize])> = s.splits.iter().map(|x| (x.group.as_str(), &x.adapt[..], &x.eval[..])).collect();
+    assert_eq!(got, vec![("84-121123", &[0, 1][..], &[3][..]), ("174-50561", &[4][..], &[5][..])]);
+    assert_eq!((s.skipped_groups, s.skipped_utterances, s.ungrouped), (1, 1, 2), "84-121550 has one utterance; two ids are not LibriSpeech's");
+    // Speakers: "oddly-named" is speaker "oddly" (a group of one); "x" has no speaker.
+    let s = groups(&utts, "speaker", 0.5);
+    assert_eq!(s.splits.iter().map(|x| (x.group.clone(), x.adapt.len(), x.eval.len())).collect::<Vec<_>>(), vec![("84".into(), 2, 2), ("174".into(), 1, 1)]);
+    assert_eq!((s.skipped_groups, s.ungrouped), (1, 1));
+    // A pattern: its first capture group names the group; without one, the whole match.
+    let ids = ["call_a_01", "call_b_01", "call_a_02", "call_a_03", "call_b_02", "nomatch"];
+    let s = groups(&ids, r"^call_(\w)_", 0.34);
+    assert_eq!(s.splits.iter().map(|x| (x.group.clone(), x.adapt.clone(), x.eval.clone())).collect::<Vec<_>>(), vec![("a".into(), vec![0], vec![2, 3]), ("b".into(), vec![1], vec![4])]);
+    assert_eq!(s.ungrouped, 1);
+    assert_eq!(groups(&ids, r"call_a", 0.5).splits[0].group, "call_a");
+    // At least one utterance adapts and one is evaluated, whatever the fraction.
+    let s = groups(&["1-2-1", "1-2-2", "1-2-3"], "chapter", 0.99);
+    assert_eq!((s.splits[0].adapt.len(), s.splits[0].eval.len()), (2, 1));
+    assert!(split(&utts, &Grouping::Chapter, 1.0).is_err() && split(&utts, &Grouping::Chapter, 0.0).is_err());
+    assert!("([".parse::<Grouping>().is_err(), "a bad regular expression is an input error");
+}
+
+/// Lists of the BERT fixture's vocabulary in two chapters; the references of the evaluated
+/// halves are `eval_ref`.
+fn chapter_lists(eval_ref: &str) -> Vec<NBest> {
+    let texts = ["the quick brown fox", "the quick brown dog", "a quick brown fox", "the quick fox"];
+    let mut out = Vec::new();
+    for ch in ["10-20", "10-21"] {
+        for k in 0..4 {
+            let hyps = texts.iter().enumerate().map(|(j, t)| Hypothesis { text: t.to_string(), score: -(j as f64) * 0.1 - 0.01 * k as f64, fields: Default::default() }).collect();
+            let reference = if k < 2 { texts[(k + 1) % 4].to_string() } else { eval_ref.to_string() };
+            out.push(NBest { utt: format!("{ch}-{k:04}"), reference: Some(reference), hyps });
+        }
+    }
+    out
+}
+
+/// The evaluated utterances never enter training: each group trains on its first half alone, so
+/// changing the references of the second halves changes no score the personal adapters give
+/// (only the WERs counted against them), while the first halves' references do steer them.
+#[test]
+fn evaluated_utterances_never_enter_training() {
+    let dir = fixture_dir("bert");
+    let o = Options {
+        grouping: Grouping::Chapter,
+        adapt_fraction: 0.5,
+        first_pass: FirstPass::default(),
+        depth: None,
+        weight: 1.0,
+        r: 4,
+        alpha: 8.0,
+        targets: vec![lorb::adapter::Target::Query, lorb::adapter::Target::Value],
+        train: TrainConfig { kappa: 1.0, optim: lorb::train::AdamWConfig { lr: 0.05, ..Default::default() }, ..Default::default() },
+        fit: FitOptions { epochs: 3, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None },
+    };
+    let run = |lists: &[NBest]| {
+        let mut s = scorers(&dir).remove(0);
+        block(personalize(&mut s, lists, &o, |_| {})).unwrap()
+    };
+    let a = run(&chapter_lists("the quick brown fox"));
+    let b = run(&chapter_lists("a quick brown fox"));
+    assert_eq!(a.chapters, 2);
+    for (ga, gb) in a.groups.iter().zip(&b.groups) {
+        assert!(ga.adapt_utterances.iter().all(|u| !ga.eval_utterances.contains(u)), "{}: an utterance both adapts and is evaluated", ga.group);
+        assert_eq!(ga.personal_choices, gb.personal_choices, "{}: the evaluated references changed what the personal adapter chose", ga.group);
+    }
+    assert_ne!(a.groups[0].personalized_wer, b.groups[0].personalized_wer, "the WER is counted against the evaluated references");
+    // The adapted halves' references do steer training: other targets, other choices somewhere.
+    let mut steered = chapter_lists("the quick brown fox");
+    for nb in steered.iter_mut().filter(|nb| nb.utt.ends_with("0000") || nb.utt.ends_with("0001")) {
+        nb.reference = Some("the quick fox".into());
+    }
+    let c = run(&steered);
+    assert!(a.groups.iter().zip(&c.groups).any(|(x, y)| x.personal_choices != y.personal_choices || x.personalized_wer != y.personalized_wer), "training ignored the adapted references");
+}
