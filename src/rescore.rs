@@ -201,17 +201,25 @@ pub struct JudgedList {
     pub words: usize,
 }
 
-impl Judged for JudgedList {
-    fn s1(&self) -> &[f64] {
-        &self.s1
-    }
-    fn errors(&self, hyp: usize) -> f64 {
-        self.errors[hyp]
-    }
-    fn words(&self) -> usize {
-        self.words
-    }
+/// [`Judged`] for structs that hold `s1: Vec<f64>`, `errors: Vec<f64>` and `words: usize`.
+macro_rules! judged_by_fields {
+    ($($t:ty),*) => {$(
+        impl $crate::rescore::Judged for $t {
+            fn s1(&self) -> &[f64] {
+                &self.s1
+            }
+            fn errors(&self, hyp: usize) -> f64 {
+                self.errors[hyp]
+            }
+            fn words(&self) -> usize {
+                self.words
+            }
+        }
+    )*};
 }
+pub(crate) use judged_by_fields;
+
+judged_by_fields!(JudgedList);
 
 /// What evaluating any λ needs, computed once: each list's first-pass scores and word errors,
 /// and the second-pass scores.

@@ -9,7 +9,7 @@ use super::loss::mwer;
 use super::optim::{AdamW, AdamWConfig};
 use super::Rng;
 use crate::model::ClsHead;
-use crate::rescore::{lambda_grid, tune_weight, wer_at, Judged};
+use crate::rescore::{lambda_grid, tune_weight, wer_at};
 use serde::Serialize;
 
 /// One n-best list reduced to what head training needs.
@@ -61,17 +61,7 @@ pub struct HeadFit {
     pub lambda_curve: Vec<(f64, f64)>,
 }
 
-impl Judged for ListFeatures {
-    fn s1(&self) -> &[f64] {
-        &self.s1
-    }
-    fn errors(&self, hyp: usize) -> f64 {
-        self.errors[hyp]
-    }
-    fn words(&self) -> usize {
-        self.words
-    }
-}
+crate::rescore::judged_by_fields!(ListFeatures);
 
 fn dot(w: &[f32], h: &[f32]) -> f64 {
     w.iter().zip(h).map(|(a, b)| *a as f64 * *b as f64).sum()

@@ -241,17 +241,7 @@ pub fn hold_out<T>(lists: &mut Vec<T>, n: usize, seed: u64) -> Vec<T> {
     lists.split_off(lists.len() - n)
 }
 
-impl crate::rescore::Judged for ListExample {
-    fn s1(&self) -> &[f64] {
-        &self.s1
-    }
-    fn errors(&self, hyp: usize) -> f64 {
-        self.errors[hyp]
-    }
-    fn words(&self) -> usize {
-        self.words
-    }
-}
+crate::rescore::judged_by_fields!(ListExample);
 
 impl ListExample {
     /// The top `depth` hypotheses of `nb` (all without a depth), tokenised, with their word errors
