@@ -31,13 +31,18 @@ pub(crate) fn file_op(what: &Path) -> Result<()> {
     })
 }
 
+/// Creates `path` with `data`, synced to disk (one output file operation).
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    file_op(path)?;
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
 /// Writes `data` to `path` through a temporary file beside it (synced) and a rename: a reader,
 /// or a crash, sees the old file or the new one.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{}.part", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    file_op(&tmp)?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    write_synced(&tmp, data)?;
     file_op(path)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
@@ -115,10 +120,7 @@ pub fn write_dir(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     file_op(&new)?;
     std::fs::create_dir_all(&new).map_err(|e| Error::io(&new, e))?;
     for (name, data) in files {
-        let p = new.join(name);
-        file_op(&p)?;
-        let mut f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
-        f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+        write_synced(&new.join(name), data)?;
     }
     sync_dir(&new);
     let replaced = match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {

@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::nbest::{FirstPass, NBest};
-use crate::rescore::wer_at;
+use crate::rescore::{picks, wer_at};
+use crate::train::fit::seconds;
 use crate::score::{Method, Scorer};
 use crate::train::fit::{fit, FitOptions};
 use crate::train::{ListExample, Start, TrainConfig, Trainer};
@@ -180,6 +181,8 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     let global = scorer.adapter();
     let head = scorer.cls_head.clone();
     scorer.use_adapter(None).await?;
+    // Every group's evaluated lists with their global and personal s2, for the pooled WERs.
+    let (mut all_eval, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new());
     let result = async {
         let base_model = scorer.model().clone();
         let (pad, mask) = (scorer.encoder.pad_id(), scorer.encoder.mask_id());
@@ -212,11 +215,14 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
                 first_pass_wer: wer_at(&eval, &zero, 0.0),
                 base_wer: wer_at(&eval, &base, o.weight),
                 personalized_wer: wer_at(&eval, &personal, o.weight),
-                personal_choices: eval.iter().zip(&personal).map(|(l, s)| crate::rescore::argmax(l.s1.iter().zip(s).map(|(a, b)| a + o.weight * b))).collect(),
+                personal_choices: picks(&eval, &personal, o.weight).collect(),
                 seconds: seconds() - t0,
             };
             done(&g);
             groups.push(g);
+            all_eval.extend(eval);
+            all_base.extend(base);
+            all_personal.extend(personal);
         }
         Ok::<_, Error>(groups)
     }
@@ -224,28 +230,20 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     scorer.use_adapter(global).await?;
     scorer.cls_head = head;
     let groups = result?;
-    // Pooled: errors add up over groups (each group's WER times its words).
-    let pooled = |f: fn(&GroupReport) -> f64| {
-        let words: usize = groups.iter().map(|g| g.words).sum();
-        groups.iter().map(|g| f(g) * g.words as f64).sum::<f64>() / words.max(1) as f64
-    };
+    // Pooled over every group's evaluated lists.
+    let zero: Vec<Vec<f64>> = all_eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
     Ok(Report {
         chapters: groups.len(),
         adapt_utterances: splits.splits.iter().map(|s| s.adapt.len()).sum(),
         eval_utterances: splits.splits.iter().map(|s| s.eval.len()).sum(),
         words: groups.iter().map(|g| g.words).sum(),
-        first_pass_wer: pooled(|g| g.first_pass_wer),
-        base_wer: pooled(|g| g.base_wer),
-        personalized_wer: pooled(|g| g.personalized_wer),
+        first_pass_wer: wer_at(&all_eval, &zero, 0.0),
+        base_wer: wer_at(&all_eval, &all_base, o.weight),
+        personalized_wer: wer_at(&all_eval, &all_personal, o.weight),
         seconds_per_chapter: groups.iter().map(|g| g.seconds).sum::<f64>() / groups.len().max(1) as f64,
         skipped_groups: splits.skipped_groups,
         ungrouped: splits.ungrouped,
         weight: o.weight,
         groups,
     })
-}
-
-/// A clock in seconds (the browser's where `Instant` is missing).
-fn seconds() -> f64 {
-    crate::train::fit::seconds()
 }

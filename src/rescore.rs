@@ -134,11 +134,16 @@ pub trait Judged {
     fn words(&self) -> usize;
 }
 
-/// WER (%) of `lists` re-ranked by `s1 + λ·s2` (ties keep first-pass order); 0 with no words.
+/// The hypothesis each list ranks first by `s1 + λ·s2` (its index; ties keep first-pass order).
+pub fn picks<'a, L: Judged>(lists: &'a [L], s2: &'a [Vec<f64>], weight: f64) -> impl Iterator<Item = usize> + 'a {
+    lists.iter().zip(s2).map(move |(l, s)| argmax(l.s1().iter().zip(s).map(|(a, b)| a + weight * b)))
+}
+
+/// WER (%) of `lists` re-ranked by `s1 + λ·s2` ([`picks`]); 0 with no words.
 pub fn wer_at<L: Judged>(lists: &[L], s2: &[Vec<f64>], weight: f64) -> f64 {
     let (mut errors, mut words) = (0.0, 0usize);
-    for (l, s) in lists.iter().zip(s2) {
-        errors += l.errors(argmax(l.s1().iter().zip(s).map(|(a, b)| a + weight * b)));
+    for (l, i) in lists.iter().zip(picks(lists, s2, weight)) {
+        errors += l.errors(i);
         words += l.words();
     }
     100.0 * errors / words.max(1) as f64

@@ -633,7 +633,9 @@ mod cli {
             return Err(Error::Input(format!("{}: no n-best lists", a.nbest.display())));
         }
         let file = a.nbest.display().to_string();
-        if a.m.adapter.is_none() && a.m.model.is_none() && a.m.head.is_none() && a.m.method == Method::Cls && !a.no_adapter && a.weight != Some(0.0) {
+        // A shipped adapter is chosen (and says so) when the user gave none.
+        let chose = a.m.adapter.is_none() && a.m.model.is_none() && a.m.head.is_none() && a.m.method == Method::Cls && !a.no_adapter && a.weight != Some(0.0);
+        if chose {
             let mut best: Option<(f64, PathBuf, Option<String>)> = None;
             for rel in SHIPPED_ADAPTERS {
                 let dir = shipped(rel);
@@ -650,14 +652,15 @@ mod cli {
                 None => {}
             }
             a.m.adapter = best.map(|b| b.1);
-        } else if let Some(dir) = a.m.adapter.clone() {
-            if let Some((trained, here)) = lorb::adapter::TrainLog::read(&dir)?.and_then(|log| profiles(&log, &lists, a.s1.as_ref())) {
-                if let Some(why) = trained.unlike(&here) {
-                    eprintln!("lorb: warning: {} was trained on lists unlike {file}'s ({why}); its λ may raise the WER here: tune λ on your own dev lists (`lorb tune --adapter {} --nbest DEV`) and pass --weight, or pick an adapter trained on lists like these", dir.display(), dir.display());
-                }
+        }
+        let log = adapter_log(&a.m)?;
+        let given = if chose { None } else { a.m.adapter.as_ref().zip(log.as_ref().and_then(|l| profiles(l, &lists, a.s1.as_ref()))) };
+        if let Some((dir, (trained, here))) = given {
+            if let Some(why) = trained.unlike(&here) {
+                eprintln!("lorb: warning: {} was trained on lists unlike {file}'s ({why}); its λ may raise the WER here: tune λ on your own dev lists (`lorb tune --adapter {} --nbest DEV`) and pass --weight, or pick an adapter trained on lists like these", dir.display(), dir.display());
             }
         }
-        let trained = adapter_log(&a.m)?.and_then(|l| l.depth);
+        let trained = log.and_then(|l| l.depth);
         if let Some(k) = a.depth.or(trained) {
             for nb in &mut lists {
                 nb.hyps.truncate(k.max(1));
