@@ -200,7 +200,7 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
             let mut trainer = Trainer::new(model, begun.lora, begun.cls, cfg, pad, mask)?;
             #[cfg(not(target_arch = "wasm32"))]
             if scorer.backend.is_gpu() {
-                trainer.use_gpu(crate::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())).await?).await?;
+                trainer.use_backend(crate::BackendKind::Gpu).await?;
             }
             fit(&mut trainer, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
             let personal = trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?;

@@ -462,10 +462,9 @@ impl Rescorer {
             let start = crate::train::Start { r: r as usize, alpha, rslora: false, targets: &targets, seed: cfg.seed, head_only: false, full: false, from: from.as_deref() };
             let begun = start.begin(&mut base, None)?;
             let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
-            let mut trainer = Trainer::new(base.clone(), begun.lora, begun.cls, cfg, pad, mask)?;
+            let mut trainer = Trainer::new(base, begun.lora, begun.cls, cfg, pad, mask)?;
             if self.scorer.backend.is_gpu() {
-                let g = crate::gpu::GpuBackend::new(std::sync::Arc::new(base)).await?;
-                trainer.use_gpu(g).await?;
+                trainer.use_backend(crate::BackendKind::Gpu).await?;
             }
             // Read through the token's JS getter: the token stays the caller's.
             let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {

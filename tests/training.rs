@@ -11,7 +11,7 @@ use lorb::adapter::Adapter;
 use lorb::batch::{Batch, Slot};
 use lorb::model::Tensor;
 use lorb::train::{fit, FitOptions, ListExample, Objective, TrainConfig, Trainer};
-use lorb::{Error, Model};
+use lorb::{BackendKind, Error, Model};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -79,6 +79,19 @@ fn cfg(objective: Objective, cor: f64) -> TrainConfig {
     TrainConfig { objective, kappa: 0.5, cor_weight: cor, ..Default::default() }
 }
 
+/// The backends every test here runs on, as [`common::backends`] finds them: the CPU, and the
+/// GPU when there is one (lavapipe in CI, where `LORB_REQUIRE_GPU=1` makes a missing one fail).
+fn kinds(model: &Model) -> Vec<BackendKind> {
+    common::backends(std::sync::Arc::new(model.clone())).iter().map(|b| if b.is_gpu() { BackendKind::Gpu } else { BackendKind::Cpu }).collect()
+}
+
+/// `t` with its encoder on `kind`.
+fn on(kind: BackendKind, mut t: Trainer) -> Trainer {
+    common::block(t.use_backend(kind)).unwrap();
+    assert_eq!(t.device().starts_with("gpu"), kind == BackendKind::Gpu, "{}", t.device());
+    t
+}
+
 /// Every reference gradient of `case` matches: max |g − ref| ≤ 1e-3 · max |ref| per tensor, and
 /// lorb trains exactly the tensors PyTorch has gradients for.
 fn compare(arch: &str, f: &Fixture, case: &str, loss: f64, grads: &[(String, Vec<f32>)]) {
@@ -97,37 +110,87 @@ fn compare(arch: &str, f: &Fixture, case: &str, loss: f64, grads: &[(String, Vec
     }
 }
 
+/// Each backend's backward gives PyTorch's LoRA and head gradients for every n-best loss and
+/// for MLM (LoRA and the MLM head transform).
 #[test]
 fn lora_gradients_match_pytorch() {
     for arch in ARCHS {
         let f = fixture(arch);
         let ls = lists(&f.meta);
         let refs: Vec<&ListExample> = ls.iter().collect();
-        for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
-            let mut t = trainer(arch, &f, cfg(obj, cor), true);
-            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
-            compare(arch, &f, case, loss, &g);
+        for kind in kinds(&f.model) {
+            let at = format!("{arch} on {kind:?}");
+            for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
+                let mut t = on(kind, trainer(arch, &f, cfg(obj, cor), true));
+                let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
+                compare(&at, &f, case, loss, &g);
+                // Where the lists of a step share one forward and backward (the GPU), a budget
+                // of one token makes each list its own batch, with the same result.
+                t.batch_tokens = 1;
+                let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
+                compare(&at, &f, case, loss, &g);
+            }
+            let mut t = on(kind, trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true));
+            let (b, s) = mlm_batch(&f.meta);
+            let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
+            compare(&at, &f, "mlm", loss, &g);
         }
-        let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
-        let (b, s) = mlm_batch(&f.meta);
-        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
-        compare(arch, &f, "mlm", loss, &g);
     }
 }
 
+/// Full fine-tuning on each backend: the gradient of every tensor is PyTorch's (on the GPU: the
+/// weight-gradient products, bias and LayerNorm column sums and the embedding-row kernel); three
+/// AdamW steps follow the CPU reference's losses and norms (the GPU steps its weights itself,
+/// AdamW there); and the weights it holds after them are the trainer's. MLM under full
+/// fine-tuning runs on the CPU only, and the GPU refuses it.
 #[test]
-fn full_fine_tuning_gradients_match_pytorch() {
+fn full_fine_tuning_matches_pytorch_and_the_cpu() {
     for arch in ARCHS {
         let f = fixture(arch);
         let ls = lists(&f.meta);
         let refs: Vec<&ListExample> = ls.iter().collect();
-        let mut t = trainer(arch, &f, TrainConfig { full: true, ..cfg(Objective::Mwer, 0.5) }, false);
-        let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
-        compare(arch, &f, "full_mwer_cor", loss, &g);
-        let mut t = trainer(arch, &f, TrainConfig { full: true, cls_head: false, objective: Objective::Mlm, ..Default::default() }, false);
-        let (b, s) = mlm_batch(&f.meta);
-        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
-        compare(arch, &f, "full_mlm", loss, &g);
+        let full = || TrainConfig { full: true, ..cfg(Objective::Mwer, 0.5) };
+        let full_mlm = TrainConfig { full: true, cls_head: false, objective: Objective::Mlm, ..Default::default() };
+        for kind in kinds(&f.model) {
+            let at = format!("{arch} on {kind:?}");
+            let mut t = on(kind, trainer(arch, &f, full(), false));
+            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
+            compare(&at, &f, "full_mwer_cor", loss, &g);
+            let mut t = trainer(arch, &f, full_mlm.clone(), false);
+            if kind == BackendKind::Gpu {
+                assert!(matches!(common::block(t.use_backend(kind)), Err(Error::Unsupported(_))), "{at}: full MLM is refused on the GPU");
+            } else {
+                let (b, s) = mlm_batch(&f.meta);
+                let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
+                compare(&at, &f, "full_mlm", loss, &g);
+            }
+
+            let adam = TrainConfig { optim: lorb::train::AdamWConfig { lr: 1e-3, ..Default::default() }, ..full() };
+            let mut reference = trainer(arch, &f, adam.clone(), false);
+            let mut t = on(kind, trainer(arch, &f, adam.clone(), false));
+            for step in 0..3 {
+                let (a, b) = (common::block(reference.step_lists(&refs)).unwrap(), common::block(t.step_lists(&refs)).unwrap());
+                assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0), "{at} step {step}: loss {} vs CPU {}", b.loss, a.loss);
+                assert!((a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "{at} step {step}: gradient norm {} vs CPU {}", b.grad_norm, a.grad_norm);
+            }
+            // A CPU trainer given the parameters read back computes the same loss and gradients.
+            // (Parameters are not compared directly: tensors with no true gradient, such as the
+            // key bias, take noise-driven Adam steps.)
+            let mut check = trainer(arch, &f, adam, false);
+            let params: Vec<(String, Tensor)> = common::block(t.named_params()).unwrap().into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+            check.load_named_params(&params).unwrap();
+            let (lg, gg) = common::block(t.loss_and_grads(&refs)).unwrap();
+            let (lc, gc) = common::block(check.loss_and_grads(&refs)).unwrap();
+            assert!((lg - lc).abs() <= 1e-4 * lc.abs().max(1.0), "{at}: after 3 steps loss {lg} vs CPU {lc} with the same parameters");
+            // Tolerance: 1e-3 of each tensor's largest gradient, floored at 1e-6 of the largest of
+            // all (tensors with no true gradient hold rounding noise only).
+            let global = gc.iter().flat_map(|(_, g)| g.iter()).fold(0f32, |m, x| m.max(x.abs()));
+            for ((name, a), (_, b)) in gc.iter().zip(&gg) {
+                let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3 * global);
+                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(diff <= 1e-3 * scale, "{at} {name}: gradient off by {diff} (scale {scale}) after 3 steps");
+            }
+        }
     }
 }
 
@@ -194,46 +257,50 @@ fn ten_adamw_steps_reproduce_the_pytorch_trajectory() {
         let f = fixture(arch);
         let ls = lists(&f.meta);
         let refs: Vec<&ListExample> = ls.iter().collect();
-        let mut t = traj_trainer(arch, &f);
         let want: Vec<f64> = f.meta["trajectory"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let got: Vec<f64> = (0..10).map(|_| common::block(t.step_lists(&refs)).unwrap().loss).collect();
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-3, "{arch} step {i}: loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
+        for kind in kinds(&f.model) {
+            let mut t = on(kind, traj_trainer(arch, &f));
+            let got: Vec<f64> = (0..10).map(|_| common::block(t.step_lists(&refs)).unwrap().loss).collect();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-3, "{arch} on {kind:?} step {i}: loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
+            }
+            assert!(got[9] < got[0] - 0.05, "{arch} on {kind:?}: the loss went down ({got:?})");
         }
-        assert!(got[9] < got[0] - 0.05, "{arch}: the loss went down ({got:?})");
     }
 }
 
 #[test]
 fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
     let f = fixture("bert");
-    let mut ls = lists(&f.meta);
-    let mut t = traj_trainer("bert", &f);
-    let refs: Vec<&ListExample> = ls.iter().collect();
-    for _ in 0..3 {
-        common::block(t.step_lists(&refs)).unwrap();
-    }
-    let before = common::block(t.named_params()).unwrap();
-    ls[1].s1[2] = f64::NAN;
-    let refs: Vec<&ListExample> = ls.iter().collect();
-    match common::block(t.step_lists(&refs)) {
-        Err(Error::NonFinite { step: 4, last_good: 3, .. }) => {}
-        other => panic!("expected NonFinite at step 4, got {other:?}"),
-    }
-    assert_eq!(t.step, 3);
-    assert!(before == common::block(t.named_params()).unwrap(), "parameters changed by a non-finite step");
+    for kind in kinds(&f.model) {
+        let mut ls = lists(&f.meta);
+        let mut t = on(kind, traj_trainer("bert", &f));
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        for _ in 0..3 {
+            common::block(t.step_lists(&refs)).unwrap();
+        }
+        let before = common::block(t.named_params()).unwrap();
+        ls[1].s1[2] = f64::NAN;
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        match common::block(t.step_lists(&refs)) {
+            Err(Error::NonFinite { step: 4, last_good: 3, .. }) => {}
+            other => panic!("expected NonFinite at step 4, got {other:?}"),
+        }
+        assert_eq!(t.step, 3);
+        assert!(before == common::block(t.named_params()).unwrap(), "parameters changed by a non-finite step");
 
-    // In the loop: the run stops, says why, and leaves finite parameters.
-    let mut t = traj_trainer("bert", &f);
-    let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
-    let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None };
-    let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
-    let why = r.stopped.expect("stopped");
-    assert!(why.contains("non-finite"), "{why}");
-    assert!(common::block(t.named_params())
-        .unwrap()
-        .iter()
-        .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+        // In the loop: the run stops, says why, and leaves finite parameters.
+        let mut t = on(kind, traj_trainer("bert", &f));
+        let train = vec![lists(&f.meta)[0].clone(), ls[1].clone()];
+        let o = FitOptions { epochs: 2, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None };
+        let r = common::block(fit(&mut t, &train, &lists(&f.meta), &o, &AtomicBool::new(false), |_| {})).unwrap();
+        let why = r.stopped.expect("stopped");
+        assert!(why.contains("non-finite"), "{why}");
+        assert!(common::block(t.named_params())
+            .unwrap()
+            .iter()
+            .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+    }
 }
 
 /// Finite gradients can still carry parameters to ±∞ (here a weight decay of 10^6 at a
@@ -242,46 +309,48 @@ fn non_finite_losses_stop_training_and_keep_the_last_good_parameters() {
 #[test]
 fn an_update_to_infinite_parameters_is_not_made() {
     let f = fixture("bert");
-    let ls = lists(&f.meta);
-    let refs: Vec<&ListExample> = ls.iter().collect();
-    let huge = TrainConfig {
-        optim: lorb::train::AdamWConfig {
-            lr: 1e38,
-            weight_decay: 1e6,
-            ..Default::default()
-        },
-        clip: 0.0,
-        ..cfg(Objective::Mwer, 0.0)
-    };
-    let mut t = trainer("bert", &f, huge.clone(), true);
-    let before = common::block(t.named_params()).unwrap();
-    match common::block(t.step_lists(&refs)) {
-        Err(Error::NonFinite {
-            step: 1,
-            last_good: 0,
-            what,
-        }) => assert!(what.contains("parameters"), "{what}"),
-        other => panic!("expected NonFinite at step 1, got {other:?}"),
+    for kind in kinds(&f.model) {
+        let ls = lists(&f.meta);
+        let refs: Vec<&ListExample> = ls.iter().collect();
+        let huge = TrainConfig {
+            optim: lorb::train::AdamWConfig {
+                lr: 1e38,
+                weight_decay: 1e6,
+                ..Default::default()
+            },
+            clip: 0.0,
+            ..cfg(Objective::Mwer, 0.0)
+        };
+        let mut t = on(kind, trainer("bert", &f, huge.clone(), true));
+        let before = common::block(t.named_params()).unwrap();
+        match common::block(t.step_lists(&refs)) {
+            Err(Error::NonFinite {
+                step: 1,
+                last_good: 0,
+                what,
+            }) => assert!(what.contains("parameters"), "{what}"),
+            other => panic!("expected NonFinite at step 1, got {other:?}"),
+        }
+        assert_eq!(t.step, 0);
+        assert!(
+            before == common::block(t.named_params()).unwrap(),
+            "a non-finite update was kept"
+        );
+        let mut t = on(kind, trainer("bert", &f, huge.clone(), true));
+        let o = FitOptions {
+            epochs: 1,
+            lists_per_step: 1,
+            patience: 0,
+            checkpoint: None,
+            time_limit: None, };
+        let r = common::block(fit(&mut t, &ls, &ls, &o, &AtomicBool::new(false), |_| {})).unwrap();
+        assert!(r.stopped.is_some_and(|w| w.contains("non-finite")));
+        assert!(common::block(t.named_params())
+            .unwrap()
+            .iter()
+            .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
+        assert!(r.weight.is_finite());
     }
-    assert_eq!(t.step, 0);
-    assert!(
-        before == common::block(t.named_params()).unwrap(),
-        "a non-finite update was kept"
-    );
-    let mut t = trainer("bert", &f, huge, true);
-    let o = FitOptions {
-        epochs: 1,
-        lists_per_step: 1,
-        patience: 0,
-        checkpoint: None,
-        time_limit: None, };
-    let r = common::block(fit(&mut t, &ls, &ls, &o, &AtomicBool::new(false), |_| {})).unwrap();
-    assert!(r.stopped.is_some_and(|w| w.contains("non-finite")));
-    assert!(common::block(t.named_params())
-        .unwrap()
-        .iter()
-        .all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
-    assert!(r.weight.is_finite());
 }
 
 /// Hyperparameters out of range are refused before any step, with the name and the value.
@@ -439,40 +508,42 @@ fn shifted_lists(base: &[ListExample], n: usize) -> Vec<ListExample> {
 #[test]
 fn cancel_and_resume_give_the_uninterrupted_result() {
     let f = fixture("bert");
-    let base = lists(&f.meta);
-    let train = shifted_lists(&base, 6);
-    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
-    let never = AtomicBool::new(false);
+    for kind in kinds(&f.model) {
+        let base = lists(&f.meta);
+        let train = shifted_lists(&base, 6);
+        let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
+        let never = AtomicBool::new(false);
 
-    let mut straight = traj_trainer("bert", &f);
-    let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
-    assert_eq!(r0.steps, 6);
+        let mut straight = on(kind, traj_trainer("bert", &f));
+        let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
+        assert_eq!(r0.steps, 6);
 
-    let dir = tmp("lorb-resume");
-    let cancel = AtomicBool::new(false);
-    let mut first = traj_trainer("bert", &f);
-    let r1 = common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
-        if let lorb::train::fit::Progress::Step { log, .. } = p {
-            if log.step == 4 {
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let dir = tmp(&format!("lorb-resume-{kind:?}"));
+        let cancel = AtomicBool::new(false);
+        let mut first = on(kind, traj_trainer("bert", &f));
+        let r1 = common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
+            if let lorb::train::fit::Progress::Step { log, .. } = p {
+                if log.step == 4 {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-        }
-    }))
-    .unwrap();
-    assert!(r1.stopped.as_deref().unwrap_or("").contains("cancelled"), "{:?}", r1.stopped);
-    assert!(dir.join("state.json").exists());
+        }))
+        .unwrap();
+        assert!(r1.stopped.as_deref().unwrap_or("").contains("cancelled"), "{:?}", r1.stopped);
+        assert!(dir.join("state.json").exists());
 
-    let mut resumed = traj_trainer("bert", &f);
-    let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {})).unwrap();
-    assert_eq!(r2.steps, 6);
-    assert_eq!(r2.losses, r0.losses, "loss curve of the resumed run");
-    assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "resumed parameters differ from the uninterrupted run");
+        let mut resumed = on(kind, traj_trainer("bert", &f));
+        let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir.clone())), &never, |_| {})).unwrap();
+        assert_eq!(r2.steps, 6);
+        assert_eq!(r2.losses, r0.losses, "loss curve of the resumed run");
+        assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "resumed parameters differ from the uninterrupted run");
 
-    // A checkpoint made with another configuration is refused.
-    let mut other = traj_trainer("bert", &f);
-    other.cfg.kappa = 2.0;
-    let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
-    assert_eq!(e.kind(), lorb::ErrorKind::Training);
+        // A checkpoint made with another configuration is refused.
+        let mut other = on(kind, traj_trainer("bert", &f));
+        other.cfg.kappa = 2.0;
+        let e = common::block(fit(&mut other, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap_err();
+        assert_eq!(e.kind(), lorb::ErrorKind::Training);
+    }
 }
 
 /// A checkpoint is one unit: the run is killed before its k-th checkpoint file operation (each
@@ -564,211 +635,102 @@ fn a_run_killed_at_any_checkpoint_file_operation_resumes_to_the_same_result() {
     assert!(e.to_string().contains("does not match"), "{e}");
 }
 
-/// A GPU for `model` (lavapipe in CI); `None` (skip) without one unless `LORB_REQUIRE_GPU=1`.
-fn gpu(model: &Model) -> Option<lorb::gpu::GpuBackend> {
-    match common::block(lorb::gpu::GpuBackend::new(std::sync::Arc::new(model.clone()))) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("LORB_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("LORB_REQUIRE_GPU=1 but no GPU: {e}");
-            }
-            eprintln!("note: no GPU ({e}); GPU training not tested");
-            None
-        }
-    }
-}
-
-/// The GPU's backward kernels give PyTorch's LoRA and head gradients for every n-best loss.
+/// Full fine-tuning keeps the weights and AdamW's moments where the backend keeps them (the
+/// GPU's stay there): a clipped step matches the CPU reference's, a run moved there after a CPU
+/// step takes its weights and moments along, a non-finite step changes nothing, and cancelling
+/// and resuming from a checkpoint (weights and moments read back, then written again) gives
+/// exactly the uninterrupted run.
 #[test]
-fn gpu_lora_gradients_match_pytorch() {
-    for arch in ARCHS {
-        let f = fixture(arch);
-        let Some(_) = gpu(&f.model) else { return };
-        let ls = lists(&f.meta);
-        let refs: Vec<&ListExample> = ls.iter().collect();
-        for (case, obj, cor) in [("mwer", Objective::Mwer, 0.0), ("mwed", Objective::Mwed, 0.0), ("md", Objective::Md, 0.0), ("mwer_cor", Objective::Mwer, 0.5)] {
-            let mut t = trainer(arch, &f, cfg(obj, cor), true);
-            common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
-            assert!(t.device().starts_with("gpu"));
-            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
-            compare(arch, &f, case, loss, &g);
-            // The lists of a step share one forward and backward; with a budget of one token
-            // each list forms its own batch, with the same result.
-            t.gpu_batch_tokens = 1;
-            let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
-            compare(arch, &f, case, loss, &g);
-        }
-        // MLM: LoRA and the MLM head transform.
-        let mut t = trainer(arch, &f, TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, ..Default::default() }, true);
-        common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
-        let (b, s) = mlm_batch(&f.meta);
-        let (loss, g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
-        compare(arch, &f, "mlm", loss, &g);
-    }
-}
-
-/// Full fine-tuning with the encoder on the GPU: the weight-gradient products, bias and
-/// LayerNorm column sums and embedding-row kernel give PyTorch's gradient of every tensor; and
-/// three AdamW steps (weights written back to the GPU after each) follow the CPU trainer's
-/// losses and parameters.
-#[test]
-fn gpu_full_fine_tuning_matches_pytorch_and_the_cpu() {
-    for arch in ARCHS {
-        let f = fixture(arch);
-        let Some(_) = gpu(&f.model) else { return };
-        let ls = lists(&f.meta);
-        let refs: Vec<&ListExample> = ls.iter().collect();
-        let full = || TrainConfig { full: true, ..cfg(Objective::Mwer, 0.5) };
-        let mut t = trainer(arch, &f, full(), false);
-        common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
-        let (loss, g) = common::block(t.loss_and_grads(&refs)).unwrap();
-        compare(arch, &f, "full_mwer_cor", loss, &g);
-
-        let mut cpu = trainer(arch, &f, TrainConfig { optim: lorb::train::AdamWConfig { lr: 1e-3, ..Default::default() }, ..full() }, false);
-        let mut gpu_t = trainer(arch, &f, cpu.cfg.clone(), false);
-        common::block(gpu_t.use_gpu(gpu(&gpu_t.model).unwrap())).unwrap();
-        // The GPU steps the encoder's weights itself (AdamW there, the global norm from its sum of
-        // squares); the CPU trainer is the reference (its AdamW reproduces PyTorch's trajectory).
-        for step in 0..3 {
-            let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap(), common::block(gpu_t.step_lists(&refs)).unwrap());
-            assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0), "{arch} step {step}: GPU loss {} vs CPU {}", b.loss, a.loss);
-            assert!((a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "{arch} step {step}: GPU gradient norm {} vs CPU {}", b.grad_norm, a.grad_norm);
-        }
-        // The weights written back to the GPU are the trainer's: a CPU trainer given the same
-        // parameters computes the same loss and gradients. (Parameters are not compared directly:
-        // tensors with no true gradient, such as the key bias, take noise-driven Adam steps.)
-        let mut check = trainer(arch, &f, cpu.cfg.clone(), false);
-        let params: Vec<(String, lorb::model::Tensor)> = common::block(gpu_t.named_params()).unwrap().into_iter().map(|(n, sh, d)| (n, lorb::model::Tensor::new(sh, d))).collect();
-        check.load_named_params(&params).unwrap();
-        let (lg, gg) = common::block(gpu_t.loss_and_grads(&refs)).unwrap();
-        let (lc, gc) = common::block(check.loss_and_grads(&refs)).unwrap();
-        assert!((lg - lc).abs() <= 1e-4 * lc.abs().max(1.0), "{arch}: after 3 steps GPU loss {lg} vs CPU {lc} with the same parameters");
-        // Tolerance: 1e-3 of each tensor's largest gradient, floored at 1e-6 of the largest of all
-        // (tensors with no true gradient hold rounding noise only).
-        let global = gc.iter().flat_map(|(_, g)| g.iter()).fold(0f32, |m, x| m.max(x.abs()));
-        for ((name, a), (_, b)) in gc.iter().zip(&gg) {
-            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3 * global);
-            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(diff <= 1e-3 * scale, "{arch} {name}: GPU gradient off by {diff} (scale {scale}) after 3 steps");
-        }
-    }
-}
-
-/// Full fine-tuning on the GPU keeps the weights and AdamW's moments there: a clipped step
-/// matches the CPU's, a non-finite step changes nothing, and cancelling and resuming from a
-/// checkpoint (weights and moments read back, then written again) gives exactly the
-/// uninterrupted run.
-#[test]
-fn gpu_full_fine_tuning_clips_stops_and_resumes() {
+fn full_fine_tuning_clips_stops_and_resumes() {
     let f = fixture("roberta");
-    let Some(_) = gpu(&f.model) else { return };
     let base = lists(&f.meta);
     let refs: Vec<&ListExample> = base.iter().collect();
     // A clip far below the gradient norm: every step is scaled.
     let full = TrainConfig { full: true, clip: 1e-3, optim: lorb::train::AdamWConfig { lr: 1e-3, ..Default::default() }, ..cfg(Objective::Mwer, 0.5) };
-    let on_gpu = |cfg: TrainConfig| {
-        let mut t = trainer("roberta", &f, cfg, false);
-        common::block(t.use_gpu(gpu(&t.model).unwrap())).unwrap();
-        t
-    };
-    let mut cpu = trainer("roberta", &f, full.clone(), false);
-    let mut g = on_gpu(full.clone());
-    for step in 0..2 {
-        let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap(), common::block(g.step_lists(&refs)).unwrap());
-        assert!(a.grad_norm > 10.0 * full.clip, "the clip binds (norm {})", a.grad_norm);
-        assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0) && (a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "step {step}: GPU {b:?} vs CPU {a:?}");
-    }
-    // A run moved to the GPU after a CPU step takes its weights and AdamW moments along.
-    let mut mixed = trainer("roberta", &f, full.clone(), false);
-    common::block(mixed.step_lists(&refs)).unwrap();
-    common::block(mixed.use_gpu(gpu(&mixed.model).unwrap())).unwrap();
-    common::block(mixed.step_lists(&refs)).unwrap();
-    let (lc, _) = common::block(cpu.loss_and_grads(&refs)).unwrap();
-    for (what, t) in [("GPU", &mut g), ("CPU then GPU", &mut mixed)] {
-        let (lg, _) = common::block(t.loss_and_grads(&refs)).unwrap();
-        assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1.0), "after two clipped steps: {what} loss {lg} vs CPU {lc}");
-    }
-
-    let before = common::block(g.named_params()).unwrap();
-    let mut bad = base.clone();
-    bad[0].s1[1] = f64::INFINITY;
-    let bad_refs: Vec<&ListExample> = bad.iter().collect();
-    assert!(matches!(common::block(g.step_lists(&bad_refs)), Err(Error::NonFinite { step: 3, .. })));
-    assert!(before == common::block(g.named_params()).unwrap(), "a non-finite step changed the GPU's weights");
-    // Finite gradients that would carry the GPU's weights to ±∞ (a learning rate of 10^38 with
-    // a weight decay of 10^6; the heads, on the CPU, step at a sane rate): the GPU checks the
-    // whole step before making any of it, so nothing changes there or on the CPU.
-    let huge = TrainConfig { full: true, clip: 0.0, head_lr: Some(1e-3), optim: lorb::train::AdamWConfig { lr: 1e38, weight_decay: 1e6, ..Default::default() }, ..cfg(Objective::Mwer, 0.0) };
-    let mut h = on_gpu(huge);
-    let before = common::block(h.named_params()).unwrap();
-    let (loss_before, _) = common::block(h.loss_and_grads(&refs)).unwrap();
-    match common::block(h.step_lists(&refs)) {
-        Err(Error::NonFinite { step: 1, what, .. }) => assert!(what.contains("parameters"), "{what}"),
-        other => panic!("expected NonFinite at step 1, got {other:?}"),
-    }
-    assert!(before == common::block(h.named_params()).unwrap(), "a non-finite update was made");
-    // The forward runs on the GPU's own weights: the same loss, so they did not change.
-    let (loss_after, _) = common::block(h.loss_and_grads(&refs)).unwrap();
-    assert_eq!(loss_before, loss_after, "a non-finite update was made on the GPU");
-    assert_eq!(h.step, 0);
-
-    let train: Vec<ListExample> = (0..6).map(|i| base[i % 2].clone()).collect();
-    let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
-    let never = AtomicBool::new(false);
-    let full = TrainConfig { clip: 1.0, ..full };
-    let mut straight = on_gpu(full.clone());
-    let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
-    let dir = tmp("lorb-resume-gpu-full");
-    let cancel = AtomicBool::new(false);
-    let mut first = on_gpu(full.clone());
-    common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
-        if let lorb::train::fit::Progress::Step { log, .. } = p {
-            if log.step == 4 {
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+    for kind in kinds(&f.model) {
+        let on_kind = |cfg: TrainConfig| on(kind, trainer("roberta", &f, cfg, false));
+        let mut cpu = trainer("roberta", &f, full.clone(), false);
+        let mut g = on_kind(full.clone());
+        for step in 0..2 {
+            let (a, b) = (common::block(cpu.step_lists(&refs)).unwrap(), common::block(g.step_lists(&refs)).unwrap());
+            assert!(a.grad_norm > 10.0 * full.clip, "the clip binds (norm {})", a.grad_norm);
+            assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0) && (a.grad_norm - b.grad_norm).abs() <= 1e-3 * a.grad_norm, "{kind:?} step {step}: {b:?} vs CPU {a:?}");
         }
-    }))
-    .unwrap();
-    let mut resumed = on_gpu(full);
-    let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap();
-    assert_eq!((r2.steps, &r2.losses), (6, &r0.losses), "loss curve of the resumed run");
-    assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "resumed weights differ from the uninterrupted run");
+        let mut mixed = trainer("roberta", &f, full.clone(), false);
+        common::block(mixed.step_lists(&refs)).unwrap();
+        let mut mixed = on(kind, mixed);
+        common::block(mixed.step_lists(&refs)).unwrap();
+        let (lc, _) = common::block(cpu.loss_and_grads(&refs)).unwrap();
+        for (what, t) in [("straight", &mut g), ("CPU, then moved", &mut mixed)] {
+            let (lg, _) = common::block(t.loss_and_grads(&refs)).unwrap();
+            assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1.0), "{kind:?} after two clipped steps: {what} loss {lg} vs CPU {lc}");
+        }
+
+        let before = common::block(g.named_params()).unwrap();
+        let mut bad = base.clone();
+        bad[0].s1[1] = f64::INFINITY;
+        let bad_refs: Vec<&ListExample> = bad.iter().collect();
+        assert!(matches!(common::block(g.step_lists(&bad_refs)), Err(Error::NonFinite { step: 3, .. })));
+        assert!(before == common::block(g.named_params()).unwrap(), "{kind:?}: a non-finite step changed the weights");
+        // Finite gradients that would carry the encoder's weights to ±∞ (a learning rate of
+        // 10^38 with a weight decay of 10^6; the heads step at a sane rate): the whole step is
+        // checked before any of it is made, so nothing changes anywhere.
+        let huge = TrainConfig { full: true, clip: 0.0, head_lr: Some(1e-3), optim: lorb::train::AdamWConfig { lr: 1e38, weight_decay: 1e6, ..Default::default() }, ..cfg(Objective::Mwer, 0.0) };
+        let mut h = on_kind(huge);
+        let before = common::block(h.named_params()).unwrap();
+        let (loss_before, _) = common::block(h.loss_and_grads(&refs)).unwrap();
+        match common::block(h.step_lists(&refs)) {
+            Err(Error::NonFinite { step: 1, what, .. }) => assert!(what.contains("parameters"), "{what}"),
+            other => panic!("{kind:?}: expected NonFinite at step 1, got {other:?}"),
+        }
+        assert!(before == common::block(h.named_params()).unwrap(), "{kind:?}: a non-finite update was made");
+        // The forward runs on the backend's own weights: the same loss, so they did not change.
+        let (loss_after, _) = common::block(h.loss_and_grads(&refs)).unwrap();
+        assert_eq!(loss_before, loss_after, "{kind:?}: a non-finite update was made");
+        assert_eq!(h.step, 0);
+
+        let train: Vec<ListExample> = (0..6).map(|i| base[i % 2].clone()).collect();
+        let o = |ck: Option<std::path::PathBuf>| FitOptions { epochs: 2, lists_per_step: 2, patience: 0, checkpoint: ck, time_limit: None };
+        let never = AtomicBool::new(false);
+        let full = TrainConfig { clip: 1.0, ..full.clone() };
+        let mut straight = on_kind(full.clone());
+        let r0 = common::block(fit(&mut straight, &train, &base, &o(None), &never, |_| {})).unwrap();
+        let dir = tmp(&format!("lorb-resume-full-{kind:?}"));
+        let cancel = AtomicBool::new(false);
+        let mut first = on_kind(full.clone());
+        common::block(fit(&mut first, &train, &base, &o(Some(dir.clone())), &cancel, |p| {
+            if let lorb::train::fit::Progress::Step { log, .. } = p {
+                if log.step == 4 {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }))
+        .unwrap();
+        let mut resumed = on_kind(full);
+        let r2 = common::block(fit(&mut resumed, &train, &base, &o(Some(dir)), &never, |_| {})).unwrap();
+        assert_eq!((r2.steps, &r2.losses), (6, &r0.losses), "{kind:?}: loss curve of the resumed run");
+        assert!(common::block(straight.named_params()).unwrap() == common::block(resumed.named_params()).unwrap(), "{kind:?}: resumed weights differ from the uninterrupted run");
+    }
 }
 
-/// Dev and test scoring on the GPU batch several lists per forward: the scores equal those of
-/// one list at a time, and of the CPU.
+/// Dev and test scoring batch several lists per forward where the backend shares one (the GPU):
+/// the scores equal those of one list at a time, and of the CPU.
 #[test]
-fn gpu_scores_of_many_lists_equal_one_at_a_time() {
+fn scores_of_many_lists_equal_one_at_a_time() {
     let f = fixture("roberta");
-    let Some(g) = gpu(&f.model) else { return };
     let ls = lists(&f.meta);
     let many: Vec<&ListExample> = ls.iter().chain(ls.iter().rev()).collect();
     let mut cpu = trainer("roberta", &f, cfg(Objective::Mwer, 0.0), true);
-    let mut t = trainer("roberta", &f, cfg(Objective::Mwer, 0.0), true);
-    common::block(t.use_gpu(g)).unwrap();
-    let batched = common::block(t.scores_many(&many)).unwrap();
-    for (i, l) in many.iter().enumerate() {
-        let (one, c) = (common::block(t.scores(l)).unwrap(), common::block(cpu.scores(l)).unwrap());
-        assert_eq!(batched[i].len(), l.ids.len());
-        for ((a, b), c) in batched[i].iter().zip(&one).zip(&c) {
-            assert!((a - b).abs() <= 1e-5 && (a - c).abs() <= 1e-4, "list {i}: batched {a}, alone {b}, CPU {c}");
+    for kind in kinds(&f.model) {
+        let mut t = on(kind, trainer("roberta", &f, cfg(Objective::Mwer, 0.0), true));
+        let batched = common::block(t.scores_many(&many)).unwrap();
+        for (i, l) in many.iter().enumerate() {
+            let (one, c) = (common::block(t.scores(l)).unwrap(), common::block(cpu.scores(l)).unwrap());
+            assert_eq!(batched[i].len(), l.ids.len());
+            for ((a, b), c) in batched[i].iter().zip(&one).zip(&c) {
+                assert!((a - b).abs() <= 1e-5 && (a - c).abs() <= 1e-4, "{kind:?} list {i}: batched {a}, alone {b}, CPU {c}");
+            }
         }
-    }
-}
-
-/// The same ten AdamW steps with the encoder on the GPU.
-#[test]
-fn gpu_trajectory_reproduces_pytorch() {
-    let f = fixture("bert");
-    let Some(g) = gpu(&f.model) else { return };
-    let ls = lists(&f.meta);
-    let refs: Vec<&ListExample> = ls.iter().collect();
-    let mut t = traj_trainer("bert", &f);
-    common::block(t.use_gpu(g)).unwrap();
-    let want: Vec<f64> = f.meta["trajectory"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    let got: Vec<f64> = (0..10).map(|_| common::block(t.step_lists(&refs)).unwrap().loss).collect();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 1e-3, "step {i}: GPU loss {g} vs PyTorch {w}\nlorb    {got:?}\nPyTorch {want:?}");
     }
 }
 
@@ -851,7 +813,7 @@ fn train_cli_tunes_the_first_pass_and_eval_uses_it() {
 fn train_cli_writes_an_adapter_that_eval_uses() {
     let sample = common::root().join("www/sample/librispeech-blstm-dev_clean-20.jsonl");
     let model = fixture_dir("bert");
-    let backends: &[&str] = if gpu(&Model::load_dir(&model).unwrap()).is_some() { &["cpu", "gpu"] } else { &["cpu"] };
+    let backends: Vec<&str> = kinds(&Model::load_dir(&model).unwrap()).iter().map(|k| if *k == BackendKind::Gpu { "gpu" } else { "cpu" }).collect();
     for backend in backends {
         let out = tmp(&format!("lorb-train-cli-{backend}"));
         let run = std::process::Command::new(env!("CARGO_BIN_EXE_lorb"))
@@ -867,7 +829,7 @@ fn train_cli_writes_an_adapter_that_eval_uses() {
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let log: Value = serde_json::from_slice(&std::fs::read(out.join("train_log.json")).unwrap()).unwrap();
         assert_eq!(log["report"]["curve"].as_array().unwrap().len(), 2);
-        assert_eq!(log["trainer"].as_str().unwrap().starts_with("gpu"), *backend == "gpu");
+        assert_eq!(log["trainer"].as_str().unwrap().starts_with("gpu"), backend == "gpu");
         let a = Adapter::load_dir(&out, &Model::load_dir(&model).unwrap().config).unwrap();
         assert_eq!((a.r, a.pairs.len()), (4, 4), "r=4 on query and value of 2 layers");
         assert!(a.cls_head.is_some());

@@ -859,8 +859,7 @@ mod cli {
         let mut modes: Vec<(&str, Trainer)> = Vec::new();
         if scorer.backend.is_gpu() {
             let on_gpu = |mut t: Trainer| -> Result<Trainer> {
-                let g = pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(t.model.clone())))?;
-                pollster::block_on(t.use_gpu(g))?;
+                pollster::block_on(t.use_backend(BackendKind::Gpu))?;
                 Ok(t)
             };
             modes.push(("lora_gpu", on_gpu(Trainer::new(model.clone(), Some(lora()?), None, cfg.clone(), pad, mask)?)?));
@@ -1147,14 +1146,7 @@ mod cli {
         // The encoder runs on the GPU when one is there (--backend gpu accepts software adapters;
         // auto only hardware ones): forward and backward for LoRA and full fine-tuning, the
         // forward for a CLS head alone.
-        let gpu = match a.m.backend {
-            BackendKind::Cpu => None,
-            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(trainer.model.clone())))?),
-            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(trainer.model.clone()))).ok(),
-        };
-        if let Some(g) = gpu {
-            pollster::block_on(trainer.use_gpu(g))?;
-        }
+        pollster::block_on(trainer.use_backend(a.m.backend))?;
         eprintln!("lorb: training on {}", trainer.device());
         let trainable = trainer.trainable_parameters();
         let base = scorer.model().parameter_count();
@@ -1309,14 +1301,8 @@ mod cli {
         let total = (ids.len().div_ceil(per) * a.epochs) as u64;
         let cfg = lorb::train::TrainConfig { warmup_steps: lorb::train::warmup_steps(a.warmup, total)?, total_steps: total, ..cfg };
         let mut t = Trainer::new(model, lora, None, cfg, pad, mask)?;
-        let gpu = match a.m.backend {
-            BackendKind::Cpu => None,
-            BackendKind::Gpu => Some(pollster::block_on(lorb::gpu::GpuBackend::new(std::sync::Arc::new(t.model.clone())))?),
-            BackendKind::Auto => pollster::block_on(lorb::gpu::GpuBackend::new_hardware(std::sync::Arc::new(t.model.clone()))).ok(),
-        };
-        if let (Some(g), false) = (gpu, a.full) {
-            pollster::block_on(t.use_gpu(g))?;
-        }
+        // Full fine-tuning with MLM runs on the CPU.
+        pollster::block_on(t.use_backend(if a.full { BackendKind::Cpu } else { a.m.backend }))?;
         eprintln!("lorb: training on {}", t.device());
         let trainable = t.trainable_parameters();
         eprintln!("lorb: MLM on {} sentences ({} held out), {} trainable parameters, {} steps", ids.len(), dev.len(), trainable, total);
@@ -1355,7 +1341,7 @@ mod cli {
             let dev_loss = if dev_batches.is_empty() {
                 f64::NAN
             } else {
-                dev_batches.iter().map(|(b, s)| t.mlm_loss_only(b, s)).collect::<Result<Vec<f64>>>()?.iter().sum::<f64>() / dev_batches.len() as f64
+                dev_batches.iter().map(|(b, s)| pollster::block_on(t.mlm_loss_only(b, s))).collect::<Result<Vec<f64>>>()?.iter().sum::<f64>() / dev_batches.len() as f64
             };
             let train_loss = sum / steps.max(1) as f64;
             eprintln!("epoch {epoch:3}  train MLM loss {train_loss:.4}  dev MLM loss {dev_loss:.4}");

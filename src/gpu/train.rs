@@ -147,6 +147,11 @@ impl GpuBackend {
         Ok(())
     }
 
+    /// Whether full fine-tuning's gradients and moments are kept here.
+    pub fn full_enabled(&self) -> bool {
+        self.full.is_some()
+    }
+
     fn full_grads(&self) -> Result<&FullGrads> {
         self.full.as_ref().ok_or_else(|| Error::Training("full fine-tuning gradients are not enabled".into()))
     }

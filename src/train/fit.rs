@@ -272,7 +272,7 @@ impl Trainer {
     /// Trainable tensors by name (as [`Trainer::loss_and_grads`] names them); what trains on the
     /// GPU is read back first.
     pub async fn named_params(&mut self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
-        self.pull_gpu().await?;
+        self.pull().await?;
         let mut g = self.new_grads();
         let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
         Ok(self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect())
@@ -290,8 +290,8 @@ impl Trainer {
             }
             p.copy_from_slice(&t.1.data);
         }
-        self.push_gpu()?;
-        self.sync_gpu()
+        self.push()?;
+        self.sync()
     }
 }
 
@@ -352,7 +352,7 @@ impl Checkpoint {
         t.opt.m = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("m.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
         t.opt.v = (0..n).map(|i| moments.iter().find(|(k, _)| *k == format!("v.{i}")).map(|x| x.1.data.clone()).unwrap_or_default()).collect();
         t.opt.step = s.step;
-        t.push_gpu()?;
+        t.push()?;
         t.step = s.step;
         t.rng = s.rng.clone();
         Ok((s, best))
@@ -476,7 +476,7 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
     if s.best_epoch > 0 || stopped.is_none() {
         t.load_named_params(&best)?;
     }
-    t.pull_gpu().await?;
+    t.pull().await?;
     let scores = dev_scores(t, dev).await?;
     let lambda_curve = tune_weight(dev, &scores, &lambda_grid(lambda0)).0;
     let (weight, _) = tune(dev, &scores, lambda0);

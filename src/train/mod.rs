@@ -17,6 +17,7 @@
 
 #[cfg(feature = "svg")]
 pub mod curves;
+pub mod engine;
 pub mod fit;
 pub mod head;
 pub mod loss;
@@ -30,7 +31,9 @@ pub use optim::{AdamW, AdamWConfig};
 
 use crate::adapter::{Adapter, MlmHeadUpdate};
 use crate::batch::{Batch, Slot};
-use crate::cpu::encoder::{self, Grads, Tape};
+use crate::cpu::encoder::Grads;
+use crate::gpu::GpuBackend;
+use engine::{Engine, State};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, Model, Tensor};
 use serde::{Deserialize, Serialize};
@@ -345,9 +348,9 @@ pub struct StepLog {
 
 /// The trainable state and the optimiser.
 pub struct Trainer {
-    /// Base weights (trained in full fine-tuning; frozen otherwise). Under full fine-tuning on
-    /// the GPU the weights train there: this copy is brought up to date by
-    /// [`Trainer::pull_gpu`] ([`Trainer::named_params`] and [`fit`] do it).
+    /// Base weights (trained in full fine-tuning; frozen otherwise). When the engine keeps the
+    /// weights under full fine-tuning (the GPU), they train there: this copy is brought up to
+    /// date by [`Trainer::pull`] ([`Trainer::named_params`] and [`fit`] do it).
     pub model: Model,
     /// LoRA pairs, applied unmerged.
     pub lora: Option<Adapter>,
@@ -359,14 +362,15 @@ pub struct Trainer {
     pub rng: Rng,
     pad_id: u32,
     mask_id: Option<u32>,
-    /// The GPU doing the encoder's forward and backward (LoRA training), when set.
-    gpu: Option<crate::gpu::GpuBackend>,
-    /// Padded tokens per batched GPU training forward (the kept activations grow with it: about
-    /// 150 KB per token for all-MiniLM-L6-v2); a longer list still forms a batch alone.
-    pub gpu_batch_tokens: usize,
-    /// The GPU's encoder weights and AdamW moments (full fine-tuning) have moved on since the
-    /// CPU copy was last brought up to date.
-    cpu_stale: bool,
+    /// Where the encoder's forward and backward run.
+    engine: Engine,
+    /// Padded tokens per training forward where lists share one (the GPU: its kept activations
+    /// grow with it, about 150 KB per token for all-MiniLM-L6-v2); a longer list still forms a
+    /// batch alone.
+    pub batch_tokens: usize,
+    /// The engine's encoder weights and AdamW moments (full fine-tuning there) have moved on
+    /// since this copy was last brought up to date.
+    stale: bool,
 }
 
 /// The CLS head's gradient.
@@ -383,7 +387,8 @@ impl ClsGrad {
 
 impl Trainer {
     /// `lora`: the pairs to train (e.g. [`Adapter::new_lora`]); `None` with `cfg.full` for full
-    /// fine-tuning, or for head-only training. `cls`: a starting head (zeros if `None`).
+    /// fine-tuning, or for head-only training. `cls`: a starting head (zeros if `None`). The
+    /// encoder runs on the CPU until [`Trainer::use_backend`] says otherwise.
     pub fn new(model: Model, lora: Option<Adapter>, cls: Option<ClsHead>, cfg: TrainConfig, pad_id: u32, mask_id: Option<u32>) -> Result<Self> {
         cfg.validate()?;
         if cfg.full && lora.is_some() {
@@ -401,92 +406,101 @@ impl Trainer {
             return Err(Error::ShapeMismatch { name: "cls head".into(), expected: vec![1, h], got: vec![1, cls.weight.len()] });
         }
         let rng = Rng::new(cfg.seed);
-        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, gpu: None, gpu_batch_tokens: 8192, cpu_stale: false })
+        Ok(Trainer { model, lora, cls, cfg, opt: AdamW::default(), step: 0, rng, pad_id, mask_id, engine: Engine::Cpu, batch_tokens: 8192, stale: false })
     }
 
-    /// Runs the encoder on `gpu` (created for this model): forward and backward for LoRA, the MLM
+    /// Runs the encoder where `kind` says, as [`crate::Backend::new`] chooses: `Auto` takes a
+    /// hardware GPU when there is one, else the CPU.
+    pub async fn use_backend(&mut self, kind: crate::BackendKind) -> Result<()> {
+        use crate::BackendKind::*;
+        let model = || std::sync::Arc::new(self.model.clone());
+        let gpu = match kind {
+            Cpu => None,
+            Gpu => Some(GpuBackend::new(model()).await?),
+            Auto => GpuBackend::new_hardware(model()).await.ok(),
+        };
+        match gpu {
+            Some(g) => self.use_gpu(g).await,
+            None => self.set_engine(Engine::Cpu).await,
+        }
+    }
+
+    /// Runs the encoder on `gpu` (made for this model): forward and backward for LoRA, the MLM
     /// head and full fine-tuning of n-best objectives; the forward alone when only the CLS head
     /// trains. In full fine-tuning the encoder's weights, gradients and AdamW moments stay on the
     /// GPU (the optimiser steps there; only the gradient norm is read back each step). Full
-    /// fine-tuning with MLM stays on the CPU trainer.
-    pub async fn use_gpu(&mut self, mut gpu: crate::gpu::GpuBackend) -> Result<()> {
-        self.pull_gpu().await?;
-        if self.cfg.full {
-            if self.cfg.objective == Objective::Mlm {
-                return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
-            }
-            gpu.enable_full_grads(&self.full_layout())?;
+    /// fine-tuning with MLM stays on the CPU.
+    pub async fn use_gpu(&mut self, gpu: GpuBackend) -> Result<()> {
+        if self.cfg.full && self.cfg.objective == Objective::Mlm {
+            return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
         }
-        let mut pairs_only = self.lora.clone().unwrap_or_else(|| Adapter::heads_only(&self.model.config));
-        pairs_only.cls_head = None;
-        pairs_only.mlm_head = MlmHeadUpdate::default();
-        gpu.set_adapter_unmerged(Some(std::sync::Arc::new(pairs_only))).await?;
-        if let Some(h) = &self.model.mlm {
-            gpu.update_mlm_head(h)?;
-        }
-        self.gpu = Some(gpu);
-        // Full fine-tuning: the weights and any moments of steps taken so far move to the GPU.
-        self.push_gpu()
+        let layout = self.cfg.full.then(|| self.full_layout());
+        let engine = Engine::gpu(gpu, layout.as_deref(), self.lora.as_ref(), self.model.mlm.as_ref()).await?;
+        self.set_engine(engine).await
+    }
+
+    /// Moves the run to `engine`: what trained on the old one comes back first, and under full
+    /// fine-tuning the weights and any moments of steps taken so far go to the new one.
+    async fn set_engine(&mut self, engine: Engine) -> Result<()> {
+        self.pull().await?;
+        self.engine = engine;
+        self.push()
     }
 
     /// Where the encoder runs: "gpu (adapter name)" or "cpu".
     pub fn device(&self) -> String {
-        match &self.gpu {
-            Some(g) => format!("gpu ({})", g.adapter_name()),
-            None => "cpu".into(),
-        }
+        self.engine.describe()
     }
 
-    /// The encoder tensors full fine-tuning trains on the GPU (name, floats), in the order of
-    /// [`Model::tensors_mut`]: all but the MLM head.
+    /// The tensors full fine-tuning trains (name, floats) in the engine's layout:
+    /// [`engine::encoder_tensors`].
     fn full_layout(&mut self) -> Vec<(String, usize)> {
-        self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")).map(|(n, t)| (n, t.data.len())).collect()
+        engine::encoder_tensors(&mut self.model).map(|(n, t)| (n, t.data.len())).collect()
     }
 
-    /// The trainable tensors that step on the GPU (full fine-tuning there): each one's index in
-    /// [`Trainer::params`] (that of its AdamW moments) and its float range in the GPU's layout
-    /// ([`Trainer::full_layout`]).
-    fn gpu_slots(&mut self) -> Vec<(usize, std::ops::Range<usize>)> {
+    /// The trainable tensors that step in the engine (full fine-tuning there): each one's index
+    /// in [`Trainer::params`] (that of its AdamW moments) and its float range in the engine's
+    /// layout ([`Trainer::full_layout`]).
+    fn engine_slots(&mut self) -> Vec<(usize, std::ops::Range<usize>)> {
         let mut at = std::collections::HashMap::new();
         let mut off = 0;
         for (name, n) in self.full_layout() {
             at.insert(name, off..off + n);
             off += n;
         }
-        let gpu_owns = self.gpu_owns_weights();
+        let kept = self.engine_owns_weights();
         let mut g = self.new_grads();
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
         let names: Vec<String> = self.params(&mut g, &mut gc).into_iter().map(|(n, _, _)| n).collect();
-        names.into_iter().enumerate().filter(|(_, n)| Self::steps_on_gpu(gpu_owns, n)).filter_map(|(i, n)| at.remove(&n).map(|r| (i, r))).collect()
+        names.into_iter().enumerate().filter(|(_, n)| Self::steps_in_engine(kept, n)).filter_map(|(i, n)| at.remove(&n).map(|r| (i, r))).collect()
     }
 
-    /// Whether the encoder's weights and their AdamW moments live on the GPU (full fine-tuning
-    /// there).
-    fn gpu_owns_weights(&self) -> bool {
-        self.cfg.full && self.gpu.is_some()
+    /// Whether the encoder's weights and their AdamW moments live in the engine (full
+    /// fine-tuning on the GPU).
+    fn engine_owns_weights(&self) -> bool {
+        self.cfg.full && self.engine.keeps_weights()
     }
 
-    /// Whether the named trainable tensor steps on the GPU (an encoder weight under full
-    /// fine-tuning there; the heads step on the CPU).
-    fn steps_on_gpu(gpu_owns: bool, name: &str) -> bool {
-        gpu_owns && !name.starts_with("cls.") && !name.starts_with("mlm.")
+    /// Whether the named trainable tensor steps in the engine (an encoder weight when the engine
+    /// owns the weights; the heads always step here).
+    fn steps_in_engine(kept: bool, name: &str) -> bool {
+        kept && !name.starts_with("cls.") && !name.starts_with("mlm.")
     }
 
-    /// Brings the CPU copy of what trains on the GPU under full fine-tuning — every encoder
+    /// Brings this copy of what trains in the engine under full fine-tuning — every encoder
     /// weight and its AdamW moments — up to date (a no-op otherwise, or when nothing moved).
-    pub async fn pull_gpu(&mut self) -> Result<()> {
-        if !self.cpu_stale {
+    pub async fn pull(&mut self) -> Result<()> {
+        if !self.stale {
             return Ok(());
         }
-        let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
-        let [w, m, v] = gpu.read_full_state().await?;
+        let [w, m, v] = self.engine.read_full_state().await?;
         let mut off = 0;
-        for (_, t) in self.model.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
+        for (_, t) in engine::encoder_tensors(&mut self.model) {
             let n = t.data.len();
             t.data.copy_from_slice(&w[off..off + n]);
             off += n;
         }
-        for (i, r) in self.gpu_slots() {
+        for (i, r) in self.engine_slots() {
             let opt = &mut self.opt;
             while opt.m.len() <= i {
                 opt.m.push(Vec::new());
@@ -495,18 +509,18 @@ impl Trainer {
             opt.m[i] = m[r.clone()].to_vec();
             opt.v[i] = v[r].to_vec();
         }
-        self.cpu_stale = false;
+        self.stale = false;
         Ok(())
     }
 
-    /// Writes the CPU's encoder weights and AdamW moments to the GPU under full fine-tuning there
+    /// Writes this copy's encoder weights and AdamW moments to the engine when it owns them
     /// (after parameters or a checkpoint were loaded).
-    pub(crate) fn push_gpu(&mut self) -> Result<()> {
-        if !self.gpu_owns_weights() {
+    pub(crate) fn push(&mut self) -> Result<()> {
+        if !self.engine_owns_weights() {
             return Ok(());
         }
         // Moments not taken yet (no step, or a fresh tensor) stay zero.
-        let slots = self.gpu_slots();
+        let slots = self.engine_slots();
         let floats = slots.iter().map(|(_, r)| r.end).max().unwrap_or(0);
         let (mut m, mut v) = (vec![0f32; floats], vec![0f32; floats]);
         for (i, r) in slots {
@@ -516,58 +530,29 @@ impl Trainer {
                 }
             }
         }
-        let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
-        gpu.update_weights(&self.model)?;
-        gpu.write_full_moments(&m, &v)?;
-        self.cpu_stale = false;
+        self.engine.write_full_state(&self.model, &m, &v)?;
+        self.stale = false;
         Ok(())
     }
 
-    /// Brings the GPU's copy of the trained weights (LoRA pairs, MLM head) up to date after an
-    /// optimiser step on the CPU.
-    pub(crate) fn sync_gpu(&mut self) -> Result<()> {
-        if let (Some(g), Some(a)) = (self.gpu.as_mut(), self.lora.as_ref()) {
-            g.update_lora(a)?;
-        }
-        if let (Some(g), Some(h), true) = (self.gpu.as_mut(), self.model.mlm.as_ref(), self.cfg.mlm_head) {
-            g.update_mlm_head(h)?;
-        }
-        Ok(())
+    /// Brings the engine's copy of what stepped here (LoRA pairs, a trained MLM head) up to date.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        let mlm = self.model.mlm.as_ref().filter(|_| self.cfg.mlm_head);
+        self.engine.sync(self.lora.as_ref(), mlm)
     }
 
     /// Whether gradients flow into the encoder (LoRA or full); otherwise only heads train.
     fn encoder_trains(&self) -> bool {
-        self.cfg.full || self.lora.as_ref().map(|a| !a.pairs.is_empty()).unwrap_or(false)
+        self.cfg.full || self.has_pairs()
     }
 
-    /// Zero gradients for what trains on the CPU (under full fine-tuning on the GPU the encoder's
-    /// gradients stay there).
+    fn has_pairs(&self) -> bool {
+        self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty())
+    }
+
+    /// Zero gradients for what steps here (the gradients of weights the engine owns stay there).
     fn new_grads(&self) -> Grads {
-        Grads::new(&self.model, self.lora.as_ref(), self.cfg.mlm_head, self.cfg.full && !self.gpu_owns_weights())
-    }
-
-    /// `[rows, H]` [CLS] vectors of the final hidden states `x`.
-    fn cls_rows(&self, x: &[f32], batch: &Batch) -> Vec<f32> {
-        let h = self.model.config.hidden;
-        (0..batch.rows()).flat_map(|b| x[b * batch.seq * h..][..h].iter().copied()).collect()
-    }
-
-    fn list_batch(&self, ex: &ListExample) -> Result<Batch> {
-        self.group_batch(&[ex])
-    }
-
-    /// CLS scores `s2` of a list with the current parameters (no tape).
-    pub async fn scores(&mut self, ex: &ListExample) -> Result<Vec<f64>> {
-        let b = self.list_batch(ex)?;
-        let h = self.model.config.hidden;
-        let cls = match self.gpu.as_mut() {
-            Some(g) => g.cls_vectors(&b).await?,
-            None => {
-                let x = encoder::forward(&self.model, self.lora.as_ref(), &b, None);
-                self.cls_rows(&x, &b)
-            }
-        };
-        Ok(cls.chunks_exact(h).map(|v| self.cls.score(v)).collect())
+        Grads::new(&self.model, self.lora.as_ref(), self.cfg.mlm_head, self.cfg.full && !self.engine_owns_weights())
     }
 
     /// The list loss `L_disc + λ_cor·L_cor` from its final [CLS] vectors `cls` (`[n, H]`); with
@@ -606,49 +591,30 @@ impl Trainer {
         Ok((loss, dcls))
     }
 
-    /// The list loss on the CPU backend (or, without gradients, on the GPU); with `grads`, adds
-    /// `weight·∂L/∂θ` to them.
-    async fn list_loss(&mut self, ex: &ListExample, weight: f64, grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
-        let batch = self.list_batch(ex)?;
-        let mut tape = Tape::default();
-        let backprop = grads.is_some() && self.encoder_trains();
-        let cls = match self.gpu.as_mut() {
-            Some(g) => g.cls_vectors(&batch).await?,
-            None => {
-                let x = encoder::forward(&self.model, self.lora.as_ref(), &batch, backprop.then_some(&mut tape));
-                self.cls_rows(&x, &batch)
-            }
-        };
-        let Some((grads, gc)) = grads else { return Ok(self.list_objective(ex, &cls, weight, None)?.0) };
-        let (loss, dcls) = self.list_objective(ex, &cls, weight, Some(gc))?;
-        if backprop {
-            let d_out = crate::batch::at_first_positions(&dcls, batch.rows(), batch.seq, self.model.config.hidden);
-            encoder::backward(&self.model, self.lora.as_ref(), &batch, &tape, d_out, grads);
-        }
-        Ok(loss)
-    }
 
-    /// The lists of a step on the GPU, several per forward and backward: their hypotheses are
-    /// padded into one batch (up to `gpu_batch_tokens`), the [CLS] vectors read back
-    /// once, each list's loss and gradient computed here, and one backward run for the batch.
-    async fn gpu_lists_loss(&mut self, lists: &[&ListExample], weight: f64, gc: &mut ClsGrad) -> Result<f64> {
+    /// The loss of `lists`, each weighted by `weight`; with `grads`, adds `weight·∂L/∂θ` to them
+    /// (the engine's own accumulators hold what it keeps). Lists share a forward and backward up
+    /// to the engine's token budget ([`Engine::list_budget`]).
+    async fn lists_loss(&mut self, lists: &[&ListExample], weight: f64, mut grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
         let h = self.model.config.hidden;
+        let keep = grads.is_some() && self.encoder_trains();
         let mut total = 0.0;
-        for range in token_groups(lists, self.gpu_batch_tokens) {
+        for range in token_groups(lists, self.engine.list_budget(self.batch_tokens)) {
             let group = &lists[range];
             let batch = self.group_batch(group)?;
-            let gpu = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?;
-            let cls = gpu.train_forward(&batch).await?;
-            let mut dcls = Vec::with_capacity(cls.len());
+            let (cls, tape) = self.engine.forward(State { model: &self.model, lora: self.lora.as_ref() }, &batch, keep).await?;
+            let mut d_cls = Vec::with_capacity(cls.len());
             let mut row = 0;
             for ex in group {
                 let n = ex.ids.len();
-                let (loss, d) = self.list_objective(ex, &cls[row * h..(row + n) * h], weight, Some(gc))?;
+                let (loss, d) = self.list_objective(ex, &cls[row * h..(row + n) * h], weight, grads.as_mut().map(|(_, gc)| &mut **gc))?;
                 total += weight * loss;
-                dcls.extend(d);
+                d_cls.extend(d);
                 row += n;
             }
-            self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?.train_backward(&dcls).await?;
+            if let (Some(tape), Some((g, _))) = (tape, grads.as_mut()) {
+                self.engine.backward(State { model: &self.model, lora: self.lora.as_ref() }, &batch, tape, &d_cls, g).await?;
+            }
         }
         Ok(total)
     }
@@ -668,27 +634,27 @@ impl Trainer {
         Ok(batch)
     }
 
-    /// CLS scores `s2` of many lists; on the GPU several lists share a forward (as in training).
+
+    /// CLS scores `s2` of many lists with the current parameters; lists share a forward as in
+    /// training.
     pub async fn scores_many(&mut self, lists: &[&ListExample]) -> Result<Vec<Vec<f64>>> {
-        if self.gpu.is_none() {
-            let mut v = Vec::with_capacity(lists.len());
-            for l in lists {
-                v.push(self.scores(l).await?);
-            }
-            return Ok(v);
-        }
         let h = self.model.config.hidden;
         let mut out = Vec::with_capacity(lists.len());
-        for range in token_groups(lists, self.gpu_batch_tokens) {
+        for range in token_groups(lists, self.engine.list_budget(self.batch_tokens)) {
             let group = &lists[range];
             let batch = self.group_batch(group)?;
-            let cls = self.gpu.as_mut().ok_or_else(|| Error::Training("no GPU".into()))?.cls_vectors(&batch).await?;
+            let (cls, _) = self.engine.forward(State { model: &self.model, lora: self.lora.as_ref() }, &batch, false).await?;
             let mut rows = cls.chunks_exact(h);
             for ex in group {
                 out.push(rows.by_ref().take(ex.ids.len()).map(|v| self.cls.score(v)).collect());
             }
         }
         Ok(out)
+    }
+
+    /// CLS scores `s2` of a list with the current parameters.
+    pub async fn scores(&mut self, ex: &ListExample) -> Result<Vec<f64>> {
+        Ok(self.scores_many(&[ex]).await?.remove(0))
     }
 
     /// Mean loss of `lists` and, for tests, the gradients by tensor name (see
@@ -698,53 +664,29 @@ impl Trainer {
         Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
     }
 
-    /// The mean loss of `lists` with its gradients accumulated: on the CPU, or on the GPU and
-    /// read back — there, under full fine-tuning, only their sum of squares (the last value)
-    /// unless `read_all` (for tests).
+    /// The mean loss of `lists` with its gradients accumulated and brought here — but for the
+    /// gradients of weights the engine owns, of which only the sum of squares comes back (the
+    /// last value), unless `read_all` (for tests).
     async fn accumulate_lists(&mut self, lists: &[&ListExample], read_all: bool) -> Result<(f64, Grads, ClsGrad, f64)> {
         if lists.is_empty() {
             return Err(Error::Input("a training step needs at least one list".into()));
         }
-        let gpu_owns = self.gpu_owns_weights();
-        let mut g = if gpu_owns && read_all { Grads::new(&self.model, None, self.cfg.mlm_head, true) } else { self.new_grads() };
+        let owned = self.engine_owns_weights();
+        let mut g = if owned && read_all { Grads::new(&self.model, None, self.cfg.mlm_head, true) } else { self.new_grads() };
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        if let Some(gpu) = self.gpu.as_mut() {
-            gpu.zero_grads()?;
-        }
+        self.engine.zero_grads()?;
         let w = 1.0 / lists.len() as f64;
-        let mut total = 0.0;
-        if self.gpu.is_some() && self.encoder_trains() {
-            total = self.gpu_lists_loss(lists, w, &mut gc).await?;
-        } else {
-            for ex in lists {
-                total += w * self.list_loss(ex, w, Some((&mut g, &mut gc))).await?;
-            }
-        }
-        if let Some(gpu) = self.gpu.as_mut() {
-            if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
-                g.lora = gpu.read_lora_grads().await?;
-            }
-            if gpu_owns && read_all {
-                let all = gpu.read_full_grads().await?;
-                let gm = g.model.as_mut().ok_or_else(|| Error::Training("no gradient model".into()))?;
-                let mut off = 0;
-                for (_, t) in gm.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm.")) {
-                    let n = t.data.len();
-                    t.data.copy_from_slice(&all[off..off + n]);
-                    off += n;
-                }
-            } else if gpu_owns {
-                return Ok((total, g, gc, gpu.full_grad_sumsq().await?));
-            }
-        }
-        Ok((total, g, gc, 0.0))
+        let total = self.lists_loss(lists, w, Some((&mut g, &mut gc))).await?;
+        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: false, full: read_all };
+        let kept_sumsq = self.engine.read_grads(&mut g, want).await?;
+        Ok((total, g, gc, kept_sumsq))
     }
 
     /// One optimiser step on the mean loss of `lists` (gradient accumulation over them).
     pub async fn step_lists(&mut self, lists: &[&ListExample]) -> Result<StepLog> {
-        let (loss, mut g, mut gc, gpu_sumsq) = self.accumulate_lists(lists, false).await?;
-        let log = self.apply(loss, &mut g, &mut gc, gpu_sumsq).await?;
-        self.sync_gpu()?;
+        let (loss, mut g, mut gc, kept_sumsq) = self.accumulate_lists(lists, false).await?;
+        let log = self.apply(loss, &mut g, &mut gc, kept_sumsq).await?;
+        self.sync()?;
         Ok(log)
     }
 
@@ -781,46 +723,26 @@ impl Trainer {
         Ok((batch, slots))
     }
 
+
     /// Mean masked-LM cross-entropy over `slots` of an already masked batch, with gradients.
     async fn mlm_loss(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
         batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
         let mut g = self.new_grads();
         let w = 1.0 / slots.len() as f32;
-        if let Some(gpu) = self.gpu.as_mut() {
-            gpu.zero_grads()?;
-            let loss = gpu.train_mlm(batch, slots, w, self.cfg.mlm_head).await?;
-            if self.lora.as_ref().is_some_and(|a| !a.pairs.is_empty()) {
-                g.lora = gpu.read_lora_grads().await?;
-            }
-            if let (true, Some(head)) = (self.cfg.mlm_head, g.model.as_mut().and_then(|m| m.mlm.as_mut())) {
-                let [dw, db, dg, dbeta] = gpu.read_mlm_grads().await?;
-                head.dense.weight.data = dw;
-                head.dense.bias.data = db;
-                head.ln.gamma.data = dg;
-                head.ln.beta.data = dbeta;
-            }
-            return Ok((loss, g));
-        }
-        let mut tape = Tape::default();
-        let backprop = self.encoder_trains();
-        let x = encoder::forward(&self.model, self.lora.as_ref(), batch, backprop.then_some(&mut tape));
-        let mut dx = vec![0f32; x.len()];
-        let loss = encoder::mlm_loss_backward(&self.model, &x, batch.seq, slots, w, &mut dx, &mut g);
-        if backprop {
-            encoder::backward(&self.model, self.lora.as_ref(), batch, &tape, dx, &mut g);
-        }
+        self.engine.zero_grads()?;
+        let st = State { model: &self.model, lora: self.lora.as_ref() };
+        let loss = self.engine.mlm(st, batch, slots, w, self.cfg.mlm_head, self.encoder_trains(), &mut g).await?;
+        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: self.cfg.mlm_head, full: false };
+        self.engine.read_grads(&mut g, want).await?;
         Ok((loss, g))
     }
 
     /// Mean MLM loss of a masked batch with the current parameters (no gradients).
-    pub fn mlm_loss_only(&self, batch: &Batch, slots: &[Slot]) -> Result<f64> {
+    pub async fn mlm_loss_only(&mut self, batch: &Batch, slots: &[Slot]) -> Result<f64> {
         batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         crate::batch::validate_slots(batch, slots, self.model.config.vocab_size)?;
-        let x = encoder::forward(&self.model, self.lora.as_ref(), batch, None);
-        let mut loss = 0.0;
-        encoder::mlm_rows(&self.model, &x, batch.seq, slots, |i, row| loss -= row[slots[i].target as usize] as f64);
-        Ok(loss / slots.len() as f64)
+        self.engine.mlm_loss(State { model: &self.model, lora: self.lora.as_ref() }, batch, slots).await
     }
 
     /// MLM loss and named gradients of a given masked batch (no update; for tests).
@@ -841,7 +763,7 @@ impl Trainer {
         let (loss, mut g) = self.mlm_loss(batch, slots).await?;
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
         let log = self.apply(loss, &mut g, &mut gc, 0.0).await?;
-        self.sync_gpu()?;
+        self.sync()?;
         Ok(log)
     }
 
@@ -886,31 +808,29 @@ impl Trainer {
     }
 
     /// Clips, checks for NaN/Inf (then nothing changes and [`Error::NonFinite`] says so), and
-    /// takes the AdamW step. `gpu_sumsq`: the sum of squares of the gradients that stayed on the
-    /// GPU (full fine-tuning there), whose tensors step there.
-    async fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, gpu_sumsq: f64) -> Result<StepLog> {
-        // The GPU that steps the encoder's weights (full fine-tuning there) is held apart while
-        // the CPU's tensors are borrowed, so both steps are checked before either is made.
-        let mut held = if self.gpu_owns_weights() { self.gpu.take() } else { None };
-        let r = self.apply_with(loss, g, gc, gpu_sumsq, held.as_mut()).await;
-        if held.is_some() {
-            self.gpu = held;
-            self.cpu_stale |= r.is_ok();
-        }
+    /// takes the AdamW step. `kept_sumsq`: the sum of squares of the gradients the engine kept
+    /// (full fine-tuning on the GPU), whose tensors step there.
+    async fn apply(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, kept_sumsq: f64) -> Result<StepLog> {
+        // The engine is held apart while this copy's tensors are borrowed, so that both steps —
+        // here and, for the weights it owns, there — are checked before either is made.
+        let mut engine = std::mem::take(&mut self.engine);
+        let r = self.apply_with(loss, g, gc, kept_sumsq, &mut engine).await;
+        self.engine = engine;
+        self.stale |= r.is_ok() && self.engine_owns_weights();
         r
     }
 
-    async fn apply_with(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, gpu_sumsq: f64, gpu: Option<&mut crate::gpu::GpuBackend>) -> Result<StepLog> {
+    async fn apply_with(&mut self, loss: f64, g: &mut Grads, gc: &mut ClsGrad, kept_sumsq: f64, engine: &mut Engine) -> Result<StepLog> {
         let lr = self.cfg.optim.lr * self.lr_factor();
         let head_lr = self.cfg.head_lr.map_or(lr, |h| h * self.lr_factor());
         let step = self.step + 1;
         let (clip, oc) = (self.cfg.clip, self.cfg.optim);
-        let gpu_owns = gpu.is_some();
+        let kept = self.cfg.full && engine.keeps_weights();
         let mut opt = std::mem::take(&mut self.opt);
         let mut params = self.params(g, gc);
         let (norm, scale) = {
-            let mut gs: Vec<&mut [f32]> = params.iter_mut().filter(|(n, _, _)| !Self::steps_on_gpu(gpu_owns, n)).map(|(_, _, g)| &mut **g).collect();
-            optim::clip(&mut gs, clip, gpu_sumsq)
+            let mut gs: Vec<&mut [f32]> = params.iter_mut().filter(|(n, _, _)| !Self::steps_in_engine(kept, n)).map(|(_, _, g)| &mut **g).collect();
+            optim::clip(&mut gs, clip, kept_sumsq)
         };
         let bad = if !loss.is_finite() { Some("loss") } else if !norm.is_finite() { Some("gradient") } else { None };
         if let Some(what) = bad {
@@ -921,21 +841,21 @@ impl Trainer {
         let lr_of = |name: &str| if name.starts_with("cls.") || name.starts_with("mlm.") { head_lr } else { lr };
         // Finite gradients can still carry parameters to ±∞: the update is checked before it is
         // made, and then nothing changes.
-        let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_on_gpu(gpu_owns, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
-        // The GPU's weights step there, checked the same way: all of the step or none of it.
-        let gpu_made = match gpu {
-            Some(gpu) if stays_finite => gpu.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await,
-            _ => Ok(true),
+        let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_in_engine(kept, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
+        // The engine's weights step there, checked the same way: all of the step or none of it.
+        let engine_made = match kept && stays_finite {
+            true => engine.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await,
+            false => Ok(true),
         };
-        if !(stays_finite && gpu_made.as_ref().is_ok_and(|&made| made)) {
+        if !(stays_finite && engine_made.as_ref().is_ok_and(|&made| made)) {
             drop(params);
             self.opt = opt;
-            gpu_made?;
+            engine_made?;
             return Err(Error::NonFinite { step, what: "parameters or moments after the update".into(), last_good: step - 1 });
         }
         opt.begin();
         for (i, (name, p, g)) in params.iter_mut().enumerate() {
-            if Self::steps_on_gpu(gpu_owns, name) {
+            if Self::steps_in_engine(kept, name) {
                 continue;
             }
             opt.update(i, p, g, &oc, lr_of(name));
