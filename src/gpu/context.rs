@@ -81,7 +81,8 @@ pub struct Plan {
 
 impl Plan {
     /// Records one dispatch; `bufs` bind to slots 1.. in order (slot 0 holds `params`).
-    pub fn dispatch<P: bytemuck::Pod>(&mut self, kernel: Kernel, params: &P, bufs: &[&Buf], groups: [u32; 3]) {
+    pub fn dispatch<P: super::ops::Uniform>(&mut self, kernel: Kernel, params: &P, bufs: &[&Buf], groups: [u32; 3]) {
+        debug_assert_eq!(P::LAYOUT.name, kernel.spec().uniform.name, "{} dispatched with another kernel's parameters", kernel.name());
         self.steps.push(Step::Dispatch {
             kernel,
             params: bytemuck::bytes_of(params).to_vec(),

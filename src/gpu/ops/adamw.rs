@@ -10,20 +10,20 @@ pub(super) const SUMSQ: &str = include_str!("../../../shaders/sumsq.wgsl");
 /// Workgroups of the sum of squares: its partials are read back and added on the host.
 pub const SUMSQ_GROUPS: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    g_off: u32,
-    _p: [u32; 2],
-    lr: f32,
-    decay: f32,
-    beta1: f32,
-    beta2: f32,
-    bc1: f32,
-    bc2: f32,
-    eps: f32,
-    scale: f32,
+super::uniform! {
+    Params {
+        n: u32,
+        g_off: u32,
+        _p: [u32; 2],
+        lr: f32,
+        decay: f32,
+        beta1: f32,
+        beta2: f32,
+        bc1: f32,
+        bc2: f32,
+        eps: f32,
+        scale: f32,
+    }
 }
 
 /// One AdamW step's settings: `t` is the 1-based step (bias correction), `scale` multiplies the
@@ -74,12 +74,12 @@ fn record_one(plan: &mut Plan, kernel: Kernel, piece: &Piece, grads: &Buf, m: &B
     plan.dispatch(kernel, &p, &[w, grads, m, v, flag], grid(n.div_ceil(256)));
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SumSqParams {
-    n: u32,
-    stride: u32,
-    _p: [u32; 2],
+super::uniform! {
+    SumSqParams {
+        n: u32,
+        stride: u32,
+        _p: [u32; 2],
+    }
 }
 
 /// `out[0..SUMSQ_GROUPS)` = partial sums of `x[i]²` over `x[0..n)`.

@@ -9,15 +9,15 @@ pub(super) const BACKWARD: &str = include_str!("../../../shaders/attention_backw
 /// Largest head dimension the kernel's per-invocation arrays hold.
 pub const MAX_HEAD_DIM: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    seq: u32,
-    hidden: u32,
-    head_dim: u32,
-    row_offset: u32,
-    scale: f32,
-    _p: [u32; 3],
+super::uniform! {
+    Params {
+        seq: u32,
+        hidden: u32,
+        head_dim: u32,
+        row_offset: u32,
+        scale: f32,
+        _p: [u32; 3],
+    }
 }
 
 /// `rows` sequences of length `seq`; `lens[row_offset + b]` is sequence b's real length.
@@ -28,15 +28,15 @@ pub fn record(plan: &mut Plan, qkv: &Buf, lens: &Buf, ctx: &Buf, rows: u32, seq:
     plan.dispatch(Kernel::Attention, &p, &[qkv, lens, ctx], [seq.div_ceil(32), heads, rows]);
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct BackParams {
-    seq: u32,
-    hidden: u32,
-    head_dim: u32,
-    heads: u32,
-    scale: f32,
-    _p: [u32; 3],
+super::uniform! {
+    BackParams {
+        seq: u32,
+        hidden: u32,
+        head_dim: u32,
+        heads: u32,
+        scale: f32,
+        _p: [u32; 3],
+    }
 }
 
 /// `dqkv` from `dctx` for `rows` sequences (all of a batch: `lens[b]`); `stats` holds

@@ -4,13 +4,13 @@ use crate::gpu::context::{Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/colsum.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    with_b: u32,
-    out_off: u32,
+super::uniform! {
+    Params {
+        rows: u32,
+        cols: u32,
+        with_b: u32,
+        out_off: u32,
+    }
 }
 
 /// `out[out_off + j] += Σ_r a[r, j]·b[r, j]` (or `Σ_r a[r, j]` without `b`; `dummy` stands in).

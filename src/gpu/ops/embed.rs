@@ -6,17 +6,17 @@ use crate::gpu::context::{grid, Buf, Plan, Shard};
 pub(super) const SOURCE: &str = include_str!("../../../shaders/embed.wgsl");
 pub(super) const BACKWARD: &str = include_str!("../../../shaders/embed_backward.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    hidden: u32,
-    seq: u32,
-    pos_offset: u32,
-    tok_offset: u32,
-    vocab_lo: u32,
-    vocab_hi: u32,
-    _p: u32,
+super::uniform! {
+    Params {
+        n: u32,
+        hidden: u32,
+        seq: u32,
+        pos_offset: u32,
+        tok_offset: u32,
+        vocab_lo: u32,
+        vocab_hi: u32,
+        _p: u32,
+    }
 }
 
 /// `out[t] = word[ids[tok_offset + t]] + pos[t % seq + pos_offset] + typ` for `tokens` tokens,
@@ -30,13 +30,13 @@ pub fn record(plan: &mut Plan, ids: &Buf, word: &[Shard], pos: &Buf, typ: &Buf, 
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct BackParams {
-    groups: u32,
-    hidden: u32,
-    out_off: u32,
-    _p: u32,
+super::uniform! {
+    BackParams {
+        groups: u32,
+        hidden: u32,
+        out_off: u32,
+        _p: u32,
+    }
 }
 
 /// Tokens grouped by the table row they read: `rows[g]` is read by tokens

@@ -5,15 +5,15 @@ use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/gather.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    hidden: u32,
-    idx_off: u32,
-    out_off: u32,
-    mode: u32,
-    _p: [u32; 3],
+super::uniform! {
+    Params {
+        n: u32,
+        hidden: u32,
+        idx_off: u32,
+        out_off: u32,
+        mode: u32,
+        _p: [u32; 3],
+    }
 }
 
 /// `out[out_off + r·H ..] = x[idx[idx_off + r]·H ..]` for `rows` rows.

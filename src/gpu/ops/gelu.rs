@@ -4,11 +4,11 @@ use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/gelu.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    _p: [u32; 3],
+super::uniform! {
+    Params {
+        n: u32,
+        _p: [u32; 3],
+    }
 }
 
 pub fn record(plan: &mut Plan, x: &Buf, n: u32) {

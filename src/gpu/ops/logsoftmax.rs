@@ -5,16 +5,16 @@ use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/logsoftmax.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    vocab: u32,
-    mode: u32,
-    tgt_off: u32,
-    out_off: u32,
-    w: f32,
-    _p: [u32; 2],
+super::uniform! {
+    Params {
+        rows: u32,
+        vocab: u32,
+        mode: u32,
+        tgt_off: u32,
+        out_off: u32,
+        w: f32,
+        _p: [u32; 2],
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

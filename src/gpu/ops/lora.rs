@@ -4,15 +4,15 @@ use crate::gpu::context::{grid, Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/lora_merge.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    cols: u32,
-    r: u32,
-    row_off: u32,
-    scale: f32,
-    _p: [u32; 3],
+super::uniform! {
+    Params {
+        n: u32,
+        cols: u32,
+        r: u32,
+        row_off: u32,
+        scale: f32,
+        _p: [u32; 3],
+    }
 }
 
 /// `w[row_off + i, :] += scale · (B·A)[i, :]` for the `out` rows of B.

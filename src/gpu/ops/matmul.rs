@@ -5,21 +5,21 @@ use crate::gpu::context::{Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/matmul.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    act: u32,
-    has_res: u32,
-    ldc: u32,
-    c_off: u32,
-    a_off: u32,
-    lda: u32,
-    ldb: u32,
-    trans: u32,
-    alpha: f32,
+super::uniform! {
+    Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        act: u32,
+        has_res: u32,
+        ldc: u32,
+        c_off: u32,
+        a_off: u32,
+        lda: u32,
+        ldb: u32,
+        trans: u32,
+        alpha: f32,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

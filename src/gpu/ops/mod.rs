@@ -1,4 +1,41 @@
-//! One file per GPU op: its WGSL (in `shaders/`) and the launcher that records its dispatch.
+//! One file per GPU op: its WGSL (in `shaders/`), its uniform parameters, and the launcher that
+//! records its dispatch. Each kernel is described once, by its [`Spec`]: name, source, entry
+//! point, shader defines, and the layout of its uniform parameters, which a test checks against
+//! the WGSL struct the shader declares.
+
+/// A kernel's uniform parameters (`@group(0) @binding(0)`), a `#[repr(C)]` struct whose layout
+/// ([`Uniform::LAYOUT`]) is derived from its declaration, not written out again.
+pub trait Uniform: bytemuck::Pod {
+    const LAYOUT: Layout;
+}
+
+/// A uniform struct as Rust lays it out: its type's path, size in bytes, and members (name, byte
+/// offset, type). Members named `_…` are padding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    pub name: &'static str,
+    pub size: usize,
+    pub members: &'static [(&'static str, usize, &'static str)],
+}
+
+/// Declares a kernel's uniform parameter struct (`#[repr(C)]`, `Pod`) and derives its [`Layout`].
+macro_rules! uniform {
+    ($name:ident { $($(#[$doc:meta])* $f:ident: $t:ty),* $(,)? }) => {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(super) struct $name {
+            $($(#[$doc])* $f: $t),*
+        }
+        impl $crate::gpu::ops::Uniform for $name {
+            const LAYOUT: $crate::gpu::ops::Layout = $crate::gpu::ops::Layout {
+                name: concat!(module_path!(), "::", stringify!($name)),
+                size: std::mem::size_of::<$name>(),
+                members: &[$((stringify!($f), std::mem::offset_of!($name, $f), stringify!($t))),*],
+            };
+        }
+    };
+}
+pub(crate) use uniform;
 
 pub mod adamw;
 pub mod attention;
@@ -11,9 +48,24 @@ pub mod logsoftmax;
 pub mod lora;
 pub mod matmul;
 
-const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
-const GELU_FN: &str = include_str!("../../../shaders/gelu_fn.wgsl");
-const LN_STATS: &str = include_str!("../../../shaders/ln_stats.wgsl");
+/// Shared WGSL, pasted where a shader says `// #include "NAME"`.
+const INCLUDES: [(&str, &str); 3] = [
+    ("reduce.wgsl", include_str!("../../../shaders/reduce.wgsl")),
+    ("gelu_fn.wgsl", include_str!("../../../shaders/gelu_fn.wgsl")),
+    ("ln_stats.wgsl", include_str!("../../../shaders/ln_stats.wgsl")),
+];
+
+/// Everything about one kernel: a pipeline is made from it, and launchers dispatch it with
+/// parameters of its [`Spec::uniform`] type.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    source: &'static str,
+    pub entry: &'static str,
+    /// `const NAME: T = VALUE;` declarations of the source given another value (e.g. a tile size).
+    defines: &'static [(&'static str, &'static str)],
+    pub uniform: Layout,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -65,72 +117,114 @@ impl Kernel {
         Kernel::SumSq,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The kernel's one description.
+    pub fn spec(self) -> Spec {
+        use Kernel::*;
+        let main = |name, source, uniform| Spec { name, source, entry: "main", defines: &[], uniform };
         match self {
-            Kernel::Embed => "embed",
-            Kernel::LayerNorm => "layernorm",
-            Kernel::Matmul => "matmul",
-            Kernel::MatmulWide => "matmul_wide",
-            Kernel::Attention => "attention",
-            Kernel::Gather => "gather",
-            Kernel::LogSoftmax => "logsoftmax",
-            Kernel::LoraMerge => "lora_merge",
-            Kernel::Gelu => "gelu",
-            Kernel::LayerNormBackward => "layernorm_backward",
-            Kernel::GeluBackward => "gelu_backward",
-            Kernel::AttentionBackward => "attention_backward",
-            Kernel::AttentionBackwardKv => "attention_backward_kv",
-            Kernel::ColSum => "colsum",
-            Kernel::EmbedBackward => "embed_backward",
-            Kernel::AdamW => "adamw",
-            Kernel::AdamWCheck => "adamw_check",
-            Kernel::SumSq => "sumsq",
+            Embed => main("embed", embed::SOURCE, embed::Params::LAYOUT),
+            LayerNorm => main("layernorm", layernorm::SOURCE, layernorm::Params::LAYOUT),
+            Matmul => main("matmul", matmul::SOURCE, matmul::Params::LAYOUT),
+            MatmulWide => Spec { defines: &[("TM", "8u"), ("TN", "8u")], ..main("matmul_wide", matmul::SOURCE, matmul::Params::LAYOUT) },
+            Attention => main("attention", attention::SOURCE, attention::Params::LAYOUT),
+            Gather => main("gather", gather::SOURCE, gather::Params::LAYOUT),
+            LogSoftmax => main("logsoftmax", logsoftmax::SOURCE, logsoftmax::Params::LAYOUT),
+            LoraMerge => main("lora_merge", lora::SOURCE, lora::Params::LAYOUT),
+            Gelu => main("gelu", gelu::SOURCE, gelu::Params::LAYOUT),
+            LayerNormBackward => main("layernorm_backward", layernorm::BACKWARD, layernorm::BackParams::LAYOUT),
+            GeluBackward => Spec { entry: "backward", ..main("gelu_backward", gelu::SOURCE, gelu::Params::LAYOUT) },
+            AttentionBackward => main("attention_backward", attention::BACKWARD, attention::BackParams::LAYOUT),
+            AttentionBackwardKv => Spec { entry: "main_kv", ..main("attention_backward_kv", attention::BACKWARD, attention::BackParams::LAYOUT) },
+            ColSum => main("colsum", colsum::SOURCE, colsum::Params::LAYOUT),
+            EmbedBackward => main("embed_backward", embed::BACKWARD, embed::BackParams::LAYOUT),
+            AdamW => main("adamw", adamw::SOURCE, adamw::Params::LAYOUT),
+            AdamWCheck => Spec { entry: "check", ..main("adamw_check", adamw::SOURCE, adamw::Params::LAYOUT) },
+            SumSq => main("sumsq", adamw::SUMSQ, adamw::SumSqParams::LAYOUT),
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
     }
 
     /// The shader entry point.
     pub fn entry(self) -> &'static str {
-        match self {
-            Kernel::AttentionBackwardKv => "main_kv",
-            Kernel::GeluBackward => "backward",
-            Kernel::AdamWCheck => "check",
-            _ => "main",
-        }
+        self.spec().entry
     }
 
-    fn raw(self) -> &'static str {
-        match self {
-            Kernel::Embed => embed::SOURCE,
-            Kernel::LayerNorm => layernorm::SOURCE,
-            Kernel::Matmul | Kernel::MatmulWide => matmul::SOURCE,
-            Kernel::Attention => attention::SOURCE,
-            Kernel::Gather => gather::SOURCE,
-            Kernel::LogSoftmax => logsoftmax::SOURCE,
-            Kernel::LoraMerge => lora::SOURCE,
-            Kernel::Gelu | Kernel::GeluBackward => gelu::SOURCE,
-            Kernel::LayerNormBackward => layernorm::BACKWARD,
-            Kernel::AttentionBackward | Kernel::AttentionBackwardKv => attention::BACKWARD,
-            Kernel::ColSum => colsum::SOURCE,
-            Kernel::EmbedBackward => embed::BACKWARD,
-            Kernel::AdamW | Kernel::AdamWCheck => adamw::SOURCE,
-            Kernel::SumSq => adamw::SUMSQ,
-        }
-    }
-
-    /// WGSL with `// #include "…"` lines replaced by the shared files, and the
-    /// matmul tile constants set for the wide variant.
+    /// The WGSL: `// #include "…"` lines replaced by the shared files, and the spec's defines
+    /// given their values.
     pub fn source(self) -> String {
-        self.raw()
+        let spec = self.spec();
+        spec.source
             .lines()
-            .map(|l| match l.trim() {
-                "// #include \"reduce.wgsl\"" => REDUCE,
-                "// #include \"gelu_fn.wgsl\"" => GELU_FN,
-                "// #include \"ln_stats.wgsl\"" => LN_STATS,
-                "const TM: u32 = 4u;" if self == Kernel::MatmulWide => "const TM: u32 = 8u;",
-                "const TN: u32 = 4u;" if self == Kernel::MatmulWide => "const TN: u32 = 8u;",
-                _ => l,
+            .map(|l| {
+                let t = l.trim();
+                if let Some((_, inc)) = INCLUDES.iter().find(|(n, _)| t.strip_prefix("// #include \"").and_then(|r| r.strip_suffix('"')) == Some(n)) {
+                    return inc.to_string();
+                }
+                match spec.defines.iter().find(|(n, _)| t.strip_prefix("const ").and_then(|r| r.strip_prefix(n)).is_some_and(|r| r.starts_with(':'))) {
+                    Some((_, v)) => format!("{} = {v};", l.split('=').next().unwrap_or(l).trim_end()),
+                    None => l.to_string(),
+                }
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// `(name, byte offset, scalar type)` of the non-padding members of the struct a shader binds
+    /// as its uniform, and the struct's size, as naga reads the WGSL.
+    fn wgsl_uniform(k: Kernel) -> (Vec<(String, usize, String)>, usize) {
+        let src = k.source();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)));
+        let var = module.global_variables.iter().map(|(_, v)| v).find(|v| v.space == naga::AddressSpace::Uniform).unwrap_or_else(|| panic!("{}: no uniform", k.name()));
+        let b = var.binding.as_ref().expect("a bound uniform");
+        assert_eq!((b.group, b.binding), (0, 0), "{}: the uniform is at group 0, binding 0", k.name());
+        let naga::TypeInner::Struct { members, span } = &module.types[var.ty].inner else { panic!("{}: the uniform is not a struct", k.name()) };
+        let scalar = |t: &naga::TypeInner| match t {
+            naga::TypeInner::Scalar(s) => match (s.kind, s.width) {
+                (naga::ScalarKind::Uint, 4) => "u32",
+                (naga::ScalarKind::Sint, 4) => "i32",
+                (naga::ScalarKind::Float, 4) => "f32",
+                _ => "other",
+            },
+            _ => "other",
+        };
+        let named = members.iter().filter_map(|m| m.name.clone().filter(|n| !n.starts_with('_')).map(|n| (n, m.offset as usize, scalar(&module.types[m.ty].inner).to_string())));
+        (named.collect(), *span as usize)
+    }
+
+    /// Every kernel's Rust parameters and its shader's uniform struct agree: the same members by
+    /// name, in order, at the same offsets with the same types, and the same size.
+    #[test]
+    fn uniform_parameters_match_their_wgsl_structs() {
+        for k in Kernel::ALL {
+            let u = k.spec().uniform;
+            let rust: Vec<(String, usize, String)> = u.members.iter().filter(|(n, _, _)| !n.starts_with('_')).map(|(n, o, t)| (n.to_string(), *o, t.to_string())).collect();
+            let (wgsl, size) = wgsl_uniform(k);
+            assert_eq!(rust, wgsl, "{}: {} against the WGSL struct", k.name(), u.name);
+            assert_eq!(u.size, size, "{}: {} is {} bytes, the WGSL struct {size}", k.name(), u.name, u.size);
+        }
+    }
+
+    /// `Kernel::ALL` lists every kernel once, in discriminant order (it indexes the pipelines),
+    /// and every define names a constant its source declares.
+    #[test]
+    fn kernels_are_listed_in_order_and_defines_apply() {
+        for (i, k) in Kernel::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{}", k.name());
+        }
+        for k in Kernel::ALL {
+            let spec = k.spec();
+            for (n, v) in spec.defines {
+                assert!(k.source().lines().any(|l| l.trim() == format!("const {n}: u32 = {v};")), "{}: define {n} did not apply", spec.name);
+            }
+        }
+        assert!(Kernel::MatmulWide.source().contains("const TM: u32 = 8u;") && Kernel::Matmul.source().contains("const TM: u32 = 4u;"));
     }
 }
