@@ -34,7 +34,7 @@ pub struct GpuContext {
     pub adapter_name: String,
     pub limits: wgpu::Limits,
     pipelines: Vec<wgpu::ComputePipeline>,
-    pool: HashMap<&'static str, wgpu::Buffer>,
+    pool: HashMap<Work, wgpu::Buffer>,
     params: Option<wgpu::Buffer>,
     staging: Option<wgpu::Buffer>,
     pub dummy: wgpu::Buffer,
@@ -105,6 +105,92 @@ pub fn grid(n: u32) -> [u32; 3] {
 
 fn align(n: u64, a: u64) -> u64 {
     n.div_ceil(a) * a
+}
+
+/// The pooled work buffers, by role: each is one buffer, reused across calls and grown when a
+/// call needs more ([`GpuContext::work`]). Sizes are in the launchers; shapes are per token of the
+/// batch (`tokens = rows × seq`) unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Work {
+    // Per-call inputs.
+    /// Token ids `[tokens]`.
+    Ids,
+    /// Real tokens per row `[rows]`.
+    Lens,
+    /// Rows to gather (the [CLS] rows, the masked slots).
+    GatherIdx,
+    /// Target token ids of the masked slots.
+    Targets,
+    // The inference forward.
+    /// Hidden states `[tokens, H]`.
+    X,
+    /// The attention block's output with its residual, then LayerNorm'd in place: the FFN's
+    /// input `[tokens, H]`.
+    Y,
+    /// Attention context `[tokens, H]`.
+    AttnCtx,
+    /// Queries, keys and values `[tokens, 3H]`.
+    Qkv,
+    /// FFN activations `[tokens, I]`.
+    Ffn,
+    /// `x·Aᵀ` of an unmerged LoRA branch `[tokens, r]`.
+    LoraT,
+    /// The MLM head's input and transform at the slots `[slots, H]`.
+    HeadIn,
+    HeadMid,
+    /// MLM logits of a chunk of slots `[slots, V]`.
+    Logits,
+    /// What a call reads back (scores, vectors, log-probabilities).
+    Out,
+    /// A weight copied while an adapter is merged or removed.
+    WeightCopy,
+    // Training: gradients kept across the lists of a step.
+    /// `(dA, dB)` of every LoRA pair, one after another.
+    LoraGrads,
+    /// The MLM head transform's gradients: dense weight and bias, LayerNorm γ and β.
+    MlmGrads,
+    // Training: the MLM head's forward and backward at the slots `[slots, H]` (logits and loss
+    // `[slots, V]` and `[slots]`).
+    MlmG,
+    MlmT0,
+    MlmT1,
+    MlmT2,
+    MlmDt2,
+    MlmDt1,
+    MlmXhat,
+    MlmDg,
+    MlmLogits,
+    MlmLoss,
+    // Training: the encoder's backward, per token.
+    /// Gradient at a layer's output, and its double buffer `[tokens, H]`.
+    BwDx,
+    BwDx2,
+    /// Gradients at the FFN LayerNorm's input, the FFN's inner activations, the attention
+    /// block's output and its pre-LayerNorm sum, the context, and Q, K, V.
+    BwDz,
+    BwDf,
+    BwDy,
+    BwDy0,
+    BwDctx,
+    BwDqkv,
+    /// `dy·B` of a LoRA branch `[tokens, r]`.
+    BwDu,
+    /// Normalised LayerNorm inputs, for the γ and β gradients (full fine-tuning) `[tokens, H]`.
+    BwXhat,
+    /// Softmax statistics of the attention backward `[2, rows, heads, seq]`.
+    BwStats,
+    /// The rows of embedding table `k` (word, position, token type) grouped by token: group starts,
+    /// the tokens of each group, and each group's table row (full fine-tuning).
+    EmbStarts(u8),
+    EmbToks(u8),
+    EmbRows(u8),
+    // Training: full fine-tuning's optimiser.
+    /// Partial sums of squares of the gradients `[SUMSQ_GROUPS]`.
+    SumSqPartials,
+    /// Set when an AdamW step would make a weight or moment non-finite.
+    AdamWFlag,
+    /// Every encoder weight, gathered for reading back.
+    FullWeights,
 }
 
 /// A GPU adapter as [`GpuContext::probe`] sees it.
@@ -340,19 +426,20 @@ impl GpuContext {
     }
 
     /// A pooled work buffer of at least `bytes`, reused across calls and grown when too small.
-    pub fn work(&mut self, name: &'static str, bytes: u64) -> Result<Buf> {
+    pub fn work(&mut self, name: Work, bytes: u64) -> Result<Buf> {
         let bytes = align(bytes.max(16), 256);
         if bytes > self.binding_budget() {
-            return Err(Error::GpuLimit(format!("work buffer {name} needs {bytes} bytes; the binding limit is {}", self.binding_budget())));
+            return Err(Error::GpuLimit(format!("work buffer {name:?} needs {bytes} bytes; the binding limit is {}", self.binding_budget())));
         }
-        if let Some(b) = self.pool.get(name) {
+        if let Some(b) = self.pool.get(&name) {
             if b.size() >= bytes {
                 return Ok(b.clone());
             }
         }
         let size = align((bytes as f64 * 1.25) as u64, 256).min(self.binding_budget()).max(bytes);
+        let label = format!("{name:?}");
         let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(name),
+            label: Some(&label),
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -362,7 +449,7 @@ impl GpuContext {
     }
 
     /// A pooled buffer filled with `data` (per-call inputs such as token ids).
-    pub fn work_with(&mut self, name: &'static str, data: &[u32]) -> Result<Buf> {
+    pub fn work_with(&mut self, name: Work, data: &[u32]) -> Result<Buf> {
         let b = self.work(name, data.len() as u64 * 4)?;
         if !data.is_empty() {
             self.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));

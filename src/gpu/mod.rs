@@ -12,7 +12,7 @@ mod train;
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, LayerNorm, Linear, Model};
-use context::{Buf, GpuContext, Plan, Shard};
+use context::{Buf, GpuContext, Plan, Shard, Work};
 pub use context::GpuOptions;
 use ops::matmul::{Act, Add, In, Out};
 use crate::adapter::{Adapter, Target};
@@ -313,7 +313,7 @@ impl GpuBackend {
     pub async fn read_weight(&mut self, layer: usize, target: Target) -> Result<Vec<f32>> {
         let w = self.layers[layer].weight(target).clone();
         let n = w.size();
-        let out = self.ctx.work("weight_copy", n)?;
+        let out = self.ctx.work(Work::WeightCopy, n)?;
         let mut plan = Plan::default();
         plan.copy(&w, 0, &out, 0, n);
         self.ctx.run(plan, &out, n).await
@@ -450,29 +450,29 @@ impl GpuBackend {
         };
         let max_tokens = (max_rows.min(rows) * seq) as u64;
         let ctx = &mut self.ctx;
-        let ids = ctx.work_with("ids", &batch.ids)?;
-        let lens = ctx.work_with("lens", &batch.lens)?;
-        let idx_buf = ctx.work_with("gather_idx", &idx)?;
-        let tgt_buf = ctx.work_with("targets", &tgt)?;
-        let x = ctx.work("x", max_tokens * h as u64 * 4)?;
-        let y = ctx.work("y", max_tokens * h as u64 * 4)?;
-        let ctxb = ctx.work("attn_ctx", max_tokens * h as u64 * 4)?;
-        let qkv = ctx.work("qkv", max_tokens * 3 * h as u64 * 4)?;
-        let ffn = ctx.work("ffn", max_tokens * im as u64 * 4)?;
-        let out = ctx.work("out", out_len as u64 * 4)?;
+        let ids = ctx.work_with(Work::Ids, &batch.ids)?;
+        let lens = ctx.work_with(Work::Lens, &batch.lens)?;
+        let idx_buf = ctx.work_with(Work::GatherIdx, &idx)?;
+        let tgt_buf = ctx.work_with(Work::Targets, &tgt)?;
+        let x = ctx.work(Work::X, max_tokens * h as u64 * 4)?;
+        let y = ctx.work(Work::Y, max_tokens * h as u64 * 4)?;
+        let ctxb = ctx.work(Work::AttnCtx, max_tokens * h as u64 * 4)?;
+        let qkv = ctx.work(Work::Qkv, max_tokens * 3 * h as u64 * 4)?;
+        let ffn = ctx.work(Work::Ffn, max_tokens * im as u64 * 4)?;
+        let out = ctx.work(Work::Out, out_len as u64 * 4)?;
         let lora_t = match &self.unmerged {
-            Some(u) => ctx.work("lora_t", max_tokens * u.r as u64 * 4)?,
+            Some(u) => ctx.work(Work::LoraT, max_tokens * u.r as u64 * 4)?,
             None => ctx.dummy.clone(),
         };
         let most_slots = chunk_slots.iter().map(|(a, b)| b - a).max().unwrap_or(0) as u64;
         let (g, t) = if most_slots > 0 {
-            (ctx.work("head_in", most_slots * h as u64 * 4)?, ctx.work("head_mid", most_slots * h as u64 * 4)?)
+            (ctx.work(Work::HeadIn, most_slots * h as u64 * 4)?, ctx.work(Work::HeadMid, most_slots * h as u64 * 4)?)
         } else {
             (ctx.dummy.clone(), ctx.dummy.clone())
         };
         let logit_rows = ((budget / (v as u64 * 4)) as usize).max(1);
         let logits = match &job {
-            Job::Mlm { .. } => ctx.work("logits", most_slots.min(logit_rows as u64) * v as u64 * 4)?,
+            Job::Mlm { .. } => ctx.work(Work::Logits, most_slots.min(logit_rows as u64) * v as u64 * 4)?,
             _ => ctx.dummy.clone(),
         };
         let dummy = ctx.dummy.clone();

@@ -11,7 +11,7 @@
 //! LayerNorm₂ → FFN-out (dX = dY·W, LoRA dA, dB, dX) → GELU → FFN-in → LayerNorm₁ → attention-out
 //! → attention (dQ, dK, dV) → QKV.
 
-use super::context::{Buf, Plan};
+use super::context::{Buf, Plan, Work};
 use super::ops::matmul::{self, Add, Operand, Out};
 use super::ops::{adamw, attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
 use super::{GpuBackend, Keep, LayerIo, LoraT};
@@ -69,12 +69,9 @@ impl FullGrads {
     }
 }
 
-/// The embedding tables' row groups, by table: word, position, token type.
-const EMB_GROUPS: [(&str, &str, &str, &str); 3] = [
-    ("word_emb", "emb_bw.word.starts", "emb_bw.word.toks", "emb_bw.word.rows"),
-    ("pos_emb", "emb_bw.pos.starts", "emb_bw.pos.toks", "emb_bw.pos.rows"),
-    ("type_emb", "emb_bw.type.starts", "emb_bw.type.toks", "emb_bw.type.rows"),
-];
+/// The embedding tables whose rows the backward groups by token: word, position, token type
+/// (`Work::EmbStarts(k)` and the others hold table `k`'s groups).
+const EMB_TABLES: [&str; 3] = ["word_emb", "pos_emb", "type_emb"];
 
 /// Where each pair's `dA` and `dB` live in the gradient buffer (floats).
 #[derive(Clone)]
@@ -212,7 +209,7 @@ impl GpuBackend {
     /// finite): 256 partials read back and added in f64.
     pub async fn full_grad_sumsq(&mut self) -> Result<f64> {
         let (buf, floats) = self.full_grads().map(|f| (f.buf.clone(), f.floats))?;
-        let out = self.ctx.work("sumsq", adamw::SUMSQ_GROUPS as u64 * 4)?;
+        let out = self.ctx.work(Work::SumSqPartials, adamw::SUMSQ_GROUPS as u64 * 4)?;
         let mut plan = Plan::default();
         adamw::record_sumsq(&mut plan, &buf, &out, floats as u32);
         let parts = self.ctx.run(plan, &out, adamw::SUMSQ_GROUPS as u64 * 4).await?;
@@ -223,7 +220,7 @@ impl GpuBackend {
     /// made whole or not at all: `false` (nothing changed) when any weight or moment would not be
     /// finite after it. The flag comes back with the submission's one readback.
     pub async fn full_adamw(&mut self, c: &crate::train::AdamWConfig, step: adamw::Step) -> Result<bool> {
-        let flag = self.ctx.work("adamw.flag", 4)?;
+        let flag = self.ctx.work(Work::AdamWFlag, 4)?;
         self.ctx.queue.write_buffer(&flag, 0, &[0u8; 4]);
         let f = self.full_grads()?;
         let mut pieces = Vec::new();
@@ -240,7 +237,7 @@ impl GpuBackend {
     /// [`GpuBackend::enable_full_grads`]: the weights, AdamW's first and second moments.
     pub async fn read_full_state(&mut self) -> Result<[Vec<f32>; 3]> {
         let floats = self.full_grads()?.floats;
-        let dst = self.ctx.work("full_weights", floats * 4)?;
+        let dst = self.ctx.work(Work::FullWeights, floats * 4)?;
         let f = self.full_grads()?;
         let (m, v) = (f.m.clone(), f.v.clone());
         let mut plan = Plan::default();
@@ -275,7 +272,7 @@ impl GpuBackend {
         }
         let n: u32 = self.grad_slots().iter().map(|s| s.a_len + s.b_len).sum();
         let h = self.model.config.hidden;
-        for (name, len) in [("lora_grads", n as usize), ("mlm_grads", h * h + 3 * h)] {
+        for (name, len) in [(Work::LoraGrads, n as usize), (Work::MlmGrads, h * h + 3 * h)] {
             let g = self.ctx.work(name, len as u64 * 4)?;
             self.ctx.queue.write_buffer(&g, 0, bytemuck::cast_slice(&vec![0f32; len]));
         }
@@ -286,7 +283,7 @@ impl GpuBackend {
     /// and β.
     pub async fn read_mlm_grads(&mut self) -> Result<[Vec<f32>; 4]> {
         let h = self.model.config.hidden;
-        let g = self.ctx.work("mlm_grads", (h * h + 3 * h) as u64 * 4)?;
+        let g = self.ctx.work(Work::MlmGrads, (h * h + 3 * h) as u64 * 4)?;
         let all = self.ctx.run(Plan::default(), &g, (h * h + 3 * h) as u64 * 4).await?;
         Ok([all[..h * h].to_vec(), all[h * h..h * h + h].to_vec(), all[h * h + h..h * h + 2 * h].to_vec(), all[h * h + 2 * h..h * h + 3 * h].to_vec()])
     }
@@ -332,15 +329,15 @@ impl GpuBackend {
         let idx: Vec<u32> = slots.iter().map(|s| s.row * seq + s.pos).collect();
         let tgt: Vec<u32> = slots.iter().map(|s| s.target).collect();
         let ctx = &mut self.ctx;
-        let idx_buf = ctx.work_with("gather_idx", &idx)?;
-        let tgt_buf = ctx.work_with("targets", &tgt)?;
+        let idx_buf = ctx.work_with(Work::GatherIdx, &idx)?;
+        let tgt_buf = ctx.work_with(Work::Targets, &tgt)?;
         let sh = ns as u64 * h as u64 * 4;
-        let (g, t0, t1, t2) = (ctx.work("mlm.g", sh)?, ctx.work("mlm.t0", sh)?, ctx.work("mlm.t1", sh)?, ctx.work("mlm.t2", sh)?);
-        let (dt2, dt1, xhat, dg) = (ctx.work("mlm.dt2", sh)?, ctx.work("mlm.dt1", sh)?, ctx.work("mlm.xhat", sh)?, ctx.work("mlm.dg", sh)?);
-        let logits = ctx.work("mlm.logits", ns as u64 * v as u64 * 4)?;
-        let loss = ctx.work("mlm.loss", ns as u64 * 4)?;
-        let grads = ctx.work("mlm_grads", (h as u64 * h as u64 + 3 * h as u64) * 4)?;
-        let dx = ctx.work("bw.dx", tokens as u64 * h as u64 * 4)?;
+        let (g, t0, t1, t2) = (ctx.work(Work::MlmG, sh)?, ctx.work(Work::MlmT0, sh)?, ctx.work(Work::MlmT1, sh)?, ctx.work(Work::MlmT2, sh)?);
+        let (dt2, dt1, xhat, dg) = (ctx.work(Work::MlmDt2, sh)?, ctx.work(Work::MlmDt1, sh)?, ctx.work(Work::MlmXhat, sh)?, ctx.work(Work::MlmDg, sh)?);
+        let logits = ctx.work(Work::MlmLogits, ns as u64 * v as u64 * 4)?;
+        let loss = ctx.work(Work::MlmLoss, ns as u64 * 4)?;
+        let grads = ctx.work(Work::MlmGrads, (h as u64 * h as u64 + 3 * h as u64) * 4)?;
+        let dx = ctx.work(Work::BwDx, tokens as u64 * h as u64 * 4)?;
         ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&vec![0f32; (tokens * h) as usize]));
         let dummy = ctx.dummy.clone();
         let mlm = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
@@ -387,7 +384,7 @@ impl GpuBackend {
     pub async fn read_lora_grads(&mut self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
         let slots = self.grad_slots();
         let n: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
-        let g = self.ctx.work("lora_grads", n as u64 * 4)?;
+        let g = self.ctx.work(Work::LoraGrads, n as u64 * 4)?;
         let all = self.ctx.run(Plan::default(), &g, n as u64 * 4).await?;
         Ok(slots.iter().map(|s| (all[s.a_off as usize..(s.a_off + s.a_len) as usize].to_vec(), all[s.b_off as usize..(s.b_off + s.b_len) as usize].to_vec())).collect())
     }
@@ -443,7 +440,7 @@ impl GpuBackend {
         let (rows, seq) = (batch.rows() as u32, batch.seq as u32);
         let tokens = rows * seq;
         self.ctx.queue.write_buffer(&tape.lens, 0, bytemuck::cast_slice(&batch.lens));
-        let ids = self.ctx.work_with("ids", &batch.ids)?;
+        let ids = self.ctx.work_with(Work::Ids, &batch.ids)?;
         let x0 = &tape.layers[0].x;
         embed::record(plan, &ids, &self.word, &self.pos, &self.typ, x0, tokens, h, seq, c.position_offset as u32, 0);
         if self.full.is_some() {
@@ -454,10 +451,10 @@ impl GpuBackend {
                 embed::RowGroups::new(tokens, |t| t % seq + po),
                 embed::RowGroups::new(if c.type_vocab_size > 0 { tokens } else { 0 }, |_| 0),
             ];
-            for (k, (g, (_, starts, toks, rws))) in groups.iter().zip(EMB_GROUPS).enumerate() {
-                self.ctx.work_with(starts, &g.starts)?;
-                self.ctx.work_with(toks, &g.toks)?;
-                self.ctx.work_with(rws, &g.rows)?;
+            for (k, g) in groups.iter().enumerate() {
+                self.ctx.work_with(Work::EmbStarts(k as u8), &g.starts)?;
+                self.ctx.work_with(Work::EmbToks(k as u8), &g.toks)?;
+                self.ctx.work_with(Work::EmbRows(k as u8), &g.rows)?;
                 tape.emb_groups[k] = g.rows.len() as u32;
             }
         }
@@ -488,8 +485,8 @@ impl GpuBackend {
         plan.tiles = self.tiles;
         self.record_forward_tape(&mut plan, batch, tape)?;
         let idx: Vec<u32> = (0..rows).map(|b| b * seq).collect();
-        let idx_buf = self.ctx.work_with("gather_idx", &idx)?;
-        let out = self.ctx.work("out", rows as u64 * h as u64 * 4)?;
+        let idx_buf = self.ctx.work_with(Work::GatherIdx, &idx)?;
+        let out = self.ctx.work(Work::Out, rows as u64 * h as u64 * 4)?;
         gather::record(&mut plan, &tape.out, &idx_buf, &out, rows, h, 0, 0);
         let v = self.ctx.run(plan, &out, rows as u64 * h as u64 * 4).await?;
         Ok(v[..(rows * h) as usize].to_vec())
@@ -512,7 +509,7 @@ impl GpuBackend {
             return Err(Error::Training(format!("d_cls has {} values, expected {}", d_cls.len(), rows * h)));
         }
         let d_out = crate::batch::at_first_positions(d_cls, rows as usize, seq as usize, h as usize);
-        let dx = self.ctx.work("bw.dx", tokens as u64 * h as u64 * 4)?;
+        let dx = self.ctx.work(Work::BwDx, tokens as u64 * h as u64 * 4)?;
         self.ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&d_out));
         let mut plan = Plan::default();
         plan.tiles = self.tiles;
@@ -538,20 +535,20 @@ impl GpuBackend {
         let ngrad: u32 = slots.iter().map(|s| s.a_len + s.b_len).sum();
         let n = tokens as u64;
         let ctx = &mut self.ctx;
-        let grads = ctx.work("lora_grads", ngrad as u64 * 4)?;
-        let mut dx = ctx.work("bw.dx", n * h as u64 * 4)?;
-        let mut dx2 = ctx.work("bw.dx2", n * h as u64 * 4)?;
-        let dz = ctx.work("bw.dz", n * h as u64 * 4)?;
-        let df = ctx.work("bw.df", n * im as u64 * 4)?;
-        let dy = ctx.work("bw.dy", n * h as u64 * 4)?;
-        let dy0 = ctx.work("bw.dy0", n * h as u64 * 4)?;
-        let dctx = ctx.work("bw.dctx", n * h as u64 * 4)?;
-        let dqkv = ctx.work("bw.dqkv", n * 3 * h as u64 * 4)?;
-        let du = ctx.work("bw.du", n * r as u64 * 4)?;
-        let xhat = ctx.work("bw.xhat", if full.is_some() { n * h as u64 * 4 } else { 16 })?;
-        let stats = ctx.work("bw.stats", 2 * rows as u64 * c.heads as u64 * seq as u64 * 4)?;
+        let grads = ctx.work(Work::LoraGrads, ngrad as u64 * 4)?;
+        let mut dx = ctx.work(Work::BwDx, n * h as u64 * 4)?;
+        let mut dx2 = ctx.work(Work::BwDx2, n * h as u64 * 4)?;
+        let dz = ctx.work(Work::BwDz, n * h as u64 * 4)?;
+        let df = ctx.work(Work::BwDf, n * im as u64 * 4)?;
+        let dy = ctx.work(Work::BwDy, n * h as u64 * 4)?;
+        let dy0 = ctx.work(Work::BwDy0, n * h as u64 * 4)?;
+        let dctx = ctx.work(Work::BwDctx, n * h as u64 * 4)?;
+        let dqkv = ctx.work(Work::BwDqkv, n * 3 * h as u64 * 4)?;
+        let du = ctx.work(Work::BwDu, n * r as u64 * 4)?;
+        let xhat = ctx.work(Work::BwXhat, if full.is_some() { n * h as u64 * 4 } else { 16 })?;
+        let stats = ctx.work(Work::BwStats, 2 * rows as u64 * c.heads as u64 * seq as u64 * 4)?;
         let emb_groups = match full {
-            Some(_) => EMB_GROUPS.iter().map(|(_, s, t, r)| Ok((ctx.work(s, 4)?, ctx.work(t, 4)?, ctx.work(r, 4)?))).collect::<Result<Vec<_>>>()?,
+            Some(_) => (0..EMB_TABLES.len() as u8).map(|k| Ok((ctx.work(Work::EmbStarts(k), 4)?, ctx.work(Work::EmbToks(k), 4)?, ctx.work(Work::EmbRows(k), 4)?))).collect::<Result<Vec<_>>>()?,
             None => Vec::new(),
         };
         let dummy = ctx.dummy.clone();
@@ -636,7 +633,7 @@ impl GpuBackend {
             // Embeddings: their LayerNorm, then each table's rows (grouped by the forward).
             layernorm::record_backward(plan, &tape.emb0, &self.emb_ln.g, &dx, &dx2, keep_xhat, tokens, h, eps, &dummy);
             ln_grads(plan, &dx, "emb_ln")?;
-            for (((table, ..), (starts, toks, rws)), &groups) in EMB_GROUPS.iter().zip(&emb_groups).zip(&tape.emb_groups) {
+            for ((table, (starts, toks, rws)), &groups) in EMB_TABLES.iter().zip(&emb_groups).zip(&tape.emb_groups) {
                 if groups > 0 {
                     embed::record_backward(plan, &dx2, starts, toks, rws, &f.buf, groups, h, f.at(table)?);
                 }
