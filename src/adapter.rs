@@ -84,6 +84,18 @@ impl Target {
         }
     }
 
+    /// The weight this target lives in (Q, K and V share the fused `qkv`): the one place that
+    /// says so.
+    pub fn weight(self) -> crate::model::Weight {
+        use crate::model::Weight;
+        match self {
+            Target::Query | Target::Key | Target::Value => Weight::Qkv,
+            Target::AttnOut => Weight::AttnOut,
+            Target::FfnIn => Weight::FfnIn,
+            Target::FfnOut => Weight::FfnOut,
+        }
+    }
+
     /// Rows of this target inside lorb's weight (Q, K, V share the fused `[3H, H]` projection).
     pub fn row_offset(self, c: &ModelConfig) -> usize {
         match self {

@@ -64,6 +64,48 @@ pub struct Layer {
     pub ffn_ln: LayerNorm,
 }
 
+/// A layer's linear weights, by role: where LoRA targets live ([`crate::adapter::Target::weight`])
+/// and how both backends name and find them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    Qkv,
+    AttnOut,
+    FfnIn,
+    FfnOut,
+}
+
+impl Weight {
+    /// The name inside `layers.N.`, as the model lists its tensors ([`Model::tensors_mut`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Weight::Qkv => "qkv",
+            Weight::AttnOut => "attn_out",
+            Weight::FfnIn => "ffn_in",
+            Weight::FfnOut => "ffn_out",
+        }
+    }
+}
+
+impl Layer {
+    pub fn linear(&self, w: Weight) -> &Linear {
+        match w {
+            Weight::Qkv => &self.qkv,
+            Weight::AttnOut => &self.attn_out,
+            Weight::FfnIn => &self.ffn_in,
+            Weight::FfnOut => &self.ffn_out,
+        }
+    }
+
+    pub fn linear_mut(&mut self, w: Weight) -> &mut Linear {
+        match w {
+            Weight::Qkv => &mut self.qkv,
+            Weight::AttnOut => &mut self.attn_out,
+            Weight::FfnIn => &mut self.ffn_in,
+            Weight::FfnOut => &mut self.ffn_out,
+        }
+    }
+}
+
 /// The masked-LM head: dense + GELU + LayerNorm, then the decoder to the vocabulary.
 #[derive(Debug, Clone)]
 pub struct MlmHead {
@@ -368,18 +410,6 @@ impl Model {
         Ok(Model { config, word_emb, pos_emb, type_emb, emb_ln, layers, mlm })
     }
 
-    /// The weight a LoRA target lives in (Q, K and V share the fused `qkv`).
-    fn lora_weight(&self, layer: usize, target: crate::adapter::Target) -> &Tensor {
-        use crate::adapter::Target;
-        let l = &self.layers[layer];
-        match target {
-            Target::Query | Target::Key | Target::Value => &l.qkv.weight,
-            Target::AttnOut => &l.attn_out.weight,
-            Target::FfnIn => &l.ffn_in.weight,
-            Target::FfnOut => &l.ffn_out.weight,
-        }
-    }
-
     /// Where a LoRA target's rows lie in its weight's data.
     fn lora_range(&self, target: crate::adapter::Target) -> std::ops::Range<usize> {
         let (out, inp) = target.shape(&self.config);
@@ -389,21 +419,13 @@ impl Model {
 
     /// The rows of the weight that a LoRA target addresses.
     pub fn lora_block(&self, layer: usize, target: crate::adapter::Target) -> &[f32] {
-        &self.lora_weight(layer, target).data[self.lora_range(target)]
+        &self.layers[layer].linear(target.weight()).weight.data[self.lora_range(target)]
     }
 
     /// The same rows, writable.
     pub fn lora_block_mut(&mut self, layer: usize, target: crate::adapter::Target) -> &mut [f32] {
-        use crate::adapter::Target;
         let range = self.lora_range(target);
-        let l = &mut self.layers[layer];
-        let w = match target {
-            Target::Query | Target::Key | Target::Value => &mut l.qkv.weight,
-            Target::AttnOut => &mut l.attn_out.weight,
-            Target::FfnIn => &mut l.ffn_in.weight,
-            Target::FfnOut => &mut l.ffn_out.weight,
-        };
-        &mut w.data[range]
+        &mut self.layers[layer].linear_mut(target.weight()).weight.data[range]
     }
 
     /// Adds `sign · s·B·A` of every pair into the weights (sign −1 removes a merged adapter).
@@ -461,11 +483,12 @@ impl Model {
         }
         ln(&mut v, "emb_ln".into(), &mut self.emb_ln);
         for (i, l) in self.layers.iter_mut().enumerate() {
-            lin(&mut v, format!("layers.{i}.qkv"), &mut l.qkv);
-            lin(&mut v, format!("layers.{i}.attn_out"), &mut l.attn_out);
+            let name = |w: Weight| format!("layers.{i}.{}", w.name());
+            lin(&mut v, name(Weight::Qkv), &mut l.qkv);
+            lin(&mut v, name(Weight::AttnOut), &mut l.attn_out);
             ln(&mut v, format!("layers.{i}.attn_ln"), &mut l.attn_ln);
-            lin(&mut v, format!("layers.{i}.ffn_in"), &mut l.ffn_in);
-            lin(&mut v, format!("layers.{i}.ffn_out"), &mut l.ffn_out);
+            lin(&mut v, name(Weight::FfnIn), &mut l.ffn_in);
+            lin(&mut v, name(Weight::FfnOut), &mut l.ffn_out);
             ln(&mut v, format!("layers.{i}.ffn_ln"), &mut l.ffn_ln);
         }
         if let Some(h) = self.mlm.as_mut() {

@@ -11,7 +11,7 @@ mod train;
 
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
-use crate::model::{ClsHead, LayerNorm, Linear, Model};
+use crate::model::{ClsHead, LayerNorm, Linear, Model, Weight};
 use context::{Buf, GpuContext, Plan, Shard, Work};
 pub use context::GpuOptions;
 use ops::matmul::{Act, Add, In, Out};
@@ -39,14 +39,18 @@ struct GLayer {
 }
 
 impl GLayer {
-    /// The weight a LoRA target lives in (Q, K and V share the fused projection).
-    fn weight(&self, target: Target) -> &Buf {
-        match target {
-            Target::Query | Target::Key | Target::Value => &self.qkv.w,
-            Target::AttnOut => &self.attn_out.w,
-            Target::FfnIn => &self.ffn_in.w,
-            Target::FfnOut => &self.ffn_out.w,
+    fn linear(&self, w: Weight) -> &GLinear {
+        match w {
+            Weight::Qkv => &self.qkv,
+            Weight::AttnOut => &self.attn_out,
+            Weight::FfnIn => &self.ffn_in,
+            Weight::FfnOut => &self.ffn_out,
         }
+    }
+
+    /// The weight a LoRA target lives in.
+    fn weight(&self, target: Target) -> &Buf {
+        &self.linear(target.weight()).w
     }
 }
 

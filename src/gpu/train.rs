@@ -16,6 +16,7 @@ use super::ops::matmul::{self, Add, Operand, Out};
 use super::ops::{adamw, attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
 use super::{GpuBackend, Keep, LayerIo, LoraT};
 use crate::adapter::{Adapter, Target};
+use crate::model::Weight;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
@@ -180,15 +181,15 @@ impl GpuBackend {
         push(&self.emb_ln.b, "emb_ln.beta".into(), whole(&m.emb_ln.beta));
         for (i, (g, l)) in self.layers.iter().zip(&m.layers).enumerate() {
             let p = |n: &str, what: &str| format!("layers.{i}.{n}.{what}");
-            for (n, gl, ml) in [("qkv", &g.qkv, &l.qkv), ("attn_out", &g.attn_out, &l.attn_out)] {
-                push(&gl.w, p(n, "weight"), whole(&ml.weight));
-                push(&gl.b, p(n, "bias"), whole(&ml.bias));
+            for w in [Weight::Qkv, Weight::AttnOut] {
+                push(&g.linear(w).w, p(w.name(), "weight"), whole(&l.linear(w).weight));
+                push(&g.linear(w).b, p(w.name(), "bias"), whole(&l.linear(w).bias));
             }
             push(&g.attn_ln.g, p("attn_ln", "gamma"), whole(&l.attn_ln.gamma));
             push(&g.attn_ln.b, p("attn_ln", "beta"), whole(&l.attn_ln.beta));
-            for (n, gl, ml) in [("ffn_in", &g.ffn_in, &l.ffn_in), ("ffn_out", &g.ffn_out, &l.ffn_out)] {
-                push(&gl.w, p(n, "weight"), whole(&ml.weight));
-                push(&gl.b, p(n, "bias"), whole(&ml.bias));
+            for w in [Weight::FfnIn, Weight::FfnOut] {
+                push(&g.linear(w).w, p(w.name(), "weight"), whole(&l.linear(w).weight));
+                push(&g.linear(w).b, p(w.name(), "bias"), whole(&l.linear(w).bias));
             }
             push(&g.ffn_ln.g, p("ffn_ln", "gamma"), whole(&l.ffn_ln.gamma));
             push(&g.ffn_ln.b, p("ffn_ln", "beta"), whole(&l.ffn_ln.beta));
