@@ -106,6 +106,41 @@ impl Layer {
     }
 }
 
+/// What a named tensor belongs to, from its name ([`Model::tensors_mut`], LoRA pairs as
+/// `layers.L.TARGET.lora_A`/`lora_B`, the CLS head as `cls.*`): the one place names are sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Embeddings and layers (trained only in full fine-tuning).
+    Encoder,
+    Lora,
+    ClsHead,
+    /// The MLM head's transform: dense and LayerNorm (an adapter may train it).
+    MlmTransform,
+    /// The MLM head's output bias and untied decoder (trained only in full fine-tuning).
+    MlmOutput,
+}
+
+impl Group {
+    pub fn of(name: &str) -> Group {
+        if name.starts_with("cls.") {
+            Group::ClsHead
+        } else if name == "mlm.bias" || name == "mlm.decoder" {
+            Group::MlmOutput
+        } else if name.starts_with("mlm.") {
+            Group::MlmTransform
+        } else if name.ends_with(".lora_A") || name.ends_with(".lora_B") {
+            Group::Lora
+        } else {
+            Group::Encoder
+        }
+    }
+
+    /// A head's tensor (CLS or MLM), which may train at its own learning rate.
+    pub fn is_head(self) -> bool {
+        matches!(self, Group::ClsHead | Group::MlmTransform | Group::MlmOutput)
+    }
+}
+
 /// The masked-LM head: dense + GELU + LayerNorm, then the decoder to the vocabulary.
 #[derive(Debug, Clone)]
 pub struct MlmHead {
@@ -505,5 +540,29 @@ impl Model {
             n += lin(&l.qkv) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.ffn_ln);
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::Group;
+
+    #[test]
+    fn tensor_names_sort_into_groups() {
+        for (name, g) in [
+            ("word_emb", Group::Encoder),
+            ("layers.3.qkv.weight", Group::Encoder),
+            ("layers.0.ffn_ln.gamma", Group::Encoder),
+            ("layers.1.query.lora_A", Group::Lora),
+            ("layers.1.ffn_out.lora_B", Group::Lora),
+            ("cls.weight", Group::ClsHead),
+            ("cls.bias", Group::ClsHead),
+            ("mlm.dense.weight", Group::MlmTransform),
+            ("mlm.ln.beta", Group::MlmTransform),
+            ("mlm.bias", Group::MlmOutput),
+            ("mlm.decoder", Group::MlmOutput),
+        ] {
+            assert_eq!(Group::of(name), g, "{name}");
+        }
     }
 }

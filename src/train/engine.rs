@@ -19,7 +19,7 @@ use crate::batch::{Batch, Slot};
 use crate::cpu::encoder::{self, Grads};
 use crate::error::{Error, Result};
 use crate::gpu::GpuBackend;
-use crate::model::{MlmHead, Model};
+use crate::model::{Group, MlmHead, Model};
 
 /// What the CPU's forward reads: the trainer's weights and LoRA pairs.
 #[derive(Clone, Copy)]
@@ -57,7 +57,7 @@ pub enum Engine {
 /// The full fine-tuning layout's tensors: every model tensor but the MLM head's, in the order of
 /// [`Model::tensors_mut`].
 pub(crate) fn encoder_tensors(m: &mut Model) -> impl Iterator<Item = (String, &mut crate::model::Tensor)> {
-    m.tensors_mut().into_iter().filter(|(n, _)| !n.starts_with("mlm."))
+    m.tensors_mut().into_iter().filter(|(n, _)| Group::of(n) == Group::Encoder)
 }
 
 impl Engine {

@@ -35,7 +35,7 @@ use crate::cpu::encoder::Grads;
 use crate::gpu::GpuBackend;
 use engine::{Engine, State};
 use crate::error::{Error, Result};
-use crate::model::{ClsHead, Model, Tensor};
+use crate::model::{ClsHead, Group, Model, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// SplitMix64: small, seedable, the same on every platform.
@@ -484,7 +484,7 @@ impl Trainer {
     /// Whether the named trainable tensor steps in the engine (an encoder weight when the engine
     /// owns the weights; the heads always step here).
     fn steps_in_engine(kept: bool, name: &str) -> bool {
-        kept && !name.starts_with("cls.") && !name.starts_with("mlm.")
+        kept && Group::of(name) == Group::Encoder
     }
 
     /// Brings this copy of what trains in the engine under full fine-tuning — every encoder
@@ -788,8 +788,9 @@ impl Trainer {
         let (full, mlm) = (self.cfg.full, self.cfg.mlm_head || (self.cfg.full && self.cfg.objective == Objective::Mlm));
         let mut gts: Vec<Option<&'a mut Tensor>> = g.model.as_mut().map(|gm| gm.tensors_mut().into_iter().map(|(_, t)| Some(t)).collect()).unwrap_or_default();
         for (k, (name, p)) in self.model.tensors_mut().into_iter().enumerate() {
-            let is_head = name.starts_with("mlm.");
-            let head_part = is_head && name != "mlm.bias" && name != "mlm.decoder";
+            let group = Group::of(&name);
+            let is_head = group.is_head();
+            let head_part = group == Group::MlmTransform;
             let take = if is_head { mlm && (full || head_part) } else { full };
             match gts.get_mut(k).and_then(Option::take) {
                 Some(gt) if take => out.push((name, &mut p.data[..], &mut gt.data[..])),
@@ -838,7 +839,7 @@ impl Trainer {
             self.opt = opt;
             return Err(Error::NonFinite { step, what: what.into(), last_good: step - 1 });
         }
-        let lr_of = |name: &str| if name.starts_with("cls.") || name.starts_with("mlm.") { head_lr } else { lr };
+        let lr_of = |name: &str| if Group::of(name).is_head() { head_lr } else { lr };
         // Finite gradients can still carry parameters to ±∞: the update is checked before it is
         // made, and then nothing changes.
         let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_in_engine(kept, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
