@@ -12,8 +12,8 @@ use crate::nbest::{FirstPass, NBest};
 use crate::rescore::{picks, wer_at};
 use crate::train::fit::seconds;
 use crate::score::{Method, Scorer};
-use crate::train::fit::{fit, FitOptions};
-use crate::train::{ListExample, Start, TrainConfig, Trainer};
+use crate::train::fit::FitOptions;
+use crate::train::{ListExample, Start, TrainConfig};
 use serde::Serialize;
 use std::sync::atomic::AtomicBool;
 
@@ -184,25 +184,16 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     // Every group's evaluated lists with their global and personal s2, for the pooled WERs.
     let (mut all_eval, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new());
     let result = async {
-        let base_model = scorer.model().clone();
-        let (pad, mask) = (scorer.encoder.pad_id(), scorer.encoder.mask_id());
         let mut groups = Vec::new();
         for s in &splits.splits {
             let t0 = seconds();
             let adapt: Vec<ListExample> = s.adapt.iter().map(|&i| examples[i].clone()).collect();
             let eval: Vec<ListExample> = s.eval.iter().map(|&i| examples[i].clone()).collect();
-            let mut model = base_model.clone();
             let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global.as_deref() };
-            let begun = start.begin(&mut model, head.clone())?;
             let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
             // A 10% warm-up, then linear decay over this group's steps.
             let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
-            let mut trainer = Trainer::new(model, begun.lora, begun.cls, cfg, pad, mask)?;
-            #[cfg(not(target_arch = "wasm32"))]
-            if scorer.backend.is_gpu() {
-                trainer.use_backend(crate::BackendKind::Gpu).await?;
-            }
-            fit(&mut trainer, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
+            let (mut trainer, _) = crate::train::fit::run(scorer, &start, head.clone(), cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
             let personal = trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?;
             crate::score::ensure_finite(&personal.concat())?;
             let base: Vec<Vec<f64>> = s.eval.iter().map(|i| base_of[i].clone()).collect();

@@ -390,7 +390,7 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "((p: TrainProgress) => void) | undefined")] on_progress: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CancelToken | undefined")] cancel: JsValue,
     ) -> Result<JsValue, JsValue> {
-        use crate::train::fit::{fit, FitOptions, Progress};
+        use crate::train::fit::{FitOptions, Progress};
         use crate::train::{hold_out, holdout_count, Objective, TrainConfig, Trainer};
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
         let depth = num("depth", f64::INFINITY);
@@ -458,16 +458,9 @@ impl Rescorer {
             None
         };
         let trained: crate::Result<(Trainer, crate::train::fit::FitReport)> = async {
-            let mut base = self.scorer.model().clone();
             let start = crate::train::Start { r: r as usize, alpha, rslora: false, targets: &targets, seed: cfg.seed, head_only: false, full: false, from: from.as_deref() };
-            let begun = start.begin(&mut base, None)?;
-            let (pad, mask) = (self.scorer.encoder.pad_id(), self.scorer.encoder.mask_id());
-            let mut trainer = Trainer::new(base, begun.lora, begun.cls, cfg, pad, mask)?;
-            if self.scorer.backend.is_gpu() {
-                trainer.use_backend(crate::BackendKind::Gpu).await?;
-            }
             // Read through the token's JS getter: the token stays the caller's.
-            let report = fit(&mut trainer, &examples, &dev, &o, &is_cancelled, |p| {
+            crate::train::fit::run(&self.scorer, &start, None, cfg, &examples, &dev, &o, &is_cancelled, |p| {
                 if !on_progress.is_function() {
                     return;
                 }
@@ -479,8 +472,7 @@ impl Rescorer {
                     let _ = js_sys::Function::from(on_progress.clone()).call1(&JsValue::NULL, &v);
                 }
             })
-            .await?;
-            Ok((trainer, report))
+            .await
         }
         .await;
         // A run that failed (an error, or NaN/Inf) leaves the previous adapter in place; a

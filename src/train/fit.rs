@@ -364,6 +364,22 @@ async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>
     t.scores_many(&dev.iter().collect::<Vec<_>>()).await
 }
 
+/// A run on n-best lists from start to end, as `lorb train`, `lorb personalize` and
+/// `Rescorer.train` make it: `start` readies a copy of the scorer's base weights (the scorer's
+/// adapter must already be removed) and says what trains, from the starting CLS head `cls`; the
+/// encoder runs where the scorer's does; then [`fit`].
+#[allow(clippy::too_many_arguments)]
+pub async fn run(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<crate::ClsHead>, cfg: super::TrainConfig, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &(impl Cancel + ?Sized), progress: impl FnMut(&Progress)) -> Result<(Trainer, FitReport)> {
+    let mut base = scorer.model().clone();
+    let begun = start.begin(&mut base, cls)?;
+    let mut trainer = Trainer::new(base, begun.lora, begun.cls, cfg, scorer.encoder.pad_id(), scorer.encoder.mask_id())?;
+    if scorer.backend.is_gpu() {
+        trainer.use_backend(crate::BackendKind::Gpu).await?;
+    }
+    let report = fit(&mut trainer, train, dev, o, cancel, progress).await?;
+    Ok((trainer, report))
+}
+
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
 /// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
 /// writes one after every epoch and when stopped. `cancel` is checked before each step.
