@@ -93,9 +93,9 @@ fn head_path(m: &ModelArgs) -> PathBuf {
 
 /// λ: given, else the one tuned when the adapter was trained (its train_log.json), else the
 /// one tuned with the CLS head (its .json sidecar), else 1.
-pub fn weight(a: &ListArgs) -> Result<f64> {
+pub fn weight(a: &ListArgs, log: Option<&lorb::adapter::TrainLog>) -> Result<f64> {
     let side = head_path(&a.m).with_extension("json");
-    let w = match (a.weight, adapter_log(&a.m)?.and_then(|l| l.weight)) {
+    let w = match (a.weight, log.and_then(|l| l.weight)) {
         (Some(w), _) | (None, Some(w)) => w,
         (None, None) if a.m.method == Method::Cls && side.exists() => {
             let b = std::fs::read(&side).map_err(|e| Error::Io { path: side.display().to_string(), source: e })?;
@@ -108,11 +108,11 @@ pub fn weight(a: &ListArgs) -> Result<f64> {
 }
 
 /// s1: given, else the one tuned with the adapter (its train_log.json "s1"), else `score`.
-pub fn first_pass(a: &ListArgs) -> Result<FirstPass> {
+pub fn first_pass(a: &ListArgs, log: Option<&lorb::adapter::TrainLog>) -> Result<FirstPass> {
     if let Some(s) = &a.s1 {
         return Ok(s.clone());
     }
-    match adapter_log(&a.m)?.and_then(|l| l.s1) {
+    match log.and_then(|l| l.s1.as_ref()) {
         Some(e) => e.parse(),
         None => Ok(FirstPass::default()),
     }

@@ -1,6 +1,6 @@
 //! `lorb eval`: the WER of the first pass, the rescored lists and the oracle.
 
-use crate::common::{first_pass, load, weight, ListArgs};
+use crate::common::{load, ListArgs};
 use crate::lists::{list_inputs, s1_all, second_pass};
 use lorb::rescore::EvalSet;
 use lorb::{Error, Result};
@@ -9,10 +9,11 @@ use std::time::Instant;
 
 pub fn eval(a: ListArgs) -> Result<()> {
     let t0 = Instant::now();
-    let (a, lists) = list_inputs(a)?;
-    let fp = first_pass(&a)?;
-    let s1 = s1_all(&lists, &fp)?;
-    let w = weight(&a)?;
+    let inputs = list_inputs(a)?;
+    let (a, lists) = (&inputs.a, &inputs.lists);
+    let fp = inputs.first_pass()?;
+    let s1 = s1_all(lists, &fp)?;
+    let w = inputs.weight()?;
     // λ = 0 needs no model: the first pass alone decides.
     let (s2, backend) = if w == 0.0 {
         (lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(), "none".to_string())

@@ -47,7 +47,7 @@ fn profiles(log: &lorb::adapter::TrainLog, lists: &[NBest], s1: Option<&FirstPas
 /// whose training lists are most like these when the user gave no model, head or adapter;
 /// a warning when the given adapter was trained on unlike lists. The lists are then cut to
 /// `--depth` or to the depth the adapter was trained at: train, tune and test at one depth.
-pub fn list_inputs(mut a: ListArgs) -> Result<(ListArgs, Vec<NBest>)> {
+pub fn list_inputs(mut a: ListArgs) -> Result<ListInputs> {
     if a.limit == Some(0) || a.depth == Some(0) {
         return Err(Error::Input("--limit and --depth must be at least 1".into()));
     }
@@ -68,13 +68,32 @@ pub fn list_inputs(mut a: ListArgs) -> Result<(ListArgs, Vec<NBest>)> {
             eprintln!("lorb: warning: {} was trained on lists unlike {file}'s ({why}); its λ may raise the WER here: tune λ on your own dev lists (`lorb tune --adapter {} --nbest DEV`) and pass --weight, or pick an adapter trained on lists like these", dir.display(), dir.display());
         }
     }
-    let trained = log.and_then(|l| l.depth);
-    if let Some(k) = a.depth.or(trained) {
+    if let Some(k) = a.depth.or(log.as_ref().and_then(|l| l.depth)) {
         for nb in &mut lists {
             nb.hyps.truncate(k.max(1));
         }
     }
-    Ok((a, lists))
+    Ok(ListInputs { a, lists, log })
+}
+
+/// What a list command works on: its arguments (with the adapter chosen), its lists, and the
+/// adapter's train_log.json, read once.
+pub struct ListInputs {
+    pub a: ListArgs,
+    pub lists: Vec<NBest>,
+    pub log: Option<lorb::adapter::TrainLog>,
+}
+
+impl ListInputs {
+    /// λ: given, else the adapter's, else the CLS head's sidecar, else 1 ([`crate::common::weight`]).
+    pub fn weight(&self) -> Result<f64> {
+        crate::common::weight(&self.a, self.log.as_ref())
+    }
+
+    /// s1: given, else the adapter's, else `score`.
+    pub fn first_pass(&self) -> Result<FirstPass> {
+        crate::common::first_pass(&self.a, self.log.as_ref())
+    }
 }
 
 /// The shipped adapter whose training lists are nearest `lists` (of `file`), saying which, with a

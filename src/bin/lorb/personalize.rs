@@ -1,7 +1,7 @@
 //! `lorb personalize`: per group, train on the first part's references from the global adapter,
 //! and report the WER of the rest.
 
-use crate::common::{first_pass, load, weight, ListArgs};
+use crate::common::{load, ListArgs};
 use crate::lists::list_inputs;
 use clap::Args;
 use lorb::{Error, Result};
@@ -45,8 +45,9 @@ pub struct PersonalizeArgs {
 
 pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     let grouping: lorb::personalize::Grouping = a.group.parse()?;
-    let (l, lists) = list_inputs(a.list)?;
-    let (weight, fp) = (weight(&l)?, first_pass(&l)?);
+    let inputs = list_inputs(a.list)?;
+    let (weight, fp) = (inputs.weight()?, inputs.first_pass()?);
+    let (l, lists) = (inputs.a, inputs.lists);
     let targets = a.targets.iter().map(|t| lorb::adapter::Target::parse(t)).collect::<Result<Vec<_>>>()?;
     let train = lorb::train::TrainConfig { kappa: a.kappa, optim: lorb::train::AdamWConfig { lr: a.lr, ..Default::default() }, seed: a.seed, ..Default::default() };
     train.validate()?;

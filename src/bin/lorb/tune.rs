@@ -1,6 +1,6 @@
 //! `lorb tune`: λ (and with --tune-s1 the first pass's coefficients) by grid search on a dev set.
 
-use crate::common::{first_pass, load, ListArgs};
+use crate::common::{load, ListArgs};
 use crate::lists::{list_inputs, s1_all, second_pass};
 use clap::Args;
 use lorb::rescore::EvalSet;
@@ -23,15 +23,15 @@ pub struct TuneArgs {
 pub fn tune(a: TuneArgs) -> Result<()> {
     let g = lorb::rescore::parse_grid(&a.grid)?;
     let first_pass_only = g.iter().all(|&w| w == 0.0);
-    let (l, lists) = list_inputs(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list })?;
-    let l = &l;
+    let inputs = list_inputs(ListArgs { weight: if first_pass_only { Some(0.0) } else { a.list.weight }, ..a.list })?;
+    let (l, lists) = (&inputs.a, &inputs.lists);
     let s2 = if first_pass_only {
         lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect()
     } else {
         let mut scorer = load(&l.m)?;
         second_pass(&mut scorer, &lists, l.m.method)?
     };
-    let fp = first_pass(l)?;
+    let fp = inputs.first_pass()?;
     if !a.tune_s1.is_empty() {
         let t = lorb::rescore::tune_first_pass(&lists, &fp, &a.tune_s1, s2, &g)?;
         if l.json {
