@@ -226,6 +226,11 @@ pub(crate) use judged_by_fields;
 
 judged_by_fields!(JudgedList);
 
+/// The first-pass scores of every list's hypotheses ([`first_pass_scores`]).
+pub fn first_pass_all(lists: &[NBest], fp: &FirstPass) -> Result<Vec<Vec<f64>>> {
+    lists.iter().map(|nb| first_pass_scores(nb, fp)).collect()
+}
+
 /// What evaluating any λ needs, computed once: each list's first-pass scores and word errors,
 /// and the second-pass scores.
 pub struct EvalSet {
@@ -247,6 +252,18 @@ impl EvalSet {
             }
         }
         set
+    }
+
+    /// The lists judged: s1 from `fp`, s2 from `scorer` by its method ([`Scorer::score_lists`]),
+    /// or without a scorer s2 = 0 (the first pass alone decides, and no model is needed).
+    /// `done(k)`: `k` more lists scored. The path of `lorb eval` and `lorb tune`.
+    pub async fn score(lists: &[NBest], fp: &FirstPass, scorer: Option<(&mut crate::Scorer, crate::Method)>, done: &mut dyn FnMut(usize)) -> Result<Self> {
+        let s1 = first_pass_all(lists, fp)?;
+        let s2 = match scorer {
+            Some((s, method)) => s.score_lists(lists, method, done).await?,
+            None => lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(),
+        };
+        Ok(Self::new(lists, s1, s2))
     }
 
     /// A WER needs words to count: `Err` when no list has a (non-empty) reference, rather than a

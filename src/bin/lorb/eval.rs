@@ -1,7 +1,7 @@
 //! `lorb eval`: the WER of the first pass, the rescored lists and the oracle.
 
-use crate::common::{load, ListArgs};
-use crate::lists::{list_inputs, s1_all, second_pass};
+use crate::common::{load, progress, ListArgs};
+use crate::lists::list_inputs;
 use lorb::rescore::EvalSet;
 use lorb::{Error, Result};
 use serde_json::json;
@@ -12,17 +12,13 @@ pub fn eval(a: ListArgs) -> Result<()> {
     let inputs = list_inputs(a)?;
     let (a, lists) = (&inputs.a, &inputs.lists);
     let fp = inputs.first_pass()?;
-    let s1 = s1_all(lists, &fp)?;
     let w = inputs.weight()?;
     // λ = 0 needs no model: the first pass alone decides.
-    let (s2, backend) = if w == 0.0 {
-        (lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect(), "none".to_string())
-    } else {
-        let mut scorer = load(&a.m)?;
-        let d = scorer.backend.describe();
-        (second_pass(&mut scorer, &lists, a.m.method)?, d)
-    };
-    let set = EvalSet::new(&lists, s1, s2);
+    let mut scorer = if w == 0.0 { None } else { Some(load(&a.m)?) };
+    let backend = scorer.as_ref().map_or_else(|| "none".to_string(), |s| s.backend.describe());
+    let pb = progress(lists.len(), "scoring");
+    let set = pollster::block_on(EvalSet::score(lists, &fp, scorer.as_mut().map(|s| (s, a.m.method)), &mut |n| pb.inc(n as u64)))?;
+    pb.finish_and_clear();
     set.require_references(&a.nbest.display().to_string())?;
     if set.unreferenced > 0 {
         eprintln!("lorb: {} of {} lists have no reference and are not counted", set.unreferenced, lists.len());

@@ -2,7 +2,6 @@
 //! adapter to use, and the first- and second-pass scores of those lists.
 
 use crate::common::{adapter_log, progress, read_lists, ListArgs};
-use lorb::rescore::first_pass_scores;
 use lorb::{Error, FirstPass, Method, NBest, Result, Scorer};
 use std::path::{Path, PathBuf};
 
@@ -14,9 +13,6 @@ pub fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Resu
     Ok(s)
 }
 
-pub fn s1_all(lists: &[NBest], fp: &FirstPass) -> Result<Vec<Vec<f64>>> {
-    lists.iter().map(|nb| first_pass_scores(nb, fp)).collect()
-}
 
 /// The LoRB adapters that ship with lorb for CLS rescoring, the default first. With no model,
 /// head or adapter given (and the CLS method), list commands use the one whose training

@@ -1,7 +1,7 @@
 //! `lorb rescore`: n-best lists re-ranked by s1 + λ·s2, as JSON Lines.
 
 use crate::common::{load, ListArgs};
-use crate::lists::{list_inputs, s1_all, second_pass};
+use crate::lists::{list_inputs, second_pass};
 use lorb::rescore::rescore_list;
 use lorb::{Error, Result};
 use std::io::Write;
@@ -12,7 +12,7 @@ pub fn rescore(a: ListArgs) -> Result<()> {
     let lambda = inputs.weight()?;
     let mut scorer = load(&a.m)?;
     let s2 = second_pass(&mut scorer, lists, a.m.method)?;
-    let s1 = s1_all(lists, &inputs.first_pass()?)?;
+    let s1 = lorb::rescore::first_pass_all(lists, &inputs.first_pass()?)?;
     let mut w: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?),
         None => Box::new(std::io::stdout().lock()),

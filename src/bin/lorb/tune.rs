@@ -1,7 +1,7 @@
 //! `lorb tune`: λ (and with --tune-s1 the first pass's coefficients) by grid search on a dev set.
 
 use crate::common::{load, ListArgs};
-use crate::lists::{list_inputs, s1_all, second_pass};
+use crate::lists::{list_inputs, second_pass};
 use clap::Args;
 use lorb::rescore::EvalSet;
 use lorb::Result;
@@ -42,7 +42,7 @@ pub fn tune(a: TuneArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let set = EvalSet::new(&lists, s1_all(&lists, &fp)?, s2);
+    let set = EvalSet::new(lists, lorb::rescore::first_pass_all(lists, &fp)?, s2);
     set.require_references(&l.nbest.display().to_string())?;
     let (curve, best) = set.tune(&g);
     let r = set.report(best);
