@@ -380,6 +380,9 @@ pub async fn run(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<c
     Ok((trainer, report))
 }
 
+/// The parameters of the best epoch so far, by name.
+type Best = Vec<(String, Tensor)>;
+
 /// Trains on `train` for `o.epochs`, evaluating on `dev` after each epoch; leaves the best
 /// epoch's parameters in `t`. With `o.checkpoint`, resumes from a checkpoint found there and
 /// writes one after every epoch and when stopped. `cancel` is checked before each step.
@@ -389,94 +392,14 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
     if train.is_empty() {
         return Err(Error::Input("no training lists".into()));
     }
-    let per = o.lists_per_step;
     let lambda0 = 1.0 / t.cfg.kappa;
-    let resume = o.checkpoint.as_ref().filter(|d| d.join("state.json").exists());
-    let (mut s, mut best) = match resume {
-        Some(dir) => {
-            let (s, best) = Checkpoint::load(dir, t)?;
-            (s, best)
-        }
-        None => {
-            let zero: Vec<Vec<f64>> = dev.iter().map(|l| vec![0.0; l.s1.len()]).collect();
-            let first = wer_at(dev, &zero, 0.0);
-            let s = State {
-                config: t.cfg.clone(),
-                step: t.step,
-                epoch: 0,
-                pos: 0,
-                order: Vec::new(),
-                rng: t.rng.clone(),
-                epoch_loss: 0.0,
-                best_epoch: 0,
-                best_dev_wer: first,
-                dev_first_pass_wer: first,
-                curve: Vec::new(),
-                losses: Vec::new(),
-                limited: false,
-                files: Vec::new(),
-            };
-            let best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
-            (s, best)
-        }
-    };
+    let (mut s, mut best) = begin(t, dev, o).await?;
     let mut stopped = None;
     let mut budget = o.time_limit.map(|l| TimeBudget::new(l, t.step));
-    'epochs: while s.epoch < o.epochs {
-        if s.order.is_empty() {
-            s.order = (0..train.len()).collect();
-            t.rng.shuffle(&mut s.order);
-            s.pos = 0;
-            s.epoch_loss = 0.0;
-        }
+    while s.epoch < o.epochs {
         let started = seconds();
-        let steps_in_epoch = s.order.len().div_ceil(per);
-        while s.pos < s.order.len() {
-            if cancel.cancelled() {
-                stopped = Some(format!("cancelled after step {}", t.step));
-                break 'epochs;
-            }
-            let lists: Vec<&ListExample> = s.order[s.pos..(s.pos + per).min(s.order.len())].iter().map(|&i| &train[i]).collect();
-            match t.step_lists(&lists).await {
-                Ok(log) => {
-                    s.epoch_loss += log.loss * lists.len() as f64;
-                    s.losses.push(log.loss);
-                    s.pos += lists.len();
-                    s.step = t.step;
-                    progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
-                    yield_now().await;
-                    if budget.as_mut().is_some_and(|b| b.after_step(t)) {
-                        s.limited = true;
-                        break;
-                    }
-                }
-                // `apply` checks before it updates: the parameters are still the last good ones.
-                Err(e @ Error::NonFinite { .. }) => {
-                    stopped = Some(e.to_string());
-                    break 'epochs;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let scores = dev_scores(t, dev).await?;
-        let (weight, dev_wer) = tune(dev, &scores, lambda0);
-        let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / s.pos.max(1) as f64, dev_wer, weight, seconds: seconds() - started };
-        progress(&Progress::Epoch(rec.clone()));
-        s.curve.push(rec);
-        s.epoch += 1;
-        s.order.clear();
-        s.pos = 0;
-        // With no dev lists every epoch counts as the best: the last one is kept.
-        if dev_wer < s.best_dev_wer || dev.is_empty() {
-            s.best_dev_wer = dev_wer;
-            s.best_epoch = s.epoch;
-            best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
-        }
-        s.rng = t.rng.clone();
-        if let Some(dir) = &o.checkpoint {
-            Checkpoint::save(dir, t, &mut s, &best).await?;
-        }
-        if s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience) {
+        stopped = epoch_steps(t, train, o.lists_per_step, &mut s, cancel, &mut progress, &mut budget).await?;
+        if stopped.is_some() || end_epoch(t, dev, o, &mut s, &mut best, lambda0, started, &mut progress).await? {
             break;
         }
     }
@@ -510,4 +433,93 @@ pub async fn fit(t: &mut Trainer, train: &[ListExample], dev: &[ListExample], o:
         trainable_parameters,
         steps: t.step,
     })
+}
+
+/// The run's state and best parameters: from the checkpoint in `o.checkpoint` when there is one,
+/// else fresh (the first pass's dev WER is the one to beat, the starting parameters the best).
+async fn begin(t: &mut Trainer, dev: &[ListExample], o: &FitOptions) -> Result<(State, Best)> {
+    if let Some(dir) = o.checkpoint.as_ref().filter(|d| d.join("state.json").exists()) {
+        return Checkpoint::load(dir, t);
+    }
+    let zero: Vec<Vec<f64>> = dev.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+    let first = wer_at(dev, &zero, 0.0);
+    let s = State {
+        config: t.cfg.clone(),
+        step: t.step,
+        epoch: 0,
+        pos: 0,
+        order: Vec::new(),
+        rng: t.rng.clone(),
+        epoch_loss: 0.0,
+        best_epoch: 0,
+        best_dev_wer: first,
+        dev_first_pass_wer: first,
+        curve: Vec::new(),
+        losses: Vec::new(),
+        limited: false,
+        files: Vec::new(),
+    };
+    let best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+    Ok((s, best))
+}
+
+/// The steps of the current epoch from where `s` is (a new epoch shuffles the lists first), up
+/// to its end or the time budget (then `s.limited`). `Some(why)` when the run stops: cancelled,
+/// or a non-finite step (which changed nothing: the parameters are the last good ones).
+async fn epoch_steps(t: &mut Trainer, train: &[ListExample], per: usize, s: &mut State, cancel: &(impl Cancel + ?Sized), progress: &mut impl FnMut(&Progress), budget: &mut Option<TimeBudget>) -> Result<Option<String>> {
+    if s.order.is_empty() {
+        s.order = (0..train.len()).collect();
+        t.rng.shuffle(&mut s.order);
+        s.pos = 0;
+        s.epoch_loss = 0.0;
+    }
+    let steps_in_epoch = s.order.len().div_ceil(per);
+    while s.pos < s.order.len() {
+        if cancel.cancelled() {
+            return Ok(Some(format!("cancelled after step {}", t.step)));
+        }
+        let lists: Vec<&ListExample> = s.order[s.pos..(s.pos + per).min(s.order.len())].iter().map(|&i| &train[i]).collect();
+        let log = match t.step_lists(&lists).await {
+            Ok(log) => log,
+            Err(e @ Error::NonFinite { .. }) => return Ok(Some(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        s.epoch_loss += log.loss * lists.len() as f64;
+        s.losses.push(log.loss);
+        s.pos += lists.len();
+        s.step = t.step;
+        progress(&Progress::Step { epoch: s.epoch + 1, index: s.pos.div_ceil(per), of: steps_in_epoch, log });
+        yield_now().await;
+        if budget.as_mut().is_some_and(|b| b.after_step(t)) {
+            s.limited = true;
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// Closes an epoch: dev WER at the tuned λ, the curve, the best parameters when it beat the
+/// best so far (with no dev lists every epoch counts as the best: the last one is kept), and a
+/// checkpoint. `true` when the run ends here: cut by the time budget, or no better for
+/// `o.patience` epochs.
+#[allow(clippy::too_many_arguments)]
+async fn end_epoch(t: &mut Trainer, dev: &[ListExample], o: &FitOptions, s: &mut State, best: &mut Best, lambda0: f64, started: f64, progress: &mut impl FnMut(&Progress)) -> Result<bool> {
+    let scores = dev_scores(t, dev).await?;
+    let (weight, dev_wer) = tune(dev, &scores, lambda0);
+    let rec = EpochRecord { epoch: s.epoch + 1, steps: t.step, train_loss: s.epoch_loss / s.pos.max(1) as f64, dev_wer, weight, seconds: seconds() - started };
+    progress(&Progress::Epoch(rec.clone()));
+    s.curve.push(rec);
+    s.epoch += 1;
+    s.order.clear();
+    s.pos = 0;
+    if dev_wer < s.best_dev_wer || dev.is_empty() {
+        s.best_dev_wer = dev_wer;
+        s.best_epoch = s.epoch;
+        *best = t.named_params().await?.into_iter().map(|(n, sh, d)| (n, Tensor::new(sh, d))).collect();
+    }
+    s.rng = t.rng.clone();
+    if let Some(dir) = &o.checkpoint {
+        Checkpoint::save(dir, t, s, best).await?;
+    }
+    Ok(s.limited || (o.patience > 0 && !dev.is_empty() && s.epoch - s.best_epoch >= o.patience))
 }
