@@ -155,6 +155,55 @@ fn method_of(opts: &JsValue) -> Result<Method, JsValue> {
     }
 }
 
+/// What `Rescorer.train` trains and how, from its options, checked before any work: LoRA rank,
+/// α and targets, the objective and hyperparameters, and the epochs over `lists` training lists.
+struct TrainPlan {
+    r: usize,
+    alpha: f64,
+    targets: Vec<crate::adapter::Target>,
+    cfg: crate::train::TrainConfig,
+    fit: crate::train::FitOptions,
+}
+
+fn train_plan(opts: &JsValue, lists: usize) -> Result<TrainPlan, JsValue> {
+    use crate::train::{Objective, TrainConfig};
+    let num = |k: &str, d: f64| get(opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
+    let objective = match get(opts, "objective").and_then(|v| v.as_string()).as_deref() {
+        None | Some("mwer") => Objective::Mwer,
+        Some("mwed") => Objective::Mwed,
+        Some(o) => return Err(js_error(Error::Unsupported(format!("objective {o:?} in the browser (mwer, mwed)")))),
+    };
+    let targets: Vec<crate::adapter::Target> = match get(opts, "targets") {
+        Some(t) => {
+            let names: Vec<String> = serde_wasm_bindgen::from_value(t).map_err(|e| js_error(Error::Input(format!("targets: {e}"))))?;
+            names.iter().map(|n| crate::adapter::Target::parse(n)).collect::<crate::Result<_>>().map_err(js_error)?
+        }
+        None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
+    };
+    let fit = crate::train::FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", 8.0).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
+    fit.validate().map_err(js_error)?;
+    let total = (lists.div_ceil(fit.lists_per_step) * fit.epochs) as u64;
+    let cfg = TrainConfig {
+        objective,
+        kappa: num("kappa", 1.0),
+        cor_weight: num("corWeight", 0.0),
+        optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), weight_decay: num("weightDecay", 0.01), ..Default::default() },
+        head_lr: get(opts, "headLr").and_then(|v| v.as_f64()),
+        warmup_steps: total / 10,
+        total_steps: total,
+        clip: num("clip", 1.0),
+        seed: num("seed", 0.0) as u64,
+        ..Default::default()
+    };
+    cfg.validate().map_err(js_error)?;
+    let (r, alpha) = (num("r", 4.0), num("alpha", 8.0));
+    if r.fract() != 0.0 || r < 1.0 {
+        return Err(js_error(Error::Input(format!("r = {r}: must be a positive integer"))));
+    }
+    crate::adapter::check_lora_shape(r as usize, alpha).map_err(js_error)?;
+    Ok(TrainPlan { r: r as usize, alpha, targets, cfg, fit })
+}
+
 /// The first-pass score s1 of `opts.s1` (an expression over hypothesis fields, as `--s1`;
 /// default `score`).
 fn first_pass_of(opts: &JsValue) -> Result<crate::nbest::FirstPass, JsValue> {
@@ -390,61 +439,15 @@ impl Rescorer {
         #[wasm_bindgen(unchecked_param_type = "((p: TrainProgress) => void) | undefined")] on_progress: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CancelToken | undefined")] cancel: JsValue,
     ) -> Result<JsValue, JsValue> {
-        use crate::train::fit::{FitOptions, Progress};
-        use crate::train::{hold_out, holdout_count, Objective, TrainConfig, Trainer};
+        use crate::train::fit::Progress;
+        use crate::train::Trainer;
         let num = |k: &str, d: f64| get(&opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
         let depth = num("depth", f64::INFINITY);
         let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
         let fp = first_pass_of(&opts)?;
-        let mut examples = self.examples(lists, "training", depth, &fp)?;
-        if examples.is_empty() {
-            return Err(js_error(Error::Input("no training lists".into())));
-        }
-        let seed = num("seed", 0.0) as u64;
-        let dev = match get(&opts, "dev") {
-            Some(d) => self.examples(d, "dev", depth, &fp)?,
-            None => {
-                let fraction = num("devFraction", 0.1);
-                if !(0.0..=0.5).contains(&fraction) {
-                    return Err(js_error(Error::Input(format!("devFraction {fraction}: expected 0 to 0.5"))));
-                }
-                let n = holdout_count(examples.len(), fraction);
-                hold_out(&mut examples, n, seed)
-            }
-        };
-        let objective = match get(&opts, "objective").and_then(|v| v.as_string()).as_deref() {
-            None | Some("mwer") => Objective::Mwer,
-            Some("mwed") => Objective::Mwed,
-            Some(o) => return Err(js_error(Error::Unsupported(format!("objective {o:?} in the browser (mwer, mwed)")))),
-        };
-        let targets: Vec<crate::adapter::Target> = match get(&opts, "targets") {
-            Some(t) => {
-                let names: Vec<String> = serde_wasm_bindgen::from_value(t).map_err(|e| js_error(Error::Input(format!("targets: {e}"))))?;
-                names.iter().map(|n| crate::adapter::Target::parse(n)).collect::<crate::Result<_>>().map_err(js_error)?
-            }
-            None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
-        };
-        let o = FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", 8.0).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
-        o.validate().map_err(js_error)?;
-        let total = (examples.len().div_ceil(o.lists_per_step) * o.epochs) as u64;
-        let cfg = TrainConfig {
-            objective,
-            kappa: num("kappa", 1.0),
-            cor_weight: num("corWeight", 0.0),
-            optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), weight_decay: num("weightDecay", 0.01), ..Default::default() },
-            head_lr: get(&opts, "headLr").and_then(|v| v.as_f64()),
-            warmup_steps: total / 10,
-            total_steps: total,
-            clip: num("clip", 1.0),
-            seed,
-            ..Default::default()
-        };
-        cfg.validate().map_err(js_error)?;
-        let (r, alpha) = (num("r", 4.0), num("alpha", 8.0));
-        if r.fract() != 0.0 || r < 1.0 {
-            return Err(js_error(Error::Input(format!("r = {r}: must be a positive integer"))));
-        }
-        crate::adapter::check_lora_shape(r as usize, alpha).map_err(js_error)?;
+        let (examples, dev) = self.train_and_dev(lists, &opts, depth, &fp)?;
+        let plan = train_plan(&opts, examples.len())?;
+        let total = plan.cfg.total_steps;
         // Train on the base weights: remove the adapter merged for scoring first, and put it
         // back (with its head and λ) unless training ends with a trained adapter to use.
         let previous = (self.scorer.adapter(), self.scorer.cls_head.clone(), self.weight);
@@ -458,9 +461,9 @@ impl Rescorer {
             None
         };
         let trained: crate::Result<(Trainer, crate::train::fit::FitReport)> = async {
-            let start = crate::train::Start { r: r as usize, alpha, rslora: false, targets: &targets, seed: cfg.seed, head_only: false, full: false, from: from.as_deref() };
+            let start = crate::train::Start { r: plan.r, alpha: plan.alpha, rslora: false, targets: &plan.targets, seed: plan.cfg.seed, head_only: false, full: false, from: from.as_deref() };
             // Read through the token's JS getter: the token stays the caller's.
-            crate::train::fit::run(&self.scorer, &start, None, cfg, &examples, &dev, &o, &is_cancelled, |p| {
+            crate::train::fit::run(&self.scorer, &start, None, plan.cfg, &examples, &dev, &plan.fit, &is_cancelled, |p| {
                 if !on_progress.is_function() {
                     return;
                 }
@@ -475,11 +478,46 @@ impl Rescorer {
             .await
         }
         .await;
-        // A run that failed (an error, or NaN/Inf) leaves the previous adapter in place; a
-        // finished or cancelled one leaves its best (or last good) adapter merged.
+        let (trainer, report, trainable) = self.keep_or_restore(trained, previous, is_cancelled()).await?;
+        let curve: Vec<Value> = report.curve.iter().map(|r| json!({"epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss})).collect();
+        to_js(&json!({
+            "steps": trainer.step, "losses": report.losses, "weight": report.weight, "trainableParameters": trainable, "cancelled": false,
+            "trainLists": examples.len(), "devLists": dev.len(), "devFirstPassWer": (!dev.is_empty()).then_some(report.dev_first_pass_wer),
+            "devWer": (!dev.is_empty()).then_some(report.best_dev_wer), "bestEpoch": report.best_epoch, "curve": curve,
+            "lambdaCurve": report.lambda_curve, "timeLimitedSteps": report.time_limited_steps,
+        }))
+    }
+
+    /// The training lists and the dev lists: `opts.dev`, else a seeded `devFraction` (0.1) held
+    /// out of the training lists.
+    fn train_and_dev(&self, lists: JsValue, opts: &JsValue, depth: Option<usize>, fp: &crate::nbest::FirstPass) -> Result<(Vec<crate::train::ListExample>, Vec<crate::train::ListExample>), JsValue> {
+        let mut examples = self.examples(lists, "training", depth, fp)?;
+        if examples.is_empty() {
+            return Err(js_error(Error::Input("no training lists".into())));
+        }
+        let dev = match get(opts, "dev") {
+            Some(d) => self.examples(d, "dev", depth, fp)?,
+            None => {
+                let fraction = get(opts, "devFraction").and_then(|v| v.as_f64()).unwrap_or(0.1);
+                if !(0.0..=0.5).contains(&fraction) {
+                    return Err(js_error(Error::Input(format!("devFraction {fraction}: expected 0 to 0.5"))));
+                }
+                let n = crate::train::holdout_count(examples.len(), fraction);
+                let seed = get(opts, "seed").and_then(|v| v.as_f64()).unwrap_or(0.0) as u64;
+                crate::train::hold_out(&mut examples, n, seed)
+            }
+        };
+        Ok((examples, dev))
+    }
+
+    /// After a run: one that failed (an error, or NaN/Inf) puts the previous adapter, head and λ
+    /// back and rejects; a finished or cancelled one leaves its best (or last good) adapter
+    /// merged (returned with its parameter count), and a cancelled one then rejects with
+    /// `cancelled`.
+    async fn keep_or_restore(&mut self, trained: crate::Result<(crate::train::Trainer, crate::train::fit::FitReport)>, previous: (Option<std::sync::Arc<crate::adapter::Adapter>>, Option<crate::model::ClsHead>, f64), cancelled: bool) -> Result<(crate::train::Trainer, crate::train::fit::FitReport, usize), JsValue> {
         let failed = match &trained {
             Err(_) => true,
-            Ok((_, rep)) => rep.stopped.is_some() && !is_cancelled(),
+            Ok((_, rep)) => rep.stopped.is_some() && !cancelled,
         };
         if failed {
             let (adapter, head, weight) = previous;
@@ -500,13 +538,7 @@ impl Rescorer {
         if report.stopped.is_some() {
             return Err(js_error(Error::Cancelled(trainer.step)));
         }
-        let curve: Vec<Value> = report.curve.iter().map(|r| json!({"epoch": r.epoch, "devWer": r.dev_wer, "weight": r.weight, "trainLoss": r.train_loss})).collect();
-        to_js(&json!({
-            "steps": trainer.step, "losses": report.losses, "weight": report.weight, "trainableParameters": trainable, "cancelled": false,
-            "trainLists": examples.len(), "devLists": dev.len(), "devFirstPassWer": (!dev.is_empty()).then_some(report.dev_first_pass_wer),
-            "devWer": (!dev.is_empty()).then_some(report.best_dev_wer), "bestEpoch": report.best_epoch, "curve": curve,
-            "lambdaCurve": report.lambda_curve, "timeLimitedSteps": report.time_limited_steps,
-        }))
+        Ok((trainer, report, trainable))
     }
 
     /// N-best lists from JS as training examples (each needs a reference).

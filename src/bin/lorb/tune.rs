@@ -29,11 +29,11 @@ pub fn tune(a: TuneArgs) -> Result<()> {
         lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect()
     } else {
         let mut scorer = load(&l.m)?;
-        second_pass(&mut scorer, &lists, l.m.method)?
+        second_pass(&mut scorer, lists, l.m.method)?
     };
     let fp = inputs.first_pass()?;
     if !a.tune_s1.is_empty() {
-        let t = lorb::rescore::tune_first_pass(&lists, &fp, &a.tune_s1, s2, &g)?;
+        let t = lorb::rescore::tune_first_pass(lists, &fp, &a.tune_s1, s2, &g)?;
         if l.json {
             println!("{}", json!({"s1": t.first_pass.to_string(), "weight": t.weight, "dev_wer": t.wer, "given_s1": fp.to_string(), "given_s1_dev_wer": t.start_wer}));
         } else {
