@@ -348,6 +348,9 @@ impl Adapter {
     }
 
     /// Parses and validates an adapter against the model it is meant for.
+    ///
+    /// Long on purpose: one check after another, each with its own error, in the order the files
+    /// are read.
     pub fn from_bytes(config_json: &[u8], tensors: &[u8], config: &ModelConfig) -> Result<Self> {
         let cj: Value = serde_json::from_slice(config_json).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
         let peft_type = cj.get("peft_type").and_then(Value::as_str).unwrap_or("");

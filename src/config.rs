@@ -41,6 +41,8 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Reads and checks `config.json`. Long on purpose: one field after another, each checked
+    /// with its own error, for every architecture's spelling.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::Config(e.to_string()))?;
         let model_type = v

@@ -344,6 +344,9 @@ impl Model {
         Self::from_bytes(&read("config.json")?, &read("model.safetensors")?)
     }
 
+    ///
+    /// Long on purpose: each tensor is found under its architecture's name and checked for its
+    /// shape, one after another, each with its own error.
     pub fn from_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<Self> {
         let config = ModelConfig::from_json(config_json)?;
         let st = SafeTensors::deserialize(safetensors).map_err(|e| Error::MalformedWeights(e.to_string()))?;

@@ -283,6 +283,8 @@ const QB: usize = 4;
 /// queries × `LANES` head dimensions for the context; keys and head dimensions are zero-padded
 /// to whole blocks (padded keys get probability 0), so every inner loop is a fixed-size one.
 /// The softmax is fused: `e^(s − max)` feeds the context sum, divided once by `Σ e` at the end.
+///
+/// Long on purpose: one register-blocked kernel whose loops share the blocks' accumulators.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn attend_seq(qkv: &[f32], len: usize, hd: Heads, q_rows: &[usize], ctx: &mut [f32], mut probs: Option<&mut [f32]>) {
     type Block = [f32; LANES];

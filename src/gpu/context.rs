@@ -293,6 +293,8 @@ impl GpuContext {
         })
     }
 
+    ///
+    /// Long on purpose: the device, its limits and every pipeline, made inside one error scope.
     pub async fn new(opts: &GpuOptions) -> Result<Self> {
         let adapter = Self::request_adapter().await?;
         let info = adapter.get_info();
@@ -476,6 +478,8 @@ impl GpuContext {
 
     /// Encodes the plan into one command buffer, submits it, and reads back `read_bytes` from
     /// the start of `out`.
+    ///
+    /// Long on purpose: one command encoder from the first dispatch to the mapped readback.
     pub async fn run(&mut self, plan: Plan, out: &Buf, read_bytes: u64) -> Result<Vec<f32>> {
         let stride = (self.limits.min_uniform_buffer_offset_alignment as u64).max(256);
         let n_dispatch = plan.steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count() as u64;

@@ -405,6 +405,8 @@ impl GpuBackend {
         layernorm::record(plan, io.out, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
     }
 
+    /// Long on purpose: it records one submission in order (inputs, every layer, the head, one
+    /// readback) over the workspace's buffers; in pieces, a dozen buffers would pass between them.
     async fn run(&mut self, batch: &Batch, job: Job<'_>) -> Result<Vec<f32>> {
         let c = self.model.config.clone();
         let (h, im, v) = (c.hidden as u32, c.intermediate as u32, c.vocab_size as u32);

@@ -521,6 +521,9 @@ impl GpuBackend {
     /// Records the backward of every layer from the gradient in the pooled `bw.dx` buffer,
     /// accumulating the LoRA pairs' gradients and, under full fine-tuning, every weight's
     /// (`dW += dYᵀ·X`, `db += Σ dY`, LayerNorm `dγ += Σ dY⊙x̂`, `dβ += Σ dY`, embedding rows).
+    ///
+    /// Long on purpose: one submission recorded layer by layer in reverse over the workspace's
+    /// buffers; in pieces, a dozen buffers would pass between them.
     fn record_encoder_backward(&mut self, plan: &mut Plan, tape: &Tape) -> Result<()> {
         let c = self.model.config.clone();
         let (h, im) = (c.hidden as u32, c.intermediate as u32);
