@@ -5,20 +5,7 @@
 // One invocation per element, in f32. `check` runs over every tensor first; `main` then makes
 // the whole step or, if any value would not be finite, none of it.
 
-struct Params {
-    n: u32,
-    g_off: u32,
-    _p0: u32,
-    _p1: u32,
-    lr: f32,
-    decay: f32,   // 1 − lr·wd
-    beta1: f32,
-    beta2: f32,
-    bc1: f32,     // 1 − β1^t
-    bc2: f32,     // 1 − β2^t
-    eps: f32,
-    scale: f32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/adamw.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;

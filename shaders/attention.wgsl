@@ -9,16 +9,7 @@ const QT: u32 = 32u;    // queries per workgroup
 const KT: u32 = 16u;    // keys per tile
 const MAXD: u32 = 64u;  // largest supported head dimension
 
-struct Params {
-    seq: u32,
-    hidden: u32,
-    head_dim: u32,
-    row_offset: u32, // index of this chunk's first sequence in `lens`
-    scale: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/attention.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;

@@ -9,16 +9,7 @@
 
 const MAXD: u32 = 64u;
 
-struct Params {
-    seq: u32,
-    hidden: u32,
-    head_dim: u32,
-    heads: u32,
-    scale: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `BackParams` (src/gpu/ops/attention.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;

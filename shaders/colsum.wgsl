@@ -2,12 +2,7 @@
 // (with_b = 1: LayerNorm's γ from dy and x̂) or Σ_r a[r·cols + j] (with_b = 0: biases, β).
 // One invocation per column, the rows summed in order in f32.
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    with_b: u32,
-    out_off: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/colsum.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -3,16 +3,7 @@
 // for one binding is split into row shards: one dispatch per shard, each writing the tokens
 // whose ids fall in [vocab_lo, vocab_hi).
 
-struct Params {
-    n: u32,          // tokens × hidden in this chunk
-    hidden: u32,
-    seq: u32,
-    pos_offset: u32, // RoBERTa: pad_token_id + 1
-    tok_offset: u32, // index of this chunk's first token in `ids`
-    vocab_lo: u32,
-    vocab_hi: u32,
-    _p0: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/embed.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;

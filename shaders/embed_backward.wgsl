@@ -3,12 +3,7 @@
 // listed as CSR (starts, toks) with their rows: each row is written by one invocation, so
 // repeated ids need no atomics. One invocation per (group, d); the group's tokens summed in order.
 
-struct Params {
-    groups: u32,
-    hidden: u32,
-    out_off: u32,
-    _p0: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `BackParams` (src/gpu/ops/embed.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

@@ -3,16 +3,7 @@
 // on those rows only. mode 1 is its backward, a scatter-add into distinct rows:
 // out[idx[idx_off + r] * hidden + d] += x[r * hidden + d].
 
-struct Params {
-    n: u32,       // rows × hidden
-    hidden: u32,
-    idx_off: u32,
-    out_off: u32,
-    mode: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/gather.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

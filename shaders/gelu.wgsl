@@ -4,12 +4,7 @@
 
 // #include "gelu_fn.wgsl"
 
-struct Params {
-    n: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/gelu.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;

@@ -4,12 +4,7 @@
 const WG: u32 = 128u;
 // #include "reduce.wgsl"
 
-struct Params {
-    rows: u32,
-    hidden: u32,
-    eps: f32,
-    _p0: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/layernorm.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;

@@ -5,12 +5,7 @@
 const WG: u32 = 128u;
 // #include "reduce.wgsl"
 
-struct Params {
-    rows: u32,
-    hidden: u32,
-    eps: f32,
-    keep_xhat: u32, // 1: also write x̂ to `xhat` (for the γ, β gradients)
-}
+// #uniform: `struct Params`, generated from the launcher's `BackParams` (src/gpu/ops/layernorm.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -7,16 +7,7 @@
 const WG: u32 = 256u;
 // #include "reduce.wgsl"
 
-struct Params {
-    rows: u32,
-    vocab: u32,
-    mode: u32,
-    tgt_off: u32,
-    out_off: u32,
-    w: f32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/logsoftmax.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;

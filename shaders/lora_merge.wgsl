@@ -2,16 +2,7 @@
 // W [*, cols] row-major, A [r, cols], B [out, r]. scale = ±α/r (negative to remove the pair
 // again). One invocation per element of the out × cols block; the sum over r is in f32.
 
-struct Params {
-    n: u32,       // out × cols
-    cols: u32,
-    r: u32,
-    row_off: u32,
-    scale: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/lora.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;

@@ -18,20 +18,7 @@ const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 const BN: u32 = 16u * TN;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    act: u32,
-    has_res: u32,
-    ldc: u32,
-    c_off: u32,
-    a_off: u32,  // element offset of A's first element
-    lda: u32,
-    ldb: u32,
-    trans: u32,  // bit 0: A stored transposed; bit 1: B stored [n, k]
-    alpha: f32,
-}
+// #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/matmul.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

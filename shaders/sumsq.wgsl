@@ -4,12 +4,7 @@
 
 const WG: u32 = 256u;
 
-struct Params {
-    n: u32,
-    stride: u32,  // NWG · WG
-    _p0: u32,
-    _p1: u32,
-}
+// #uniform: `struct Params`, generated from the launcher's `SumSqParams` (src/gpu/ops/adamw.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

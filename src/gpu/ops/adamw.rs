@@ -16,10 +16,13 @@ super::uniform! {
         g_off: u32,
         _p: [u32; 2],
         lr: f32,
+        /// 1 − lr·wd
         decay: f32,
         beta1: f32,
         beta2: f32,
+        /// 1 − β1^t
         bc1: f32,
+        /// 1 − β2^t
         bc2: f32,
         eps: f32,
         scale: f32,
@@ -77,6 +80,7 @@ fn record_one(plan: &mut Plan, kernel: Kernel, piece: &Piece, grads: &Buf, m: &B
 super::uniform! {
     SumSqParams {
         n: u32,
+        /// NWG · WG
         stride: u32,
         _p: [u32; 2],
     }

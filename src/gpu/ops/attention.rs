@@ -14,6 +14,7 @@ super::uniform! {
         seq: u32,
         hidden: u32,
         head_dim: u32,
+        /// index of this chunk's first sequence in `lens`
         row_offset: u32,
         scale: f32,
         _p: [u32; 3],

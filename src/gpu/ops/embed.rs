@@ -8,10 +8,13 @@ pub(super) const BACKWARD: &str = include_str!("../../../shaders/embed_backward.
 
 super::uniform! {
     Params {
+        /// tokens × hidden in this chunk
         n: u32,
         hidden: u32,
         seq: u32,
+        /// RoBERTa: pad_token_id + 1
         pos_offset: u32,
+        /// index of this chunk's first token in `ids`
         tok_offset: u32,
         vocab_lo: u32,
         vocab_hi: u32,

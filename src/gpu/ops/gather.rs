@@ -7,6 +7,7 @@ pub(super) const SOURCE: &str = include_str!("../../../shaders/gather.wgsl");
 
 super::uniform! {
     Params {
+        /// rows × hidden
         n: u32,
         hidden: u32,
         idx_off: u32,

@@ -6,6 +6,7 @@ pub(super) const SOURCE: &str = include_str!("../../../shaders/lora_merge.wgsl")
 
 super::uniform! {
     Params {
+        /// out × cols
         n: u32,
         cols: u32,
         r: u32,

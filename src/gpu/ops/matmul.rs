@@ -14,9 +14,11 @@ super::uniform! {
         has_res: u32,
         ldc: u32,
         c_off: u32,
+        /// element offset of A's first element
         a_off: u32,
         lda: u32,
         ldb: u32,
+        /// bit 0: A stored transposed; bit 1: B stored [n, k]
         trans: u32,
         alpha: f32,
     }

@@ -1,7 +1,8 @@
 //! One file per GPU op: its WGSL (in `shaders/`), its uniform parameters, and the launcher that
 //! records its dispatch. Each kernel is described once, by its [`Spec`]: name, source, entry
-//! point, shader defines, and the layout of its uniform parameters, which a test checks against
-//! the WGSL struct the shader declares.
+//! point, shader defines, and its uniform parameters. Their WGSL `struct Params` is generated from
+//! the Rust struct (a shader says where with a `// #uniform` line), so it is never written twice;
+//! a test reads every generated struct back with naga and checks its layout against Rust's.
 
 /// A kernel's uniform parameters (`@group(0) @binding(0)`), a `#[repr(C)]` struct whose layout
 /// ([`Uniform::LAYOUT`]) is derived from its declaration, not written out again.
@@ -16,6 +17,21 @@ pub struct Layout {
     pub name: &'static str,
     pub size: usize,
     pub members: &'static [(&'static str, usize, &'static str)],
+}
+
+impl Layout {
+    /// The WGSL twin, `struct Params { … }`: the same members in order, scalars as they are and
+    /// a padding array `_p: [u32; N]` as `_p0` … `_p{N-1}`.
+    pub fn wgsl(&self) -> String {
+        let mut out = String::from("struct Params {\n");
+        for (name, _, ty) in self.members {
+            match ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')).and_then(|t| t.split_once(';')) {
+                Some((elem, n)) => (0..n.trim().parse::<usize>().unwrap_or(0)).for_each(|i| out += &format!("    {name}{i}: {},\n", elem.trim())),
+                None => out += &format!("    {name}: {ty},\n"),
+            }
+        }
+        out + "}"
+    }
 }
 
 /// Declares a kernel's uniform parameter struct (`#[repr(C)]`, `Pod`) and derives its [`Layout`].
@@ -152,8 +168,8 @@ impl Kernel {
         self.spec().entry
     }
 
-    /// The WGSL: `// #include "…"` lines replaced by the shared files, and the spec's defines
-    /// given their values.
+    /// The WGSL: `// #include "…"` lines replaced by the shared files, the `// #uniform` line by
+    /// the parameters' struct ([`Layout::wgsl`]), and the spec's defines given their values.
     pub fn source(self) -> String {
         let spec = self.spec();
         spec.source
@@ -162,6 +178,9 @@ impl Kernel {
                 let t = l.trim();
                 if let Some((_, inc)) = INCLUDES.iter().find(|(n, _)| t.strip_prefix("// #include \"").and_then(|r| r.strip_suffix('"')) == Some(n)) {
                     return inc.to_string();
+                }
+                if t.starts_with("// #uniform") {
+                    return spec.uniform.wgsl();
                 }
                 match spec.defines.iter().find(|(n, _)| t.strip_prefix("const ").and_then(|r| r.strip_prefix(n)).is_some_and(|r| r.starts_with(':'))) {
                     Some((_, v)) => format!("{} = {v};", l.split('=').next().unwrap_or(l).trim_end()),
@@ -199,8 +218,9 @@ mod tests {
         (named.collect(), *span as usize)
     }
 
-    /// Every kernel's Rust parameters and its shader's uniform struct agree: the same members by
-    /// name, in order, at the same offsets with the same types, and the same size.
+    /// Every kernel's shader binds the struct generated from its Rust parameters, and WGSL lays it
+    /// out as `#[repr(C)]` does: the same members by name, in order, at the same offsets with the
+    /// same types, and the same size.
     #[test]
     fn uniform_parameters_match_their_wgsl_structs() {
         for k in Kernel::ALL {
