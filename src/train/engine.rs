@@ -37,7 +37,7 @@ pub enum Tape {
 }
 
 /// Which gradients [`Engine::read_grads`] brings into the [`Grads`] value.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Wanted {
     pub lora: bool,
     pub mlm_head: bool,

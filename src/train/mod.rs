@@ -591,13 +591,12 @@ impl Trainer {
         Ok((loss, dcls))
     }
 
-
-    /// The loss of `lists`, each weighted by `weight`; with `grads`, adds `weight·∂L/∂θ` to them
-    /// (the engine's own accumulators hold what it keeps). Lists share a forward and backward up
-    /// to the engine's token budget ([`Engine::list_budget`]).
-    async fn lists_loss(&mut self, lists: &[&ListExample], weight: f64, mut grads: Option<(&mut Grads, &mut ClsGrad)>) -> Result<f64> {
+    /// The loss of `lists`, each weighted by `weight`, adding `weight·∂L/∂θ` to `g` and `gc` (the
+    /// engine's own accumulators hold what it keeps). Lists share a forward and backward up to
+    /// the engine's token budget ([`Engine::list_budget`]).
+    async fn lists_loss(&mut self, lists: &[&ListExample], weight: f64, g: &mut Grads, gc: &mut ClsGrad) -> Result<f64> {
         let h = self.model.config.hidden;
-        let keep = grads.is_some() && self.encoder_trains();
+        let keep = self.encoder_trains();
         let mut total = 0.0;
         for range in token_groups(lists, self.engine.list_budget(self.batch_tokens)) {
             let group = &lists[range];
@@ -607,12 +606,12 @@ impl Trainer {
             let mut row = 0;
             for ex in group {
                 let n = ex.ids.len();
-                let (loss, d) = self.list_objective(ex, &cls[row * h..(row + n) * h], weight, grads.as_mut().map(|(_, gc)| &mut **gc))?;
+                let (loss, d) = self.list_objective(ex, &cls[row * h..(row + n) * h], weight, Some(&mut *gc))?;
                 total += weight * loss;
                 d_cls.extend(d);
                 row += n;
             }
-            if let (Some(tape), Some((g, _))) = (tape, grads.as_mut()) {
+            if let Some(tape) = tape {
                 self.engine.backward(State { model: &self.model, lora: self.lora.as_ref() }, &batch, tape, &d_cls, g).await?;
             }
         }
@@ -633,7 +632,6 @@ impl Trainer {
         batch.validate(self.model.config.vocab_size, self.model.config.max_tokens())?;
         Ok(batch)
     }
-
 
     /// CLS scores `s2` of many lists with the current parameters; lists share a forward as in
     /// training.
@@ -676,7 +674,7 @@ impl Trainer {
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
         self.engine.zero_grads()?;
         let w = 1.0 / lists.len() as f64;
-        let total = self.lists_loss(lists, w, Some((&mut g, &mut gc))).await?;
+        let total = self.lists_loss(lists, w, &mut g, &mut gc).await?;
         let want = engine::Wanted { lora: self.has_pairs(), mlm_head: false, full: read_all };
         let kept_sumsq = self.engine.read_grads(&mut g, want).await?;
         Ok((total, g, gc, kept_sumsq))
@@ -722,7 +720,6 @@ impl Trainer {
         }
         Ok((batch, slots))
     }
-
 
     /// Mean masked-LM cross-entropy over `slots` of an already masked batch, with gradients.
     async fn mlm_loss(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Grads)> {
@@ -844,10 +841,7 @@ impl Trainer {
         // made, and then nothing changes.
         let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_in_engine(kept, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
         // The engine's weights step there, checked the same way: all of the step or none of it.
-        let engine_made = match kept && stays_finite {
-            true => engine.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await,
-            false => Ok(true),
-        };
+        let engine_made = if kept && stays_finite { engine.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await } else { Ok(true) };
         if !(stays_finite && engine_made.as_ref().is_ok_and(|&made| made)) {
             drop(params);
             self.opt = opt;

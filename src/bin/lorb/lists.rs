@@ -13,7 +13,6 @@ pub fn second_pass(scorer: &mut Scorer, lists: &[NBest], method: Method) -> Resu
     Ok(s)
 }
 
-
 /// The LoRB adapters that ship with lorb for CLS rescoring, the default first. With no model,
 /// head or adapter given (and the CLS method), list commands use the one whose training
 /// lists are most like the input's ([`lorb::rescore::ListProfile`]).
