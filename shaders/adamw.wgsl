@@ -6,6 +6,7 @@
 // the whole step or, if any value would not be finite, none of it.
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/adamw.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
@@ -38,7 +39,7 @@ fn finite(x: f32) -> bool {
 @compute @workgroup_size(256)
 fn check(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = element_index(wid, nwg, lid, 256u);
     if (i >= p.n) {
         return;
     }
@@ -52,7 +53,7 @@ fn check(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = element_index(wid, nwg, lid, 256u);
     if (i >= p.n || atomicLoad(&flag[0]) != 0u) {
         return;
     }

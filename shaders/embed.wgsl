@@ -4,6 +4,7 @@
 // whose ids fall in [vocab_lo, vocab_hi).
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/embed.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
@@ -15,7 +16,7 @@
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let idx = element_index(wid, nwg, lid, 256u);
     if (idx >= p.n) {
         return;
     }

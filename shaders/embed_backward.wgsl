@@ -4,6 +4,7 @@
 // repeated ids need no atomics. One invocation per (group, d); the group's tokens summed in order.
 
 // #uniform: `struct Params`, generated from the launcher's `BackParams` (src/gpu/ops/embed.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -15,7 +16,7 @@
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let idx = element_index(wid, nwg, lid, 256u);
     if (idx >= p.groups * p.hidden) {
         return;
     }

@@ -4,6 +4,7 @@
 // out[idx[idx_off + r] * hidden + d] += x[r * hidden + d].
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/gather.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -13,7 +14,7 @@
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = element_index(wid, nwg, lid, 256u);
     if (e >= p.n) {
         return;
     }

@@ -5,19 +5,16 @@
 // #include "gelu_fn.wgsl"
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/gelu.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> d: array<f32>;
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid;
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let e = element(wid, nwg, lid);
+    let e = element_index(wid, nwg, lid, 256u);
     if (e < p.n) {
         x[e] = gelu(x[e]);
     }
@@ -26,7 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(256)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let e = element(wid, nwg, lid);
+    let e = element_index(wid, nwg, lid, 256u);
     if (e < p.n) {
         d[e] = d[e] * gelu_grad(x[e]);
     }

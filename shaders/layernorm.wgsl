@@ -5,6 +5,7 @@ const WG: u32 = 128u;
 // #include "reduce.wgsl"
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/layernorm.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -16,7 +17,7 @@ const WG: u32 = 128u;
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = group_index(wid, nwg);
     if (row >= p.rows) {
         return;
     }

@@ -8,6 +8,7 @@ const WG: u32 = 256u;
 // #include "reduce.wgsl"
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/logsoftmax.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
@@ -17,7 +18,7 @@ const WG: u32 = 256u;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let r = wid.y * nwg.x + wid.x;
+    let r = group_index(wid, nwg);
     if (r >= p.rows) {
         return;
     }

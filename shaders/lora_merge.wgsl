@@ -3,6 +3,7 @@
 // again). One invocation per element of the out × cols block; the sum over r is in f32.
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/lora.rs).
+// #include "grid.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
@@ -12,7 +13,7 @@
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = element_index(wid, nwg, lid, 256u);
     if (e >= p.n) {
         return;
     }

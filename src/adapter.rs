@@ -221,6 +221,16 @@ pub struct Adapter {
     arch: Arch,
 }
 
+/// One tensor of an adapter ([`Adapter::tensors`]).
+pub struct AdapterTensor<'a> {
+    /// lorb's name ([`crate::layout`]).
+    pub name: String,
+    /// The name in PEFT's `adapter_model.safetensors`.
+    pub peft: String,
+    pub shape: Vec<usize>,
+    pub data: &'a [f32],
+}
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Adapter(msg.into())
 }
@@ -470,26 +480,42 @@ impl Adapter {
         })
     }
 
-    /// `adapter_config.json` and `adapter_model.safetensors` bytes, PEFT's names.
-    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// Every tensor the adapter holds, in a fixed order: the LoRA pairs, the MLM head's trained
+    /// parts, the CLS head. Each with lorb's name ([`crate::layout`]), PEFT's name, its shape
+    /// and its floats: what the PEFT file, [`Adapter::layout`] and the parameter count read.
+    pub fn tensors(&self) -> Vec<AdapterTensor<'_>> {
         let layers = Target::layers_prefix(self.arch);
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let bytes = |t: &[f32]| t.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut v = Vec::new();
         for p in &self.pairs {
             let stem = format!("{}{layers}{}.{}", self.key_prefix, p.layer, p.target.module(self.arch));
-            owned.push((format!("{stem}.lora_A.weight"), p.a.shape.clone(), bytes(&p.a.data)));
-            owned.push((format!("{stem}.lora_B.weight"), p.b.shape.clone(), bytes(&p.b.data)));
+            for (b, t) in [(false, &p.a), (true, &p.b)] {
+                let peft = format!("{stem}.lora_{}.weight", if b { 'B' } else { 'A' });
+                v.push(AdapterTensor { name: crate::layout::lora_name(p.layer, p.target, b), peft, shape: t.shape.clone(), data: &t.data });
+            }
         }
-        for (name, i) in MlmHeadUpdate::names(self.arch) {
-            let mut m = self.mlm_head.clone();
-            if let Some(t) = m.slot(i).take() {
-                owned.push((format!("{}{name}", self.mlm_prefix()), t.shape.clone(), bytes(&t.data)));
+        let m = &self.mlm_head;
+        let lorb_names = ["mlm.dense.weight", "mlm.dense.bias", "mlm.ln.gamma", "mlm.ln.beta", "mlm.bias"];
+        for (((peft, _), name), t) in MlmHeadUpdate::names(self.arch).into_iter().zip(lorb_names).zip([&m.dense_weight, &m.dense_bias, &m.ln_gamma, &m.ln_beta, &m.bias]) {
+            if let Some(t) = t {
+                v.push(AdapterTensor { name: name.into(), peft: format!("{}{peft}", self.mlm_prefix()), shape: t.shape.clone(), data: &t.data });
             }
         }
         if let Some(h) = &self.cls_head {
-            owned.push(("base_model.model.score.weight".into(), vec![1, h.weight.len()], bytes(&h.weight)));
-            owned.push(("base_model.model.score.bias".into(), vec![1], bytes(&[h.bias])));
+            v.push(AdapterTensor { name: "cls.weight".into(), peft: "base_model.model.score.weight".into(), shape: vec![1, h.weight.len()], data: &h.weight });
+            v.push(AdapterTensor { name: "cls.bias".into(), peft: "base_model.model.score.bias".into(), shape: vec![1], data: std::slice::from_ref(&h.bias) });
         }
+        v
+    }
+
+    /// Names, shapes, groups and offsets of [`Adapter::tensors`].
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::new(self.tensors().into_iter().map(|t| (t.name, t.shape)))
+    }
+
+    /// `adapter_config.json` and `adapter_model.safetensors` bytes, PEFT's names.
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let bytes = |t: &[f32]| t.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let owned: Vec<(String, Vec<usize>, Vec<u8>)> = self.tensors().into_iter().map(|t| (t.peft, t.shape, bytes(t.data))).collect();
         let e = |e: safetensors::SafeTensorError| bad(e.to_string());
         let views = owned
             .iter()
@@ -542,9 +568,7 @@ impl Adapter {
 
     /// Trainable parameters: the LoRA pairs and the trained heads.
     pub fn parameter_count(&self) -> usize {
-        let m = &self.mlm_head;
-        let mlm: usize = [&m.dense_weight, &m.dense_bias, &m.ln_gamma, &m.ln_beta, &m.bias].iter().filter_map(|t| t.as_ref()).map(|t| t.data.len()).sum();
-        self.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum::<usize>() + self.cls_head.as_ref().map(|h| h.weight.len() + 1).unwrap_or(0) + mlm
+        self.layout().floats()
     }
 
     /// Targets present, as `(module name, layers)`.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod layout;
 pub mod model;
 pub mod nbest;
 pub mod output;

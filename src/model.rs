@@ -106,40 +106,7 @@ impl Layer {
     }
 }
 
-/// What a named tensor belongs to, from its name ([`Model::tensors_mut`], LoRA pairs as
-/// `layers.L.TARGET.lora_A`/`lora_B`, the CLS head as `cls.*`): the one place names are sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    /// Embeddings and layers (trained only in full fine-tuning).
-    Encoder,
-    Lora,
-    ClsHead,
-    /// The MLM head's transform: dense and LayerNorm (an adapter may train it).
-    MlmTransform,
-    /// The MLM head's output bias and untied decoder (trained only in full fine-tuning).
-    MlmOutput,
-}
-
-impl Group {
-    pub fn of(name: &str) -> Group {
-        if name.starts_with("cls.") {
-            Group::ClsHead
-        } else if name == "mlm.bias" || name == "mlm.decoder" {
-            Group::MlmOutput
-        } else if name.starts_with("mlm.") {
-            Group::MlmTransform
-        } else if name.ends_with(".lora_A") || name.ends_with(".lora_B") {
-            Group::Lora
-        } else {
-            Group::Encoder
-        }
-    }
-
-    /// A head's tensor (CLS or MLM), which may train at its own learning rate.
-    pub fn is_head(self) -> bool {
-        matches!(self, Group::ClsHead | Group::MlmTransform | Group::MlmOutput)
-    }
-}
+pub use crate::layout::Group;
 
 /// The masked-LM head: dense + GELU + LayerNorm, then the decoder to the vocabulary.
 #[derive(Debug, Clone)]
@@ -149,23 +116,6 @@ pub struct MlmHead {
     /// `[V, H]`; `None` when tied to the word embeddings (as the originals do).
     pub decoder: Option<Tensor>,
     pub bias: Tensor,
-}
-
-impl MlmHead {
-    /// The head's trainable parts (transform, LayerNorm, output bias; an untied decoder too).
-    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut v: Vec<(String, &mut Tensor)> = vec![
-            ("mlm.dense.weight".into(), &mut self.dense.weight),
-            ("mlm.dense.bias".into(), &mut self.dense.bias),
-            ("mlm.ln.gamma".into(), &mut self.ln.gamma),
-            ("mlm.ln.beta".into(), &mut self.ln.beta),
-            ("mlm.bias".into(), &mut self.bias),
-        ];
-        if let Some(d) = self.decoder.as_mut() {
-            v.push(("mlm.decoder".into(), d));
-        }
-        v
-    }
 }
 
 /// RescoreBERT's CLS head: `s2 = w·h_CLS + b`.
@@ -224,6 +174,46 @@ impl ClsHead {
         std::fs::write(&tmp, self.to_safetensors()?).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, p).map_err(|e| Error::io(p, e))
     }
+}
+
+/// The one walk over a model's tensors, for [`Model::tensors`] (`model_tensors!(m)`) and
+/// [`Model::tensors_mut`] (`model_tensors!(m, mut)`).
+macro_rules! model_tensors {
+    ($m:expr $(, $mu:ident)?) => {{
+        let m = $m;
+        let mut v: Vec<(String, & $($mu)? Tensor)> = vec![("word_emb".into(), & $($mu)? m.word_emb), ("pos_emb".into(), & $($mu)? m.pos_emb)];
+        if m.config.type_vocab_size > 0 {
+            v.push(("type_emb".into(), & $($mu)? m.type_emb));
+        }
+        v.push(("emb_ln.gamma".into(), & $($mu)? m.emb_ln.gamma));
+        v.push(("emb_ln.beta".into(), & $($mu)? m.emb_ln.beta));
+        for (i, l) in (& $($mu)? m.layers).into_iter().enumerate() {
+            let pair = |w: Weight, what: &str| format!("layers.{i}.{}.{what}", w.name());
+            for (w, x) in [(Weight::Qkv, & $($mu)? l.qkv), (Weight::AttnOut, & $($mu)? l.attn_out)] {
+                v.push((pair(w, "weight"), & $($mu)? x.weight));
+                v.push((pair(w, "bias"), & $($mu)? x.bias));
+            }
+            v.push((format!("layers.{i}.attn_ln.gamma"), & $($mu)? l.attn_ln.gamma));
+            v.push((format!("layers.{i}.attn_ln.beta"), & $($mu)? l.attn_ln.beta));
+            for (w, x) in [(Weight::FfnIn, & $($mu)? l.ffn_in), (Weight::FfnOut, & $($mu)? l.ffn_out)] {
+                v.push((pair(w, "weight"), & $($mu)? x.weight));
+                v.push((pair(w, "bias"), & $($mu)? x.bias));
+            }
+            v.push((format!("layers.{i}.ffn_ln.gamma"), & $($mu)? l.ffn_ln.gamma));
+            v.push((format!("layers.{i}.ffn_ln.beta"), & $($mu)? l.ffn_ln.beta));
+        }
+        if let Some(h) = & $($mu)? m.mlm {
+            v.push(("mlm.dense.weight".into(), & $($mu)? h.dense.weight));
+            v.push(("mlm.dense.bias".into(), & $($mu)? h.dense.bias));
+            v.push(("mlm.ln.gamma".into(), & $($mu)? h.ln.gamma));
+            v.push(("mlm.ln.beta".into(), & $($mu)? h.ln.beta));
+            v.push(("mlm.bias".into(), & $($mu)? h.bias));
+            if let Some(d) = & $($mu)? h.decoder {
+                v.push(("mlm.decoder".into(), d));
+            }
+        }
+        v
+    }};
 }
 
 #[derive(Debug, Clone)]
@@ -506,66 +496,22 @@ impl Model {
     /// Every tensor by a stable name (`word_emb`, `layers.3.qkv.weight`, `mlm.dense.bias`, …), in
     /// a fixed order: what full fine-tuning trains and what gradient fixtures are keyed by.
     /// DistilBERT's absent token-type row is left out.
+    pub fn tensors(&self) -> Vec<(String, &Tensor)> {
+        model_tensors!(self)
+    }
+
+    /// [`Model::tensors`], to write.
     pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut v: Vec<(String, &mut Tensor)> = vec![("word_emb".into(), &mut self.word_emb), ("pos_emb".into(), &mut self.pos_emb)];
-        if self.config.type_vocab_size > 0 {
-            v.push(("type_emb".into(), &mut self.type_emb));
-        }
-        fn lin<'a>(v: &mut Vec<(String, &'a mut Tensor)>, p: String, l: &'a mut Linear) {
-            v.push((format!("{p}.weight"), &mut l.weight));
-            v.push((format!("{p}.bias"), &mut l.bias));
-        }
-        fn ln<'a>(v: &mut Vec<(String, &'a mut Tensor)>, p: String, l: &'a mut LayerNorm) {
-            v.push((format!("{p}.gamma"), &mut l.gamma));
-            v.push((format!("{p}.beta"), &mut l.beta));
-        }
-        ln(&mut v, "emb_ln".into(), &mut self.emb_ln);
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let name = |w: Weight| format!("layers.{i}.{}", w.name());
-            lin(&mut v, name(Weight::Qkv), &mut l.qkv);
-            lin(&mut v, name(Weight::AttnOut), &mut l.attn_out);
-            ln(&mut v, format!("layers.{i}.attn_ln"), &mut l.attn_ln);
-            lin(&mut v, name(Weight::FfnIn), &mut l.ffn_in);
-            lin(&mut v, name(Weight::FfnOut), &mut l.ffn_out);
-            ln(&mut v, format!("layers.{i}.ffn_ln"), &mut l.ffn_ln);
-        }
-        if let Some(h) = self.mlm.as_mut() {
-            v.extend(h.tensors_mut());
-        }
-        v
+        model_tensors!(self, mut)
     }
 
+    /// Names, shapes, groups and offsets of [`Model::tensors`].
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::new(self.tensors().into_iter().map(|(n, t)| (n, t.shape.clone())))
+    }
+
+    /// The encoder's parameters (embeddings and layers; no MLM head).
     pub fn parameter_count(&self) -> usize {
-        let lin = |l: &Linear| l.weight.data.len() + l.bias.data.len();
-        let ln = |l: &LayerNorm| l.gamma.data.len() + l.beta.data.len();
-        let mut n = self.word_emb.data.len() + self.pos_emb.data.len() + self.type_emb.data.len() + ln(&self.emb_ln);
-        for l in &self.layers {
-            n += lin(&l.qkv) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.ffn_ln);
-        }
-        n
-    }
-}
-
-#[cfg(test)]
-mod group_tests {
-    use super::Group;
-
-    #[test]
-    fn tensor_names_sort_into_groups() {
-        for (name, g) in [
-            ("word_emb", Group::Encoder),
-            ("layers.3.qkv.weight", Group::Encoder),
-            ("layers.0.ffn_ln.gamma", Group::Encoder),
-            ("layers.1.query.lora_A", Group::Lora),
-            ("layers.1.ffn_out.lora_B", Group::Lora),
-            ("cls.weight", Group::ClsHead),
-            ("cls.bias", Group::ClsHead),
-            ("mlm.dense.weight", Group::MlmTransform),
-            ("mlm.ln.beta", Group::MlmTransform),
-            ("mlm.bias", Group::MlmOutput),
-            ("mlm.decoder", Group::MlmOutput),
-        ] {
-            assert_eq!(Group::of(name), g, "{name}");
-        }
+        self.layout().only(|g| g == Group::Encoder).floats()
     }
 }

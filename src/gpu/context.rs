@@ -97,7 +97,7 @@ impl Plan {
 }
 
 /// Workgroup counts for `n` one-row-or-element groups, folded into 2-D when `n` exceeds the
-/// 65535 per-dimension limit; shaders recover the index as `wid.y * num_workgroups.x + wid.x`.
+/// 65535 per-dimension limit; shaders recover the index with shaders/grid.wgsl.
 pub fn grid(n: u32) -> [u32; 3] {
     let x = n.clamp(1, 65535);
     [x, n.div_ceil(x).max(1), 1]

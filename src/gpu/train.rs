@@ -16,6 +16,7 @@ use super::ops::matmul::{self, Add, Operand, Out};
 use super::ops::{adamw, attention, colsum, embed, gather, gelu, layernorm, logsoftmax};
 use super::{GpuBackend, Keep, LayerIo, LoraT};
 use crate::adapter::{Adapter, Target};
+use crate::layout::Layout;
 use crate::model::Weight;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -61,12 +62,14 @@ pub(super) struct FullGrads {
     m: Buf,
     v: Buf,
     floats: u64,
-    offsets: std::collections::HashMap<String, u32>,
+    /// Every encoder tensor's place in the three buffers.
+    layout: Layout,
 }
 
 impl FullGrads {
+    /// Where the named tensor starts in the three buffers.
     fn at(&self, name: &str) -> Result<u32> {
-        self.offsets.get(name).copied().ok_or_else(|| Error::Training(format!("no gradient slot for {name}")))
+        self.layout.get(name).map(|p| p.offset as u32).ok_or_else(|| Error::Training(format!("no gradient slot for {name}")))
     }
 }
 
@@ -82,6 +85,10 @@ struct GradSlot {
     b_off: u32,
     b_len: u32,
 }
+
+/// One GPU buffer of an encoder tensor: the range of the tensor's floats it holds, and those
+/// floats of a model ([`GpuBackend::weight_pieces`]).
+type Piece<'a> = (&'a Buf, std::ops::Range<usize>, &'a [f32]);
 
 impl GpuBackend {
     fn alloc(&self, label: &str, floats: u64) -> Result<Buf> {
@@ -129,18 +136,16 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Full fine-tuning: keeps gradients and AdamW moments (zero) for the tensors of `layout`
-    /// (name, floats), in that order in one buffer each (a GPU limit error when that exceeds one
-    /// binding).
-    pub fn enable_full_grads(&mut self, layout: &[(String, usize)]) -> Result<()> {
-        let mut offsets = std::collections::HashMap::new();
-        let mut off = 0u64;
-        for (name, n) in layout {
-            offsets.insert(name.clone(), u32::try_from(off).map_err(|_| Error::GpuLimit("too many parameters for one gradient buffer".into()))?);
-            off += *n as u64;
+    /// Full fine-tuning: keeps gradients and AdamW moments (zero) at the offsets of `layout`
+    /// (the encoder's tensors, in the order of [`crate::Model::layout`]), in one buffer each (a
+    /// GPU limit error when that exceeds one binding).
+    pub fn enable_full_grads(&mut self, layout: &Layout) -> Result<()> {
+        let off = layout.floats() as u64;
+        if u32::try_from(off).is_err() || layout.len() != self.weight_pieces(&self.model).len() {
+            return Err(Error::GpuLimit("too many parameters for one gradient buffer, or a layout not of this encoder".into()));
         }
         let (buf, m, v) = (self.alloc("full_grads", off)?, self.alloc("adamw.m", off)?, self.alloc("adamw.v", off)?);
-        self.full = Some(FullGrads { buf, m, v, floats: off, offsets });
+        self.full = Some(FullGrads { buf, m, v, floats: off, layout: layout.clone() });
         self.tape = None; // the next tape keeps what full fine-tuning needs
         Ok(())
     }
@@ -161,38 +166,22 @@ impl GpuBackend {
         self.ctx.run(Plan::default(), &buf, floats * 4).await
     }
 
-    /// Every encoder weight's GPU buffer: its tensor's name in the full-gradient layout, the
-    /// range of that tensor's floats it holds (the word embeddings come in row shards), and
-    /// those floats of `m`.
-    fn weight_pieces<'a>(&'a self, m: &'a crate::model::Model) -> Vec<(&'a Buf, String, std::ops::Range<usize>, &'a [f32])> {
+    /// Every encoder weight's GPU buffers, tensor by tensor in the order of the encoder part of
+    /// [`crate::Model::layout`]: each buffer with the range of the tensor's floats it holds (the
+    /// word embeddings come in row shards) and those floats of `m`.
+    fn weight_pieces<'a>(&'a self, m: &'a crate::model::Model) -> Vec<Vec<Piece<'a>>> {
         let h = m.config.hidden;
-        let whole = |t: &'a crate::model::Tensor| (0..t.data.len(), &t.data[..]);
-        let mut v = Vec::new();
-        let mut push = |b: &'a Buf, name: String, (r, d): (std::ops::Range<usize>, &'a [f32])| v.push((b, name, r, d));
-        for s in &self.word {
-            let r = s.lo as usize * h..s.hi as usize * h;
-            push(&s.buf, "word_emb".into(), (r.clone(), &m.word_emb.data[r]));
-        }
-        push(&self.pos, "pos_emb".into(), whole(&m.pos_emb));
+        let whole = |b: &'a Buf, t: &'a crate::model::Tensor| vec![(b, 0..t.data.len(), &t.data[..])];
+        let pair = |b: &'a super::GLn, n: &'a crate::model::LayerNorm| [whole(&b.g, &n.gamma), whole(&b.b, &n.beta)];
+        let mut v = vec![self.word.iter().map(|s| (&s.buf, s.lo as usize * h..s.hi as usize * h, &m.word_emb.data[s.lo as usize * h..s.hi as usize * h])).collect(), whole(&self.pos, &m.pos_emb)];
         if m.config.type_vocab_size > 0 {
-            push(&self.typ, "type_emb".into(), whole(&m.type_emb));
+            v.push(whole(&self.typ, &m.type_emb));
         }
-        push(&self.emb_ln.g, "emb_ln.gamma".into(), whole(&m.emb_ln.gamma));
-        push(&self.emb_ln.b, "emb_ln.beta".into(), whole(&m.emb_ln.beta));
-        for (i, (g, l)) in self.layers.iter().zip(&m.layers).enumerate() {
-            let p = |n: &str, what: &str| format!("layers.{i}.{n}.{what}");
-            for w in [Weight::Qkv, Weight::AttnOut] {
-                push(&g.linear(w).w, p(w.name(), "weight"), whole(&l.linear(w).weight));
-                push(&g.linear(w).b, p(w.name(), "bias"), whole(&l.linear(w).bias));
-            }
-            push(&g.attn_ln.g, p("attn_ln", "gamma"), whole(&l.attn_ln.gamma));
-            push(&g.attn_ln.b, p("attn_ln", "beta"), whole(&l.attn_ln.beta));
-            for w in [Weight::FfnIn, Weight::FfnOut] {
-                push(&g.linear(w).w, p(w.name(), "weight"), whole(&l.linear(w).weight));
-                push(&g.linear(w).b, p(w.name(), "bias"), whole(&l.linear(w).bias));
-            }
-            push(&g.ffn_ln.g, p("ffn_ln", "gamma"), whole(&l.ffn_ln.gamma));
-            push(&g.ffn_ln.b, p("ffn_ln", "beta"), whole(&l.ffn_ln.beta));
+        v.extend(pair(&self.emb_ln, &m.emb_ln));
+        for (g, l) in self.layers.iter().zip(&m.layers) {
+            let lin = |w: Weight| [whole(&g.linear(w).w, &l.linear(w).weight), whole(&g.linear(w).b, &l.linear(w).bias)];
+            v.extend(lin(Weight::Qkv).into_iter().chain(lin(Weight::AttnOut)).chain(pair(&g.attn_ln, &l.attn_ln)));
+            v.extend(lin(Weight::FfnIn).into_iter().chain(lin(Weight::FfnOut)).chain(pair(&g.ffn_ln, &l.ffn_ln)));
         }
         v
     }
@@ -200,7 +189,7 @@ impl GpuBackend {
     /// Writes every encoder weight of `m` (same shapes as the model this backend was made for)
     /// to the GPU (full fine-tuning: a checkpoint or the best epoch restored).
     pub fn update_weights(&mut self, m: &crate::model::Model) -> Result<()> {
-        for (buf, _, _, data) in self.weight_pieces(m) {
+        for (buf, _, data) in self.weight_pieces(m).into_iter().flatten() {
             self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
         }
         Ok(())
@@ -225,8 +214,10 @@ impl GpuBackend {
         self.ctx.queue.write_buffer(&flag, 0, &[0u8; 4]);
         let f = self.full_grads()?;
         let mut pieces = Vec::new();
-        for (buf, name, range, _) in self.weight_pieces(&self.model) {
-            pieces.push(adamw::Piece { w: buf, n: range.len() as u32, g_off: f.at(&name)? + range.start as u32 });
+        for (tensor, p) in self.weight_pieces(&self.model).into_iter().zip(f.layout.iter()) {
+            for (buf, range, _) in tensor {
+                pieces.push(adamw::Piece { w: buf, n: range.len() as u32, g_off: (p.offset + range.start) as u32 });
+            }
         }
         let mut plan = Plan::default();
         adamw::record(&mut plan, &pieces, &f.buf, &f.m, &f.v, &flag, c, step);
@@ -242,9 +233,10 @@ impl GpuBackend {
         let f = self.full_grads()?;
         let (m, v) = (f.m.clone(), f.v.clone());
         let mut plan = Plan::default();
-        for (buf, name, range, _) in self.weight_pieces(&self.model) {
-            let off = f.at(&name)? as u64 + range.start as u64;
-            plan.copy(buf, 0, &dst, off * 4, range.len() as u64 * 4);
+        for (tensor, p) in self.weight_pieces(&self.model).into_iter().zip(f.layout.iter()) {
+            for (buf, range, _) in tensor {
+                plan.copy(buf, 0, &dst, (p.offset + range.start) as u64 * 4, range.len() as u64 * 4);
+            }
         }
         let w = self.ctx.run(plan, &dst, floats * 4).await?;
         let m = self.ctx.run(Plan::default(), &m, floats * 4).await?;

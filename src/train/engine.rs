@@ -19,7 +19,8 @@ use crate::batch::{Batch, Slot};
 use crate::cpu::encoder::{self, Grads};
 use crate::error::{Error, Result};
 use crate::gpu::GpuBackend;
-use crate::model::{Group, MlmHead, Model};
+use crate::layout::{Group, Layout};
+use crate::model::{MlmHead, Model};
 
 /// What the CPU's forward reads: the trainer's weights and LoRA pairs.
 #[derive(Clone, Copy)]
@@ -54,17 +55,25 @@ pub enum Engine {
     Gpu(Box<GpuBackend>),
 }
 
-/// The full fine-tuning layout's tensors: every model tensor but the MLM head's, in the order of
-/// [`Model::tensors_mut`].
-pub(crate) fn encoder_tensors(m: &mut Model) -> impl Iterator<Item = (String, &mut crate::model::Tensor)> {
-    m.tensors_mut().into_iter().filter(|(n, _)| Group::of(n) == Group::Encoder)
+/// Full fine-tuning's layout: every encoder tensor of [`Model::layout`], without the MLM head.
+/// The GPU keeps the gradients, moments and weights it steps at these offsets.
+pub(crate) fn full_layout(m: &Model) -> Layout {
+    m.layout().only(|g| g == Group::Encoder)
+}
+
+/// Writes `flat`, in [`full_layout`], into the encoder tensors of `m`.
+pub(crate) fn unpack_encoder(m: &mut Model, flat: &[f32]) {
+    let layout = full_layout(m);
+    for ((_, t), p) in m.tensors_mut().into_iter().filter(|(n, _)| Group::of(n) == Group::Encoder).zip(layout.iter()) {
+        t.data.copy_from_slice(&flat[p.range()]);
+    }
 }
 
 impl Engine {
     /// The GPU `gpu` (made for this model) readied for a run: full fine-tuning's gradient and
-    /// moment buffers in `full_layout` (when given), the LoRA pairs unmerged, the MLM head.
-    pub async fn gpu(mut gpu: GpuBackend, full_layout: Option<&[(String, usize)]>, lora: Option<&Adapter>, mlm: Option<&MlmHead>) -> Result<Self> {
-        if let Some(layout) = full_layout {
+    /// moment buffers in `full` ([`full_layout`], when given), the LoRA pairs unmerged, the MLM head.
+    pub async fn gpu(mut gpu: GpuBackend, full: Option<&Layout>, lora: Option<&Adapter>, mlm: Option<&MlmHead>) -> Result<Self> {
+        if let Some(layout) = full {
             gpu.enable_full_grads(layout)?;
         }
         let mut pairs_only = lora.cloned().unwrap_or_else(|| Adapter::heads_only(&gpu.model().config));
@@ -194,12 +203,7 @@ impl Engine {
         }
         let all = gpu.read_full_grads().await?;
         let gm = g.model.as_mut().ok_or_else(|| Error::Training("no gradient model".into()))?;
-        let mut off = 0;
-        for (_, t) in encoder_tensors(gm) {
-            let n = t.data.len();
-            t.data.copy_from_slice(&all[off..off + n]);
-            off += n;
-        }
+        unpack_encoder(gm, &all);
         Ok(0.0)
     }
 

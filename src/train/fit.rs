@@ -275,7 +275,7 @@ impl Trainer {
         self.pull().await?;
         let mut g = self.new_grads();
         let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
-        Ok(self.params(&mut g, &mut gc).into_iter().map(|(n, p, _)| (n, vec![p.len()], p.to_vec())).collect())
+        Ok(self.params(&mut g, &mut gc).into_iter().map(|t| (t.name, t.shape, t.p.to_vec())).collect())
     }
 
     /// Writes values back by name; every trainable tensor must be present with its size. (Under
@@ -283,7 +283,7 @@ impl Trainer {
     pub fn load_named_params(&mut self, src: &[(String, Tensor)]) -> Result<()> {
         let mut g = self.new_grads();
         let mut gc = super::ClsGrad::zeros(self.model.config.hidden);
-        for (name, p, _) in self.params(&mut g, &mut gc) {
+        for super::Trainable { name, p, .. } in self.params(&mut g, &mut gc) {
             let t = src.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::Training(format!("checkpoint lacks {name}")))?;
             if t.1.data.len() != p.len() {
                 return Err(Error::Training(format!("checkpoint tensor {name} has {} values, expected {}", t.1.data.len(), p.len())));
@@ -301,10 +301,14 @@ impl Checkpoint {
     async fn save(dir: &Path, t: &mut Trainer, s: &mut State, best: &[(String, Tensor)]) -> Result<()> {
         let params = t.named_params().await?; // also brings the moments back from the GPU
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // AdamW's moments by place in the trainer's layout, with their tensors' shapes (a tensor
+        // not stepped yet has none).
+        let layout = t.layout();
         let mut moments = Vec::new();
-        for (i, (m, v)) in t.opt.m.iter().zip(&t.opt.v).enumerate() {
-            moments.push((format!("m.{i}"), vec![m.len()], m.clone()));
-            moments.push((format!("v.{i}"), vec![v.len()], v.clone()));
+        for (i, ((m, v), p)) in t.opt.m.iter().zip(&t.opt.v).zip(layout.iter()).enumerate() {
+            let shape = if m.len() == p.len() { p.shape.clone() } else { vec![m.len()] };
+            moments.push((format!("m.{i}"), shape.clone(), m.clone()));
+            moments.push((format!("v.{i}"), shape, v.clone()));
         }
         let best: Vec<(String, Vec<usize>, Vec<f32>)> = best.iter().map(|(n, x)| (n.clone(), x.shape.clone(), x.data.clone())).collect();
         // The files published now are those `s` names (from the last save, or the checkpoint

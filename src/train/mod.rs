@@ -35,7 +35,8 @@ use crate::cpu::encoder::Grads;
 use crate::gpu::GpuBackend;
 use engine::{Engine, State};
 use crate::error::{Error, Result};
-use crate::model::{ClsHead, Group, Model, Tensor};
+use crate::layout::{lora_name, Group, Layout};
+use crate::model::{ClsHead, Model, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// SplitMix64: small, seedable, the same on every platform.
@@ -373,6 +374,14 @@ pub struct Trainer {
     stale: bool,
 }
 
+/// One trainable tensor of a run, with its gradient ([`Trainer::params`]).
+struct Trainable<'a> {
+    name: String,
+    shape: Vec<usize>,
+    p: &'a mut [f32],
+    g: &'a mut [f32],
+}
+
 /// The CLS head's gradient.
 struct ClsGrad {
     w: Vec<f32>,
@@ -434,8 +443,8 @@ impl Trainer {
         if self.cfg.full && self.cfg.objective == Objective::Mlm {
             return Err(Error::Unsupported("full fine-tuning with the MLM objective runs on the CPU trainer".into()));
         }
-        let layout = self.cfg.full.then(|| self.full_layout());
-        let engine = Engine::gpu(gpu, layout.as_deref(), self.lora.as_ref(), self.model.mlm.as_ref()).await?;
+        let layout = self.cfg.full.then(|| engine::full_layout(&self.model));
+        let engine = Engine::gpu(gpu, layout.as_ref(), self.lora.as_ref(), self.model.mlm.as_ref()).await?;
         self.set_engine(engine).await
     }
 
@@ -452,27 +461,14 @@ impl Trainer {
         self.engine.describe()
     }
 
-    /// The tensors full fine-tuning trains (name, floats) in the engine's layout:
-    /// [`engine::encoder_tensors`].
-    fn full_layout(&mut self) -> Vec<(String, usize)> {
-        engine::encoder_tensors(&mut self.model).map(|(n, t)| (n, t.data.len())).collect()
-    }
-
     /// The trainable tensors that step in the engine (full fine-tuning there): each one's index
-    /// in [`Trainer::params`] (that of its AdamW moments) and its float range in the engine's
-    /// layout ([`Trainer::full_layout`]).
+    /// in [`Trainer::layout`] (that of its AdamW moments) and its float range in the engine's
+    /// layout ([`engine::full_layout`]).
     fn engine_slots(&mut self) -> Vec<(usize, std::ops::Range<usize>)> {
-        let mut at = std::collections::HashMap::new();
-        let mut off = 0;
-        for (name, n) in self.full_layout() {
-            at.insert(name, off..off + n);
-            off += n;
-        }
+        let full = engine::full_layout(&self.model);
         let kept = self.engine_owns_weights();
-        let mut g = self.new_grads();
-        let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        let names: Vec<String> = self.params(&mut g, &mut gc).into_iter().map(|(n, _, _)| n).collect();
-        names.into_iter().enumerate().filter(|(_, n)| Self::steps_in_engine(kept, n)).filter_map(|(i, n)| at.remove(&n).map(|r| (i, r))).collect()
+        let mine = self.layout();
+        mine.iter().enumerate().filter(|(_, p)| Self::steps_in_engine(kept, &p.name)).filter_map(|(i, p)| full.get(&p.name).map(|f| (i, f.range()))).collect()
     }
 
     /// Whether the encoder's weights and their AdamW moments live in the engine (full
@@ -494,12 +490,7 @@ impl Trainer {
             return Ok(());
         }
         let [w, m, v] = self.engine.read_full_state().await?;
-        let mut off = 0;
-        for (_, t) in engine::encoder_tensors(&mut self.model) {
-            let n = t.data.len();
-            t.data.copy_from_slice(&w[off..off + n]);
-            off += n;
-        }
+        engine::unpack_encoder(&mut self.model, &w);
         for (i, r) in self.engine_slots() {
             let opt = &mut self.opt;
             while opt.m.len() <= i {
@@ -659,7 +650,7 @@ impl Trainer {
     /// [`Trainer::named_grads`]); parameters are not changed.
     pub async fn loss_and_grads(&mut self, lists: &[&ListExample]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
         let (loss, mut g, mut gc, _) = self.accumulate_lists(lists, true).await?;
-        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
+        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|t| (t.name, t.g.to_vec())).collect()))
     }
 
     /// The mean loss of `lists` with its gradients accumulated and brought here — but for the
@@ -746,7 +737,7 @@ impl Trainer {
     pub async fn mlm_loss_and_grads(&mut self, batch: &Batch, slots: &[Slot]) -> Result<(f64, Vec<(String, Vec<f32>)>)> {
         let (loss, mut g) = self.mlm_loss(batch, slots).await?;
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|(n, _, g)| (n, g.to_vec())).collect()))
+        Ok((loss, self.params(&mut g, &mut gc).into_iter().map(|t| (t.name, t.g.to_vec())).collect()))
     }
 
     /// One MLM optimiser step on `texts` (masked here, seeded).
@@ -764,21 +755,21 @@ impl Trainer {
         Ok(log)
     }
 
-    /// The trainable tensors with their gradients, by name, in a fixed order: LoRA pairs
-    /// (`layers.L.TARGET.lora_A`/`lora_B`), the CLS head (`cls.weight`, `cls.bias`), the MLM head
-    /// transform (`mlm.*`), and in full fine-tuning every encoder tensor ([`Model::tensors_mut`]).
-    fn params<'a>(&'a mut self, g: &'a mut Grads, gc: &'a mut ClsGrad) -> Vec<(String, &'a mut [f32], &'a mut [f32])> {
-        let mut out: Vec<(String, &'a mut [f32], &'a mut [f32])> = Vec::new();
+    /// The trainable tensors with their gradients, in the order of [`Trainer::layout`]: LoRA
+    /// pairs (`layers.L.TARGET.lora_A`/`lora_B`), the CLS head (`cls.weight`, `cls.bias`), the
+    /// MLM head transform (`mlm.*`), and in full fine-tuning every encoder tensor
+    /// ([`Model::tensors`]). AdamW's moments are kept by place in this order.
+    fn params<'a>(&'a mut self, g: &'a mut Grads, gc: &'a mut ClsGrad) -> Vec<Trainable<'a>> {
+        let mut out: Vec<Trainable<'a>> = Vec::new();
         if let Some(a) = self.lora.as_mut() {
             for (p, (ga, gb)) in a.pairs.iter_mut().zip(g.lora.iter_mut()) {
-                let stem = format!("layers.{}.{}", p.layer, p.target.name());
-                out.push((format!("{stem}.lora_A"), &mut p.a.data[..], &mut ga[..]));
-                out.push((format!("{stem}.lora_B"), &mut p.b.data[..], &mut gb[..]));
+                out.push(Trainable { name: lora_name(p.layer, p.target, false), shape: p.a.shape.clone(), p: &mut p.a.data[..], g: &mut ga[..] });
+                out.push(Trainable { name: lora_name(p.layer, p.target, true), shape: p.b.shape.clone(), p: &mut p.b.data[..], g: &mut gb[..] });
             }
         }
         if self.cfg.cls_head {
-            out.push(("cls.weight".into(), &mut self.cls.weight[..], &mut gc.w[..]));
-            out.push(("cls.bias".into(), std::slice::from_mut(&mut self.cls.bias), std::slice::from_mut(&mut gc.b)));
+            out.push(Trainable { name: "cls.weight".into(), shape: vec![1, self.cls.weight.len()], p: &mut self.cls.weight[..], g: &mut gc.w[..] });
+            out.push(Trainable { name: "cls.bias".into(), shape: vec![1], p: std::slice::from_mut(&mut self.cls.bias), g: std::slice::from_mut(&mut gc.b) });
         }
         // Under full fine-tuning on the GPU the encoder's gradients stay there: its tensors come
         // with empty gradients unless `g` holds them (read back for tests).
@@ -789,20 +780,26 @@ impl Trainer {
             let is_head = group.is_head();
             let head_part = group == Group::MlmTransform;
             let take = if is_head { mlm && (full || head_part) } else { full };
+            let shape = p.shape.clone();
             match gts.get_mut(k).and_then(Option::take) {
-                Some(gt) if take => out.push((name, &mut p.data[..], &mut gt.data[..])),
-                None if take && !is_head => out.push((name, &mut p.data[..], &mut [][..])),
+                Some(gt) if take => out.push(Trainable { name, shape, p: &mut p.data[..], g: &mut gt.data[..] }),
+                None if take && !is_head => out.push(Trainable { name, shape, p: &mut p.data[..], g: &mut [][..] }),
                 _ => {}
             }
         }
         out
     }
 
-    /// Number of trainable parameters.
-    pub fn trainable_parameters(&mut self) -> usize {
+    /// Names, shapes, groups and offsets of what this run trains ([`Trainer::params`]).
+    pub fn layout(&mut self) -> Layout {
         let mut g = self.new_grads();
         let mut gc = ClsGrad::zeros(self.model.config.hidden);
-        self.params(&mut g, &mut gc).iter().map(|(_, p, _)| p.len()).sum()
+        Layout::new(self.params(&mut g, &mut gc).into_iter().map(|t| (t.name, t.shape)))
+    }
+
+    /// Number of trainable parameters.
+    pub fn trainable_parameters(&mut self) -> usize {
+        self.layout().floats()
     }
 
     /// Clips, checks for NaN/Inf (then nothing changes and [`Error::NonFinite`] says so), and
@@ -827,7 +824,7 @@ impl Trainer {
         let mut opt = std::mem::take(&mut self.opt);
         let mut params = self.params(g, gc);
         let (norm, scale) = {
-            let mut gs: Vec<&mut [f32]> = params.iter_mut().filter(|(n, _, _)| !Self::steps_in_engine(kept, n)).map(|(_, _, g)| &mut **g).collect();
+            let mut gs: Vec<&mut [f32]> = params.iter_mut().filter(|t| !Self::steps_in_engine(kept, &t.name)).map(|t| &mut *t.g).collect();
             optim::clip(&mut gs, clip, kept_sumsq)
         };
         let bad = if !loss.is_finite() { Some("loss") } else if !norm.is_finite() { Some("gradient") } else { None };
@@ -839,7 +836,7 @@ impl Trainer {
         let lr_of = |name: &str| if Group::of(name).is_head() { head_lr } else { lr };
         // Finite gradients can still carry parameters to ±∞: the update is checked before it is
         // made, and then nothing changes.
-        let stays_finite = params.iter().enumerate().all(|(i, (name, p, g))| Self::steps_in_engine(kept, name) || opt.update_stays_finite(i, p, g, &oc, lr_of(name)));
+        let stays_finite = params.iter().enumerate().all(|(i, t)| Self::steps_in_engine(kept, &t.name) || opt.update_stays_finite(i, t.p, t.g, &oc, lr_of(&t.name)));
         // The engine's weights step there, checked the same way: all of the step or none of it.
         let engine_made = if kept && stays_finite { engine.full_adamw(&oc, crate::gpu::ops::adamw::Step { t: opt.step + 1, lr, scale }).await } else { Ok(true) };
         if !(stays_finite && engine_made.as_ref().is_ok_and(|&made| made)) {
@@ -849,11 +846,11 @@ impl Trainer {
             return Err(Error::NonFinite { step, what: "parameters or moments after the update".into(), last_good: step - 1 });
         }
         opt.begin();
-        for (i, (name, p, g)) in params.iter_mut().enumerate() {
-            if Self::steps_in_engine(kept, name) {
+        for (i, t) in params.iter_mut().enumerate() {
+            if Self::steps_in_engine(kept, &t.name) {
                 continue;
             }
-            opt.update(i, p, g, &oc, lr_of(name));
+            opt.update(i, t.p, t.g, &oc, lr_of(&t.name));
         }
         drop(params);
         self.opt = opt;

@@ -27,8 +27,10 @@ pub fn adapter_info(dir: &Path, model: Option<PathBuf>, as_json: bool) -> Result
     let config = lorb::ModelConfig::from_json(&bytes)?;
     let adapter = lorb::Adapter::load_dir(dir, &config)?;
     let base = lorb::Model::load_dir(&mdir)?.parameter_count();
-    let n = adapter.parameter_count();
-    let lora: usize = adapter.pairs.iter().map(|p| p.a.data.len() + p.b.data.len()).sum();
+    let layout = adapter.layout();
+    let n = layout.floats();
+    let by_group = layout.floats_by_group();
+    let lora: usize = by_group.iter().filter(|(g, _)| *g == lorb::layout::Group::Lora).map(|(_, n)| n).sum();
     let targets: serde_json::Map<String, serde_json::Value> = adapter.targets().into_iter().map(|(t, l)| (t.to_string(), json!(l))).collect();
     let v = json!({
         "adapter": dir.display().to_string(),
@@ -42,6 +44,7 @@ pub fn adapter_info(dir: &Path, model: Option<PathBuf>, as_json: bool) -> Result
         "cls_head": adapter.cls_head.is_some(),
         "lora_parameters": lora,
         "trainable_parameters": n,
+        "parameters_by_group": by_group.iter().map(|(g, n)| (serde_json::to_value(g).unwrap_or_default().as_str().unwrap_or_default().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "base_parameters": base,
         "trainable_percent": 100.0 * n as f64 / base as f64,
         "lora_percent": 100.0 * lora as f64 / base as f64,

@@ -65,10 +65,11 @@ pub mod lora;
 pub mod matmul;
 
 /// Shared WGSL, pasted where a shader says `// #include "NAME"`.
-const INCLUDES: [(&str, &str); 3] = [
+const INCLUDES: [(&str, &str); 4] = [
     ("reduce.wgsl", include_str!("../../../shaders/reduce.wgsl")),
     ("gelu_fn.wgsl", include_str!("../../../shaders/gelu_fn.wgsl")),
     ("ln_stats.wgsl", include_str!("../../../shaders/ln_stats.wgsl")),
+    ("grid.wgsl", include_str!("../../../shaders/grid.wgsl")),
 ];
 
 /// Everything about one kernel: a pipeline is made from it, and launchers dispatch it with
