@@ -4,8 +4,10 @@
 //! group, in file order, treats the first part (`adapt_fraction`) as the transcripts the user
 //! corrected — their references are training targets — and the rest as what comes next, scored
 //! and never trained or tuned on. It reports the pooled WER of those second parts: first pass,
-//! the global adapter (the one in use), and after personalising, a LoRB MWER run from the global
-//! adapter on each group's first part.
+//! the global adapter (the one in use), and after personalising from the global adapter on each
+//! group's first part by one of two methods ([`Adapt`]): LoRB MWER on the corrected lists, scored
+//! by CLS, or MLM on the corrected transcripts (the objective sees the words themselves), scored
+//! by PLL.
 
 use crate::error::{Error, Result};
 use crate::nbest::{FirstPass, NBest};
@@ -106,11 +108,43 @@ pub fn split(utts: &[&str], grouping: &Grouping, adapt_fraction: f64) -> Result<
     Ok(out)
 }
 
+/// How a group's first part personalises the adapter, and the s2 it is scored with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Adapt {
+    /// LoRB: MWER (with the options' κ and L_cor) on the corrected n-best lists; s2 = CLS.
+    Mwer,
+    /// MLM on the corrected transcripts (LoRA pairs and the MLM head transform); s2 = PLL.
+    Mlm,
+}
+
+impl std::str::FromStr for Adapt {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mwer" => Ok(Adapt::Mwer),
+            "mlm" => Ok(Adapt::Mlm),
+            _ => Err(Error::Input(format!("{s:?}: expected mwer or mlm"))),
+        }
+    }
+}
+
+impl Adapt {
+    /// The s2 the adapted model is scored with.
+    pub fn method(self) -> Method {
+        match self {
+            Adapt::Mwer => Method::Cls,
+            Adapt::Mlm => Method::Pll,
+        }
+    }
+}
+
 /// How the protocol runs.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub grouping: Grouping,
     pub adapt_fraction: f64,
+    pub adapt: Adapt,
     pub first_pass: FirstPass,
     /// Keep the top K hypotheses of each list.
     pub depth: Option<usize>,
@@ -137,6 +171,9 @@ pub struct GroupReport {
     pub personalized_wer: f64,
     /// The hypothesis the personal adapter ranks first in each evaluated list (its index).
     pub personal_choices: Vec<usize>,
+    /// The personal adapter's s2 of each evaluated hypothesis (not in the JSON).
+    #[serde(skip)]
+    pub personal_scores: Vec<Vec<f64>>,
     pub seconds: f64,
 }
 
@@ -154,7 +191,19 @@ pub struct Report {
     pub skipped_groups: usize,
     pub ungrouped: usize,
     pub weight: f64,
+    pub adapt: Adapt,
+    /// The pooled WERs at other λ (the λ grid around `weight`): for choosing λ on dev chapters,
+    /// never on the chapters reported.
+    pub weights: Vec<AtWeight>,
     pub groups: Vec<GroupReport>,
+}
+
+/// The pooled WERs at one λ.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtWeight {
+    pub weight: f64,
+    pub base_wer: f64,
+    pub personalized_wer: f64,
 }
 
 /// Runs the protocol on `lists` (all with references) with `scorer`'s adapter as the global one
@@ -172,11 +221,15 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     }
     let cut: Vec<NBest> = lists.iter().map(|nb| NBest { hyps: nb.hyps[..o.depth.unwrap_or(usize::MAX).min(nb.hyps.len())].to_vec(), ..nb.clone() }).collect();
     let examples: Vec<ListExample> = cut.iter().map(|nb| ListExample::from_nbest(nb, &o.first_pass, &scorer.encoder, None)).collect::<Result<_>>()?;
-    // The global adapter's scores of every evaluated list (zeros without a CLS head: the base
-    // model alone cannot rescore).
+    // The global adapter's scores of every evaluated list (for CLS, zeros without a CLS head: the
+    // base model alone cannot rescore).
+    let method = o.adapt.method();
+    if method == Method::Pll && scorer.model().mlm.is_none() {
+        return Err(Error::NoMlmHead);
+    }
     let eval_idx: Vec<usize> = splits.splits.iter().flat_map(|s| s.eval.iter().copied()).collect();
     let eval_lists: Vec<NBest> = eval_idx.iter().map(|&i| cut[i].clone()).collect();
-    let base_s2: Vec<Vec<f64>> = if scorer.cls_head.is_some() { scorer.score_lists(&eval_lists, Method::Cls, &mut |_| {}).await? } else { eval_lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
+    let base_s2: Vec<Vec<f64>> = if method == Method::Pll || scorer.cls_head.is_some() { scorer.score_lists(&eval_lists, method, &mut |_| {}).await? } else { eval_lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
     let base_of: std::collections::HashMap<usize, &Vec<f64>> = eval_idx.iter().copied().zip(&base_s2).collect();
     let global = scorer.adapter();
     let head = scorer.cls_head.clone();
@@ -193,8 +246,21 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
             let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
             // A 10% warm-up, then linear decay over this group's steps.
             let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
-            let (mut trainer, _) = crate::train::fit::run(scorer, &start, head.clone(), cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
-            let personal = trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?;
+            let personal = match o.adapt {
+                Adapt::Mwer => {
+                    let (mut trainer, _) = crate::train::fit::run(scorer, &start, head.clone(), cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
+                    trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?
+                }
+                Adapt::Mlm => {
+                    let refs: Vec<&str> = s.adapt.iter().filter_map(|&i| lists[i].reference.as_deref()).collect();
+                    let personal = mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await?;
+                    scorer.use_adapter(Some(std::sync::Arc::new(personal))).await?;
+                    let eval_lists: Vec<NBest> = s.eval.iter().map(|&i| cut[i].clone()).collect();
+                    let scores = scorer.score_lists(&eval_lists, Method::Pll, &mut |_| {}).await;
+                    scorer.use_adapter(None).await?;
+                    scores?
+                }
+            };
             crate::score::ensure_finite(&personal.concat())?;
             let base: Vec<Vec<f64>> = s.eval.iter().map(|i| base_of[i].clone()).collect();
             let zero: Vec<Vec<f64>> = eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
@@ -207,6 +273,7 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
                 base_wer: wer_at(&eval, &base, o.weight),
                 personalized_wer: wer_at(&eval, &personal, o.weight),
                 personal_choices: picks(&eval, &personal, o.weight).collect(),
+                personal_scores: personal.clone(),
                 seconds: seconds() - t0,
             };
             done(&g);
@@ -235,6 +302,38 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
         skipped_groups: splits.skipped_groups,
         ungrouped: splits.ungrouped,
         weight: o.weight,
+        adapt: o.adapt,
+        weights: crate::rescore::lambda_grid(o.weight).into_iter().map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), personalized_wer: wer_at(&all_eval, &all_personal, w) }).collect(),
         groups,
     })
+}
+
+/// The personal adapter of [`Adapt::Mlm`]: `start` (the global adapter's LoRA pairs and MLM
+/// head, or fresh pairs) trained with the MLM objective on the corrected transcripts `refs`, for
+/// `fit.epochs` epochs of `fit.lists_per_step` transcripts per step (masked with the run's seed).
+async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs: &[&str], fit: &FitOptions) -> Result<crate::Adapter> {
+    let ids: Vec<Vec<u32>> = refs.iter().enumerate().map(|(i, t)| scorer.encoder.encode(i, t).map(|t| t.ids)).collect::<Result<_>>()?;
+    let ids: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).filter(|v| v.len() > 2).collect();
+    if ids.is_empty() {
+        return Err(Error::Input("no corrected transcript with a word to train on".into()));
+    }
+    let steps = (ids.len().div_ceil(fit.lists_per_step) * fit.epochs) as u64;
+    let cfg = TrainConfig { objective: crate::train::Objective::Mlm, cls_head: false, mlm_head: true, full: false, total_steps: steps, warmup_steps: steps / 10, ..cfg };
+    cfg.validate()?;
+    let mut base = scorer.model().clone();
+    let begun = start.begin(&mut base, None)?;
+    let mut t = crate::train::Trainer::new(base, begun.lora, None, cfg, scorer.encoder.pad_id(), scorer.encoder.mask_id())?;
+    if scorer.backend.is_gpu() {
+        t.use_backend(crate::BackendKind::Gpu).await?;
+    }
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    for _ in 0..fit.epochs {
+        t.rng.shuffle(&mut order);
+        for c in order.chunks(fit.lists_per_step) {
+            let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i]).collect();
+            t.step_texts(&batch).await?;
+        }
+    }
+    t.pull().await?;
+    t.adapter()
 }

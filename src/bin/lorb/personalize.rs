@@ -18,6 +18,11 @@ pub struct PersonalizeArgs {
     /// The first part of each group (in file order) whose references train
     #[arg(long, default_value_t = 0.5)]
     adapt_fraction: f64,
+    /// How a group's first part personalises: mwer (LoRB on the corrected lists; s2 = CLS) or
+    /// mlm (MLM on the corrected transcripts; s2 = PLL, which needs an MLM head, e.g. an
+    /// adapter with one)
+    #[arg(long, default_value = "mwer")]
+    adapt: lorb::personalize::Adapt,
     /// Epochs over each group's first part
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -53,7 +58,7 @@ pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     train.validate()?;
     let fit = lorb::train::FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: 0, checkpoint: None, time_limit: a.time_limit };
     fit.validate()?;
-    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, first_pass: fp, depth: None, weight, r: a.r, alpha: a.alpha, targets, train, fit };
+    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, adapt: a.adapt, first_pass: fp, depth: None, weight, r: a.r, alpha: a.alpha, targets, train, fit };
     let mut scorer = load(&l.m)?;
     let backend = scorer.backend.describe();
     let r = pollster::block_on(lorb::personalize::personalize(&mut scorer, &lists, &o, |g| {
