@@ -240,27 +240,9 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
         let mut groups = Vec::new();
         for s in &splits.splits {
             let t0 = seconds();
-            let adapt: Vec<ListExample> = s.adapt.iter().map(|&i| examples[i].clone()).collect();
             let eval: Vec<ListExample> = s.eval.iter().map(|&i| examples[i].clone()).collect();
             let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global.as_deref() };
-            let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
-            // A 10% warm-up, then linear decay over this group's steps.
-            let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
-            let personal = match o.adapt {
-                Adapt::Mwer => {
-                    let (mut trainer, _) = crate::train::fit::run(scorer, &start, head.clone(), cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
-                    trainer.scores_many(&eval.iter().collect::<Vec<_>>()).await?
-                }
-                Adapt::Mlm => {
-                    let refs: Vec<&str> = s.adapt.iter().filter_map(|&i| lists[i].reference.as_deref()).collect();
-                    let personal = mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await?;
-                    scorer.use_adapter(Some(std::sync::Arc::new(personal))).await?;
-                    let eval_lists: Vec<NBest> = s.eval.iter().map(|&i| cut[i].clone()).collect();
-                    let scores = scorer.score_lists(&eval_lists, Method::Pll, &mut |_| {}).await;
-                    scorer.use_adapter(None).await?;
-                    scores?
-                }
-            };
+            let personal = personal_scores(scorer, o, &start, head.clone(), s, &examples, &cut).await?;
             crate::score::ensure_finite(&personal.concat())?;
             let base: Vec<Vec<f64>> = s.eval.iter().map(|i| base_of[i].clone()).collect();
             let zero: Vec<Vec<f64>> = eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
@@ -306,6 +288,30 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
         weights: crate::rescore::lambda_grid(o.weight).into_iter().map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), personalized_wer: wer_at(&all_eval, &all_personal, w) }).collect(),
         groups,
     })
+}
+
+/// The personal s2 of group `s`'s evaluated lists, after training from `start` on its first part
+/// by `o.adapt` (`examples` and `cut`: every list, as examples and as n-best lists at depth).
+async fn personal_scores(scorer: &mut Scorer, o: &Options, start: &Start<'_>, head: Option<crate::ClsHead>, s: &Split, examples: &[ListExample], cut: &[NBest]) -> Result<Vec<Vec<f64>>> {
+    let steps = (s.adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
+    // A 10% warm-up, then linear decay over this group's steps.
+    let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
+    match o.adapt {
+        Adapt::Mwer => {
+            let adapt: Vec<ListExample> = s.adapt.iter().map(|&i| examples[i].clone()).collect();
+            let (mut trainer, _) = crate::train::fit::run(scorer, start, head, cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
+            trainer.scores_many(&s.eval.iter().map(|&i| &examples[i]).collect::<Vec<_>>()).await
+        }
+        Adapt::Mlm => {
+            let refs: Vec<&str> = s.adapt.iter().filter_map(|&i| cut[i].reference.as_deref()).collect();
+            let personal = mlm_adapter(scorer, start, cfg, &refs, &o.fit).await?;
+            scorer.use_adapter(Some(std::sync::Arc::new(personal))).await?;
+            let eval_lists: Vec<NBest> = s.eval.iter().map(|&i| cut[i].clone()).collect();
+            let scores = scorer.score_lists(&eval_lists, Method::Pll, &mut |_| {}).await;
+            scorer.use_adapter(None).await?;
+            scores
+        }
+    }
 }
 
 /// The personal adapter of [`Adapt::Mlm`]: `start` (the global adapter's LoRA pairs and MLM

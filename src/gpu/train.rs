@@ -141,8 +141,13 @@ impl GpuBackend {
     /// GPU limit error when that exceeds one binding).
     pub fn enable_full_grads(&mut self, layout: &Layout) -> Result<()> {
         let off = layout.floats() as u64;
-        if u32::try_from(off).is_err() || layout.len() != self.weight_pieces(&self.model).len() {
-            return Err(Error::GpuLimit("too many parameters for one gradient buffer, or a layout not of this encoder".into()));
+        if u32::try_from(off).is_err() {
+            return Err(Error::GpuLimit("too many parameters for one gradient buffer".into()));
+        }
+        // The buffers are listed in the layout's order: tensor by tensor, the same sizes.
+        let pieces = self.weight_pieces(&self.model);
+        if pieces.len() != layout.len() || pieces.iter().zip(layout.iter()).any(|(t, p)| t.iter().map(|(_, r, _)| r.len()).sum::<usize>() != p.len()) {
+            return Err(Error::Training("the full fine-tuning layout is not this encoder's".into()));
         }
         let (buf, m, v) = (self.alloc("full_grads", off)?, self.alloc("adamw.m", off)?, self.alloc("adamw.v", off)?);
         self.full = Some(FullGrads { buf, m, v, floats: off, layout: layout.clone() });
