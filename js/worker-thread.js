@@ -41,6 +41,7 @@ async function run(id, op, args) {
         token.free();
       }
     }
+    case "personalize": return rescorer.personalize(args[0], args[1], args[2]);
     case "exportAdapter": return rescorer.exportAdapter();
     case "capabilities": return rescorer.capabilities();
     case "free":

@@ -1,6 +1,6 @@
 // Types of "lorb/worker": lorb's Rescorer, run in a dedicated Web Worker.
-import type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult } from "./lorb.js";
-export type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult, LorbError } from "./lorb.js";
+import type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult, PersonalizeOptions, PersonalizeResult } from "./lorb.js";
+export type { LoadOptions, AdapterSource, AdapterInfo, NBestList, RescoreOptions, Rescored, Capabilities, TrainOptions, TrainProgress, TrainResult, PersonalizeOptions, PersonalizeResult, LorbError } from "./lorb.js";
 
 export class CancelToken {
   constructor();
@@ -17,6 +17,7 @@ export class Rescorer {
   rescore(nbest: NBestList, opts?: RescoreOptions): Promise<Rescored>;
   setAdapter(adapter: AdapterSource, onProgress?: (file: string, loaded: number, total: number) => void): Promise<AdapterInfo>;
   train(lists: NBestList[], opts?: TrainOptions, onProgress?: (p: TrainProgress) => void, cancel?: CancelToken): Promise<TrainResult>;
+  personalize(adapt: NBestList[], eval: NBestList[], opts?: PersonalizeOptions): Promise<PersonalizeResult>;
   capabilities(): Promise<Capabilities>;
   exportAdapter(): Promise<{ config: Uint8Array; weights: Uint8Array }>;
   /** Frees the model and ends the worker. */

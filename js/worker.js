@@ -110,6 +110,9 @@ export class Rescorer {
   train(lists, opts, onProgress, cancel) {
     return this.#call("train", [lists, opts], onProgress, cancel ?? new CancelToken());
   }
+  personalize(adapt, evaluated, opts) {
+    return this.#call("personalize", [adapt, evaluated, opts]);
+  }
   capabilities() {
     return this.#call("capabilities", []);
   }

@@ -169,7 +169,9 @@ pub struct GroupReport {
     pub first_pass_wer: f64,
     pub base_wer: f64,
     pub personalized_wer: f64,
-    /// The hypothesis the personal adapter ranks first in each evaluated list (its index).
+    /// The hypothesis the global and the personal adapter rank first in each evaluated list
+    /// (its index).
+    pub base_choices: Vec<usize>,
     pub personal_choices: Vec<usize>,
     /// The personal adapter's s2 of each evaluated hypothesis (not in the JSON).
     #[serde(skip)]
@@ -207,9 +209,7 @@ pub struct AtWeight {
 }
 
 /// Runs the protocol on `lists` (all with references) with `scorer`'s adapter as the global one
-/// (none: the base model and its CLS head). Each group trains its own personal adapter from the
-/// global one on its first part only; its second part is then scored by that adapter. The
-/// scorer's adapter is put back afterwards.
+/// (none: the base model and its CLS head): [`personalize_group`] on every group, pooled.
 pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut done: impl FnMut(&GroupReport)) -> Result<Report> {
     if let Some(nb) = lists.iter().find(|nb| nb.reference.is_none()) {
         return Err(Error::Input(format!("utterance {:?} has no reference: personalising needs the transcripts", nb.utt)));
@@ -219,58 +219,17 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     if splits.splits.is_empty() {
         return Err(Error::Input(format!("no group of two or more utterances ({} ungrouped, {} groups of one)", splits.ungrouped, splits.skipped_groups)));
     }
-    let cut: Vec<NBest> = lists.iter().map(|nb| NBest { hyps: nb.hyps[..o.depth.unwrap_or(usize::MAX).min(nb.hyps.len())].to_vec(), ..nb.clone() }).collect();
-    let examples: Vec<ListExample> = cut.iter().map(|nb| ListExample::from_nbest(nb, &o.first_pass, &scorer.encoder, None)).collect::<Result<_>>()?;
-    // The global adapter's scores of every evaluated list (for CLS, zeros without a CLS head: the
-    // base model alone cannot rescore).
-    let method = o.adapt.method();
-    if method == Method::Pll && scorer.model().mlm.is_none() {
-        return Err(Error::NoMlmHead);
-    }
-    let eval_idx: Vec<usize> = splits.splits.iter().flat_map(|s| s.eval.iter().copied()).collect();
-    let eval_lists: Vec<NBest> = eval_idx.iter().map(|&i| cut[i].clone()).collect();
-    let base_s2: Vec<Vec<f64>> = if method == Method::Pll || scorer.cls_head.is_some() { scorer.score_lists(&eval_lists, method, &mut |_| {}).await? } else { eval_lists.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
-    let base_of: std::collections::HashMap<usize, &Vec<f64>> = eval_idx.iter().copied().zip(&base_s2).collect();
-    let global = scorer.adapter();
-    let head = scorer.cls_head.clone();
-    scorer.use_adapter(None).await?;
     // Every group's evaluated lists with their global and personal s2, for the pooled WERs.
-    let (mut all_eval, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new());
-    let result = async {
-        let mut groups = Vec::new();
-        for s in &splits.splits {
-            let t0 = seconds();
-            let eval: Vec<ListExample> = s.eval.iter().map(|&i| examples[i].clone()).collect();
-            let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global.as_deref() };
-            let personal = personal_scores(scorer, o, &start, head.clone(), s, &examples, &cut).await?;
-            crate::score::ensure_finite(&personal.concat())?;
-            let base: Vec<Vec<f64>> = s.eval.iter().map(|i| base_of[i].clone()).collect();
-            let zero: Vec<Vec<f64>> = eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
-            let g = GroupReport {
-                group: s.group.clone(),
-                adapt_utterances: s.adapt.iter().map(|&i| lists[i].utt.clone()).collect(),
-                eval_utterances: s.eval.iter().map(|&i| lists[i].utt.clone()).collect(),
-                words: eval.iter().map(|l| l.words).sum(),
-                first_pass_wer: wer_at(&eval, &zero, 0.0),
-                base_wer: wer_at(&eval, &base, o.weight),
-                personalized_wer: wer_at(&eval, &personal, o.weight),
-                personal_choices: picks(&eval, &personal, o.weight).collect(),
-                personal_scores: personal.clone(),
-                seconds: seconds() - t0,
-            };
-            done(&g);
-            groups.push(g);
-            all_eval.extend(eval);
-            all_base.extend(base);
-            all_personal.extend(personal);
-        }
-        Ok::<_, Error>(groups)
+    let (mut groups, mut all_eval, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in &splits.splits {
+        let pick = |idx: &[usize]| idx.iter().map(|&i| lists[i].clone()).collect::<Vec<_>>();
+        let run = personalize_group(scorer, o, &s.group, &pick(&s.adapt), &pick(&s.eval)).await?;
+        done(&run.report);
+        all_eval.extend(run.eval);
+        all_base.extend(run.base);
+        all_personal.extend(run.report.personal_scores.iter().cloned());
+        groups.push(run.report);
     }
-    .await;
-    scorer.use_adapter(global).await?;
-    scorer.cls_head = head;
-    let groups = result?;
-    // Pooled over every group's evaluated lists.
     let zero: Vec<Vec<f64>> = all_eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
     Ok(Report {
         chapters: groups.len(),
@@ -290,26 +249,84 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     })
 }
 
-/// The personal s2 of group `s`'s evaluated lists, after training from `start` on its first part
-/// by `o.adapt` (`examples` and `cut`: every list, as examples and as n-best lists at depth).
-async fn personal_scores(scorer: &mut Scorer, o: &Options, start: &Start<'_>, head: Option<crate::ClsHead>, s: &Split, examples: &[ListExample], cut: &[NBest]) -> Result<Vec<Vec<f64>>> {
-    let steps = (s.adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
+/// One group personalised ([`personalize_group`]).
+pub struct GroupRun {
+    pub report: GroupReport,
+    /// The personal adapter (PEFT format; the global adapter's pairs trained on, or fresh ones).
+    pub adapter: crate::Adapter,
+    /// The evaluated lists as examples (at `Options::depth`), and the global adapter's s2 of them.
+    pub eval: Vec<ListExample>,
+    pub base: Vec<Vec<f64>>,
+}
+
+/// Personalises on one group: `adapt`'s references are the user's corrections. `eval` is scored
+/// with the scorer's adapter (the global one; for CLS without a head, zeros: the base model alone
+/// cannot rescore), then with the personal adapter trained from it on `adapt` alone by
+/// `o.adapt`. The scorer's adapter is put back. What [`personalize`] runs for every group, and
+/// the page (`Rescorer.personalize`) for the chapter a user corrected.
+pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, adapt: &[NBest], eval: &[NBest]) -> Result<GroupRun> {
+    let t0 = seconds();
+    if let Some(nb) = adapt.iter().chain(eval).find(|nb| nb.reference.is_none()) {
+        return Err(Error::Input(format!("utterance {:?} has no reference: personalising needs the transcripts", nb.utt)));
+    }
+    if adapt.is_empty() || eval.is_empty() {
+        return Err(Error::Input(format!("group {group:?}: personalising needs corrected utterances and utterances to evaluate")));
+    }
+    let method = o.adapt.method();
+    if method == Method::Pll && scorer.model().mlm.is_none() {
+        return Err(Error::NoMlmHead);
+    }
+    let cut = |l: &[NBest]| -> Vec<NBest> { l.iter().map(|nb| NBest { hyps: nb.hyps[..o.depth.unwrap_or(usize::MAX).min(nb.hyps.len())].to_vec(), ..nb.clone() }).collect() };
+    let (adapt, eval) = (cut(adapt), cut(eval));
+    let examples = |l: &[NBest]| -> Result<Vec<ListExample>> { l.iter().map(|nb| ListExample::from_nbest(nb, &o.first_pass, &scorer.encoder, None)).collect() };
+    let (adapt_ex, eval_ex) = (examples(&adapt)?, examples(&eval)?);
+    let base: Vec<Vec<f64>> = if method == Method::Pll || scorer.cls_head.is_some() { scorer.score_lists(&eval, method, &mut |_| {}).await? } else { eval.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
+    let global = scorer.adapter();
+    let head = scorer.cls_head.clone();
+    scorer.use_adapter(None).await?;
+    let trained = async {
+        let a = personal_adapter(scorer, o, global.as_deref(), head.clone(), &adapt, &adapt_ex).await?;
+        scorer.use_adapter(Some(std::sync::Arc::new(a.clone()))).await?;
+        let s = scorer.score_lists(&eval, method, &mut |_| {}).await?;
+        Ok::<_, Error>((a, s))
+    }
+    .await;
+    scorer.use_adapter(global).await?;
+    scorer.cls_head = head;
+    let (adapter, personal) = trained?;
+    crate::score::ensure_finite(&personal.concat())?;
+    let zero: Vec<Vec<f64>> = eval_ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+    let report = GroupReport {
+        group: group.to_string(),
+        adapt_utterances: adapt.iter().map(|nb| nb.utt.clone()).collect(),
+        eval_utterances: eval.iter().map(|nb| nb.utt.clone()).collect(),
+        words: eval_ex.iter().map(|l| l.words).sum(),
+        first_pass_wer: wer_at(&eval_ex, &zero, 0.0),
+        base_wer: wer_at(&eval_ex, &base, o.weight),
+        personalized_wer: wer_at(&eval_ex, &personal, o.weight),
+        base_choices: picks(&eval_ex, &base, o.weight).collect(),
+        personal_choices: picks(&eval_ex, &personal, o.weight).collect(),
+        personal_scores: personal,
+        seconds: seconds() - t0,
+    };
+    Ok(GroupRun { report, adapter, eval: eval_ex, base })
+}
+
+/// The personal adapter: trained from `global` (its LoRA pairs and heads; fresh pairs without
+/// one) on the corrected lists `adapt` (`adapt_ex`: as examples) by `o.adapt`.
+async fn personal_adapter(scorer: &Scorer, o: &Options, global: Option<&crate::Adapter>, head: Option<crate::ClsHead>, adapt: &[NBest], adapt_ex: &[ListExample]) -> Result<crate::Adapter> {
+    let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global };
+    let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
     // A 10% warm-up, then linear decay over this group's steps.
     let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
     match o.adapt {
         Adapt::Mwer => {
-            let adapt: Vec<ListExample> = s.adapt.iter().map(|&i| examples[i].clone()).collect();
-            let (mut trainer, _) = crate::train::fit::run(scorer, start, head, cfg, &adapt, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
-            trainer.scores_many(&s.eval.iter().map(|&i| &examples[i]).collect::<Vec<_>>()).await
+            let (trainer, _) = crate::train::fit::run(scorer, &start, head, cfg, adapt_ex, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
+            trainer.adapter()
         }
         Adapt::Mlm => {
-            let refs: Vec<&str> = s.adapt.iter().filter_map(|&i| cut[i].reference.as_deref()).collect();
-            let personal = mlm_adapter(scorer, start, cfg, &refs, &o.fit).await?;
-            scorer.use_adapter(Some(std::sync::Arc::new(personal))).await?;
-            let eval_lists: Vec<NBest> = s.eval.iter().map(|&i| cut[i].clone()).collect();
-            let scores = scorer.score_lists(&eval_lists, Method::Pll, &mut |_| {}).await;
-            scorer.use_adapter(None).await?;
-            scores
+            let refs: Vec<&str> = adapt.iter().filter_map(|nb| nb.reference.as_deref()).collect();
+            mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await
         }
     }
 }

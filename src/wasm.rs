@@ -111,6 +111,18 @@ export interface TrainResult {
   /** The steps `timeLimit` allowed, when it cut the run short. */
   timeLimitedSteps: number | null;
 }
+/** `Rescorer.personalize`: how the corrected utterances train (default "mwer": LoRB on their
+ *  lists, s2 = CLS; "mlm": MLM on their transcripts, s2 = PLL), λ (default: the current one),
+ *  and training options as `train`'s (batch default 4; no dev lists). */
+export interface PersonalizeOptions extends Omit<TrainOptions, "dev" | "devFraction" | "patience" | "continueAdapter"> {
+  adapt?: "mwer" | "mlm"; weight?: number;
+}
+/** WERs (%) of the evaluated utterances: first pass, the adapter in use before, the personal
+ *  adapter; which hypothesis each ranks first (indices into each list's hypotheses). */
+export interface PersonalizeResult {
+  adapt: "mwer" | "mlm"; weight: number; words: number; firstPassWer: number; baseWer: number; personalizedWer: number;
+  adaptUtterances: string[]; evalUtterances: string[]; baseChoices: number[]; personalChoices: number[]; seconds: number;
+}
 /** Errors thrown by lorb: a message and a machine-readable kind. */
 export interface LorbError extends Error {
   kind: "io" | "config" | "weights" | "tokenizer" | "input" | "gpu" | "adapter" | "training" | "cancelled" | "unsupported" | "numeric";
@@ -155,8 +167,9 @@ fn method_of(opts: &JsValue) -> Result<Method, JsValue> {
     }
 }
 
-/// What `Rescorer.train` trains and how, from its options, checked before any work: LoRA rank,
-/// α and targets, the objective and hyperparameters, and the epochs over `lists` training lists.
+/// What `Rescorer.train` (and `personalize`) trains and how, from its options, checked before any
+/// work: LoRA rank, α and targets, the objective and hyperparameters, and the epochs over `lists`
+/// training lists, `batch` per step unless the options say.
 struct TrainPlan {
     r: usize,
     alpha: f64,
@@ -165,7 +178,21 @@ struct TrainPlan {
     fit: crate::train::FitOptions,
 }
 
-fn train_plan(opts: &JsValue, lists: usize) -> Result<TrainPlan, JsValue> {
+/// N-best lists from JS (`utt` defaults to "list I").
+fn nbests(lists: JsValue, what: &str) -> Result<Vec<NBest>, JsValue> {
+    let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("{what} lists: {e}"))))?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            if v.get("utt").is_none() {
+                v["utt"] = format!("list {i}").into();
+            }
+            serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("{what} list {i}: {e}"))))
+        })
+        .collect()
+}
+
+fn train_plan(opts: &JsValue, lists: usize, batch: usize) -> Result<TrainPlan, JsValue> {
     use crate::train::{Objective, TrainConfig};
     let num = |k: &str, d: f64| get(opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
     let objective = match get(opts, "objective").and_then(|v| v.as_string()).as_deref() {
@@ -180,7 +207,7 @@ fn train_plan(opts: &JsValue, lists: usize) -> Result<TrainPlan, JsValue> {
         }
         None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
     };
-    let fit = crate::train::FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", 8.0).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
+    let fit = crate::train::FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", batch as f64).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
     fit.validate().map_err(js_error)?;
     let total = (lists.div_ceil(fit.lists_per_step) * fit.epochs) as u64;
     let cfg = TrainConfig {
@@ -446,7 +473,7 @@ impl Rescorer {
         let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
         let fp = first_pass_of(&opts)?;
         let (examples, dev) = self.train_and_dev(lists, &opts, depth, &fp)?;
-        let plan = train_plan(&opts, examples.len())?;
+        let plan = train_plan(&opts, examples.len(), 8)?;
         let total = plan.cfg.total_steps;
         // Train on the base weights: remove the adapter merged for scoring first, and put it
         // back (with its head and λ) unless training ends with a trained adapter to use.
@@ -543,16 +570,41 @@ impl Rescorer {
 
     /// N-best lists from JS as training examples (each needs a reference).
     fn examples(&self, lists: JsValue, what: &str, depth: Option<usize>, fp: &crate::nbest::FirstPass) -> Result<Vec<crate::train::ListExample>, JsValue> {
-        let raw: Vec<Value> = serde_wasm_bindgen::from_value(lists).map_err(|e| js_error(Error::Input(format!("{what} lists: {e}"))))?;
-        let mut out = Vec::with_capacity(raw.len());
-        for (i, mut v) in raw.into_iter().enumerate() {
-            if v.get("utt").is_none() {
-                v["utt"] = format!("list {i}").into();
-            }
-            let nb: NBest = serde_json::from_value(v).map_err(|e| js_error(Error::Input(format!("{what} list {i}: {e}"))))?;
-            out.push(crate::train::ListExample::from_nbest(&nb, fp, &self.scorer.encoder, depth).map_err(js_error)?);
-        }
-        Ok(out)
+        nbests(lists, what)?.iter().map(|nb| crate::train::ListExample::from_nbest(nb, fp, &self.scorer.encoder, depth).map_err(js_error)).collect()
+    }
+
+    /// Personalises on one group of utterances, a chapter the user corrected, with the function
+    /// `lorb personalize` runs for each chapter: `adapt`'s references are the corrections (the
+    /// training targets); `eval`, what comes next, is scored with the adapter in use and with a
+    /// personal adapter trained from it on `adapt` alone — `opts.adapt` "mwer" (default: LoRB on
+    /// the corrected lists, s2 = CLS) or "mlm" (MLM on their transcripts, s2 = PLL) — at
+    /// λ = `opts.weight` (default: the current λ). Training options as `train` (batch default 4,
+    /// no dev lists). The personal adapter is then in use at that λ (`exportAdapter` gives it).
+    #[wasm_bindgen(unchecked_return_type = "PersonalizeResult")]
+    pub async fn personalize(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "NBestList[]")] adapt: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "NBestList[]")] eval: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "PersonalizeOptions | undefined")] opts: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        use crate::personalize::{personalize_group, Adapt, Grouping, Options};
+        let (adapt, eval) = (nbests(adapt, "adapt")?, nbests(eval, "eval")?);
+        let how: Adapt = get(&opts, "adapt").and_then(|v| v.as_string()).as_deref().unwrap_or("mwer").parse().map_err(js_error)?;
+        let plan = train_plan(&opts, adapt.len(), 4)?;
+        let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
+        crate::rescore::check_weight(weight).map_err(js_error)?;
+        let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
+        // One group: its grouping and split are the caller's.
+        let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
+        let run = personalize_group(&mut self.scorer, &o, "page", &adapt, &eval).await.map_err(js_error)?;
+        self.trained = Some(run.adapter.clone());
+        self.scorer.set_adapter(run.adapter).await.map_err(js_error)?;
+        self.weight = weight;
+        let g = &run.report;
+        to_js(&json!({
+            "adapt": how, "weight": weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer, "personalizedWer": g.personalized_wer,
+            "adaptUtterances": g.adapt_utterances, "evalUtterances": g.eval_utterances, "baseChoices": g.base_choices, "personalChoices": g.personal_choices, "seconds": g.seconds,
+        }))
     }
 
     /// The adapter trained last, in PEFT's format: `{ config: Uint8Array, weights: Uint8Array }`

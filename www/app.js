@@ -133,6 +133,7 @@ async function load() {
     setMethods(caps);
     $("data").hidden = false;
     $("training").hidden = false;
+    $("personal").hidden = false;
     await loadLists();
   } catch (e) {
     showError(e);
@@ -181,6 +182,7 @@ async function loadLists() {
   $("rescore-all").disabled = false;
   $("summary").textContent = `${lists.length} utterances loaded.`;
   updateCorrected();
+  fillChapters();
   await showUtterance(0);
 }
 
@@ -371,6 +373,121 @@ async function train() {
   }
 }
 
+// Personalisation on one chapter: its first utterances (their transcripts corrected) train a
+// personal adapter from the one in use; the rest of the chapter is rescored before and after.
+// `Rescorer.personalize` is the function `lorb personalize` runs for every chapter.
+
+// Chapters in order of first appearance, each with its lists' indices in file order (ids that
+// are not SPEAKER-CHAPTER-N form one group of all the lists).
+function chapters() {
+  const out = new Map();
+  lists.forEach((l, i) => {
+    const parts = String(l.utt || "").split("-");
+    const key = parts.length >= 3 && parts.every((p) => p) ? `${parts[0]}-${parts[1]}` : "all lists";
+    if (!out.has(key)) out.set(key, []);
+    out.get(key).push(i);
+  });
+  return out;
+}
+
+function fillChapters() {
+  const sel = $("p-chapter");
+  sel.innerHTML = "";
+  for (const [key, idx] of chapters()) {
+    if (idx.length < 2) continue;
+    const o = document.createElement("option");
+    o.value = key;
+    o.textContent = `${key} (${idx.length} utterances)`;
+    sel.appendChild(o);
+  }
+  chapterChanged();
+}
+
+function chapterChanged() {
+  const idx = chapters().get($("p-chapter").value) || [];
+  $("p-count").max = Math.max(1, idx.length - 1);
+  $("p-count").value = Math.max(1, Math.floor(idx.length / 2));
+  $("p-run").disabled = idx.length < 2;
+}
+
+// The chapter's corrected lists (its first p-count) and the rest.
+function chapterSplit() {
+  const idx = chapters().get($("p-chapter").value) || [];
+  const k = Math.min(Math.max(1, Number($("p-count").value) | 0), idx.length - 1);
+  return { adapt: idx.slice(0, k), evaluated: idx.slice(k) };
+}
+
+function useReferences() {
+  const { adapt } = chapterSplit();
+  const missing = adapt.filter((i) => !lists[i].ref).length;
+  for (const i of adapt) if (lists[i].ref) lists[i] = { ...lists[i], corrected: true };
+  updateCorrected();
+  $("p-status").textContent = `${adapt.length - missing} transcripts taken as corrected${missing ? `; ${missing} have no reference: correct them above` : ""}.`;
+  showUtterance(Number($("utt").value) || 0);
+}
+
+// The words of `b` that `a` lacks (a longest common subsequence of words), marked.
+function markChanges(a, b) {
+  const x = a.split(" "), y = b.split(" ");
+  const L = Array.from({ length: x.length + 1 }, () => new Array(y.length + 1).fill(0));
+  for (let i = x.length - 1; i >= 0; i--) for (let j = y.length - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (j < y.length) {
+    if (i < x.length && x[i] === y[j]) {
+      out.push(escape(y[j++]));
+      i++;
+    } else if (i < x.length && L[i + 1][j] >= L[i][j + 1]) {
+      i++;
+    } else {
+      out.push(`<mark>${escape(y[j++])}</mark>`);
+    }
+  }
+  return out.join(" ");
+}
+
+async function personalize() {
+  clearError();
+  const { adapt, evaluated } = chapterSplit();
+  const status = $("p-status");
+  const uncorrected = adapt.filter((i) => !lists[i].corrected || !lists[i].ref);
+  if (uncorrected.length) {
+    status.textContent = `correct the chapter's first ${adapt.length} transcripts first (${uncorrected.length} are not), or take their references as corrections.`;
+    status.dataset.state = "failed";
+    return;
+  }
+  const depth = options().depth;
+  const strip = (i) => { const { corrected, ...l } = lists[i]; return { ...l, hyps: l.hyps.slice(0, depth) }; };
+  const opts = { adapt: $("p-adapt").value, epochs: Number($("p-epochs").value), lr: Number($("p-lr").value), kappa: Number($("t-kappa").value), weight: options().weight, depth };
+  status.textContent = `training on ${adapt.length} corrected utterances, then rescoring ${evaluated.length}…`;
+  status.dataset.state = "running";
+  $("p-run").disabled = true;
+  try {
+    const r = await exclusive(() => rescorer.personalize(adapt.map(strip), evaluated.map(strip), opts));
+    const res = $("p-result");
+    Object.assign(res.dataset, { firstPassWer: r.firstPassWer, baseWer: r.baseWer, personalizedWer: r.personalizedWer, adaptUtterances: JSON.stringify(r.adaptUtterances), evalUtterances: JSON.stringify(r.evalUtterances) });
+    const rows = evaluated.map((li, k) => ({ l: lists[li], before: lists[li].hyps[r.baseChoices[k]].text, after: lists[li].hyps[r.personalChoices[k]].text }))
+      .filter((x) => x.before !== x.after)
+      .map((x) => `<tr><td>${escape(x.l.utt || "")}</td><td>${escape(x.l.ref || "")}</td><td>${markChanges(x.after, x.before)}</td><td>${markChanges(x.before, x.after)}</td></tr>`).join("");
+    res.innerHTML = `<div class="ref">the rest of ${escape($("p-chapter").value)}: ${r.evalUtterances.length} utterances, ${r.words} words — first pass WER ${r.firstPassWer.toFixed(2)}%,
+      with the adapter in use <b id="p-before">${r.baseWer.toFixed(2)}%</b>, personalised <b id="p-after">${r.personalizedWer.toFixed(2)}%</b> (λ = ${r.weight})</div>` +
+      (rows ? `<table><thead><tr><th>utterance</th><th>transcript</th><th>before</th><th>after</th></tr></thead><tbody>${rows}</tbody></table>` : "<p>No evaluated utterance changed its choice.</p>");
+    status.textContent = `personalised in ${r.seconds.toFixed(1)} s on ${r.adaptUtterances.length} corrected utterances; the personal adapter is now in use ("Download adapter" above saves it).`;
+    status.dataset.state = "done";
+    $("download").disabled = false;
+    setMethods(await exclusive(() => rescorer.capabilities()));
+    $("method").value = r.adapt === "mlm" ? "pll" : "cls";
+    results = new Map();
+    showUtterance(Number($("utt").value) || 0);
+  } catch (e) {
+    status.dataset.state = "failed";
+    status.textContent = "personalising failed";
+    showError(e);
+  } finally {
+    $("p-run").disabled = false;
+  }
+}
+
 function download(name, bytes) {
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([bytes]));
@@ -393,6 +510,9 @@ $("download-lists").addEventListener("click", () => {
   download("nbest-corrected.jsonl", new TextEncoder().encode(text));
 });
 $("load").addEventListener("click", load);
+$("p-chapter").addEventListener("change", chapterChanged);
+$("p-use-refs").addEventListener("click", useReferences);
+$("p-run").addEventListener("click", () => personalize());
 $("rescore-all").addEventListener("click", rescoreAll);
 $("utt").addEventListener("change", (e) => showUtterance(Number(e.target.value)));
 $("method").addEventListener("change", () => showUtterance(Number($("utt").value) || 0));

@@ -2,8 +2,8 @@
 // serves the repository, loads www/ with the default model and the shipped adapter, rescores the
 // bundled sample (its first LIMIT=5 utterances by default), and checks that the WER figures on the page equal `lorb eval`'s for the same
 // inputs. Then checks that failed loads (a 404, truncated weights, a wrong tokenizer) and a missing
-// WebGPU show typed messages, and trains (with its curves), corrects, downloads and cancels on the
-// page; a separate app bundled by webpack and Vite scores like transformers; and the page stays
+// WebGPU show typed messages, and trains (with its curves), corrects, downloads, cancels and
+// personalises on one chapter on the page; a separate app bundled by webpack and Vite scores like transformers; and the page stays
 // responsive while the Web Worker computes. Saves screenshots.
 //
 //   node tests/e2e/demo.mjs            (after `wasm-pack build --target web` and the model fetch)
@@ -148,7 +148,10 @@ try {
   console.log(`e2e: training curves: ${JSON.stringify(chart)}`);
   if (!(chart.lossLines === 1 && chart.lossTicks >= 5 && chart.werPoints === 2 && chart.werTicks >= 5 && chart.labels.join() === "step,loss,epoch,WER %")) fail(`the training curves lack data or axes: ${JSON.stringify(chart)}`);
   await tp.locator("#curves").screenshot({ path: `${out}/curves.png` });
+  // 50 epochs without held-out lists (no early stopping: the dev WER would end the run after
+  // patience epochs, before the cancel click on a fast machine).
   await tp.fill("#t-epochs", "50");
+  await tp.fill("#t-dev", "0");
   await tp.click("#train");
   await tp.waitForFunction(() => document.getElementById("t-status").dataset.state === "running");
   await tp.click("#cancel");
@@ -157,6 +160,35 @@ try {
   const ctext = (await tp.textContent("#t-status")).trim();
   console.log(`e2e: aborted training: ${ctext}`);
   if (cstate !== "cancelled" || !ctext.includes("cancelled")) fail(`expected an announced cancellation, got ${cstate}: ${ctext}`);
+  // Personalising on one chapter (the 12 lists are chapter 1272-128104): the references of its
+  // first 6 taken as corrections, a personal adapter trained from the one in use on those alone,
+  // the other 6 rescored before and after; the personal adapter then downloads.
+  await tp.selectOption("#p-chapter", "1272-128104");
+  await tp.fill("#p-count", "6");
+  await tp.click("#p-use-refs");
+  const pcorrected = (await tp.textContent("#t-corrected")).trim();
+  if (!pcorrected.startsWith("6 transcripts")) fail(`"use their references" marked ${pcorrected}`);
+  await tp.fill("#p-epochs", "2");
+  await tp.fill("#p-lr", "0.01");
+  await tp.fill("#weight", "1");
+  await tp.click("#p-run");
+  await tp.waitForFunction(() => ["done", "failed"].includes(document.getElementById("p-status").dataset.state), null, { timeout: 600_000, polling: 500 });
+  const pstate = await tp.getAttribute("#p-status", "data-state");
+  console.log(`e2e: personalising ${pstate}: ${(await tp.textContent("#p-status")).trim()} ${(await tp.textContent("#p-result")).trim().split("\n")[0]}`);
+  if (pstate !== "done") fail(`personalising ended ${pstate}: ${await tp.textContent("#error")}`);
+  const pr = await tp.evaluate(() => ({ ...document.getElementById("p-result").dataset }));
+  const ids = readFileSync(`${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`, "utf8").split("\n").filter((l) => l.trim()).slice(0, 12).map((l) => JSON.parse(l).utt);
+  const [padapt, peval] = [JSON.parse(pr.adaptUtterances || "[]"), JSON.parse(pr.evalUtterances || "[]")];
+  // The evaluated utterances never train: the corrected ones are the chapter's first 6, the
+  // evaluated its other 6.
+  if (padapt.join() !== ids.slice(0, 6).join() || peval.join() !== ids.slice(6).join()) fail(`personalised on ${padapt} and evaluated ${peval}`);
+  const pwers = [pr.firstPassWer, pr.baseWer, pr.personalizedWer].map(Number);
+  if (!pwers.every((w) => Number.isFinite(w) && w >= 0)) fail(`personalisation WERs ${pwers}`);
+  await tp.screenshot({ path: `${out}/personalise.png`, fullPage: true });
+  const [pdl] = await Promise.all([tp.waitForEvent("download"), tp.click("#download")]);
+  await pdl.saveAs(`${out}/personal-${pdl.suggestedFilename()}`);
+  const pcfg = JSON.parse(readFileSync(`${out}/personal-${pdl.suggestedFilename()}`, "utf8"));
+  if (pcfg.peft_type !== "LORA") fail(`the personal adapter downloaded as ${pdl.suggestedFilename()} is not a PEFT LoRA config`);
 
   // 5. A separate app imports the package through webpack (tests/bundler, built by .ci/run from
   // both wasm-pack targets) and through Vite, and scores like Hugging Face transformers
