@@ -32,6 +32,28 @@ var<workgroup> w_tile: array<f32, BK * BN>; // [BK][BN]
 
 // #include "gelu_fn.wgsl"
 
+// op(A)[row, kk], zero outside [m, k].
+fn a_at(row: u32, kk: u32) -> f32 {
+    if (row >= p.m || kk >= p.k) {
+        return 0.0;
+    }
+    if ((p.trans & 1u) != 0u) {
+        return a[p.a_off + kk * p.lda + row];
+    }
+    return a[p.a_off + row * p.lda + kk];
+}
+
+// op(B)[kk, col], zero outside [k, n].
+fn w_at(col: u32, kk: u32) -> f32 {
+    if (col >= p.n || kk >= p.k) {
+        return 0.0;
+    }
+    if ((p.trans & 2u) != 0u) {
+        return w[col * p.ldb + kk];
+    }
+    return w[kk * p.ldb + col];
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -41,34 +63,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
         // Consecutive invocations read consecutive k of one row: coalesced along K.
         for (var e = li; e < BM * BK; e = e + 256u) {
-            let r = e / BK;
-            let kk = e % BK;
-            let gr = row0 + r;
-            let gk = k0 + kk;
-            var v = 0.0;
-            if (gr < p.m && gk < p.k) {
-                if ((p.trans & 1u) != 0u) {
-                    v = a[p.a_off + gk * p.lda + gr];
-                } else {
-                    v = a[p.a_off + gr * p.lda + gk];
-                }
-            }
-            a_tile[kk * BM + r] = v;
+            a_tile[(e % BK) * BM + e / BK] = a_at(row0 + e / BK, k0 + e % BK);
         }
         for (var e = li; e < BN * BK; e = e + 256u) {
-            let r = e / BK;
-            let kk = e % BK;
-            let gr = col0 + r;
-            let gk = k0 + kk;
-            var v = 0.0;
-            if (gr < p.n && gk < p.k) {
-                if ((p.trans & 2u) != 0u) {
-                    v = w[gr * p.ldb + gk];
-                } else {
-                    v = w[gk * p.ldb + gr];
-                }
-            }
-            w_tile[kk * BN + r] = v;
+            w_tile[(e % BK) * BN + e / BK] = w_at(col0 + e / BK, k0 + e % BK);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
