@@ -291,9 +291,11 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
         Ok::<_, Error>((a, s))
     }
     .await;
-    scorer.use_adapter(global).await?;
+    // The global adapter and head go back whatever happened; a training error comes first.
+    let restored = scorer.use_adapter(global).await;
     scorer.cls_head = head;
     let (adapter, personal) = trained?;
+    restored?;
     crate::score::ensure_finite(&personal.concat())?;
     let zero: Vec<Vec<f64>> = eval_ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
     let report = GroupReport {
@@ -326,14 +328,21 @@ async fn personal_adapter(scorer: &Scorer, o: &Options, global: Option<&crate::A
         }
         Adapt::Mlm => {
             let refs: Vec<&str> = adapt.iter().filter_map(|nb| nb.reference.as_deref()).collect();
-            mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await
+            let mut a = mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await?;
+            // What MLM does not train stays the global adapter's: its CLS head and MLM output bias.
+            a.cls_head = head;
+            if a.mlm_head.bias.is_none() {
+                a.mlm_head.bias = global.and_then(|g| g.mlm_head.bias.clone());
+            }
+            Ok(a)
         }
     }
 }
 
 /// The personal adapter of [`Adapt::Mlm`]: `start` (the global adapter's LoRA pairs and MLM
 /// head, or fresh pairs) trained with the MLM objective on the corrected transcripts `refs`, for
-/// `fit.epochs` epochs of `fit.lists_per_step` transcripts per step (masked with the run's seed).
+/// `fit.epochs` epochs of `fit.lists_per_step` transcripts per step (masked with the run's seed),
+/// cut to the steps that fit `fit.time_limit` when one is set.
 async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs: &[&str], fit: &FitOptions) -> Result<crate::Adapter> {
     let ids: Vec<Vec<u32>> = refs.iter().enumerate().map(|(i, t)| scorer.encoder.encode(i, t).map(|t| t.ids)).collect::<Result<_>>()?;
     let ids: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).filter(|v| v.len() > 2).collect();
@@ -350,11 +359,15 @@ async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs:
         t.use_backend(crate::BackendKind::Gpu).await?;
     }
     let mut order: Vec<usize> = (0..ids.len()).collect();
-    for _ in 0..fit.epochs {
+    let mut budget = fit.time_limit.map(|l| crate::train::fit::TimeBudget::new(l, t.step));
+    'epochs: for _ in 0..fit.epochs {
         t.rng.shuffle(&mut order);
         for c in order.chunks(fit.lists_per_step) {
             let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i]).collect();
             t.step_texts(&batch).await?;
+            if budget.as_mut().is_some_and(|b| b.after_step(&mut t)) {
+                break 'epochs;
+            }
         }
     }
     t.pull().await?;

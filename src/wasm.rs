@@ -169,7 +169,7 @@ fn method_of(opts: &JsValue) -> Result<Method, JsValue> {
 
 /// What `Rescorer.train` (and `personalize`) trains and how, from its options, checked before any
 /// work: LoRA rank, α and targets, the objective and hyperparameters, and the epochs over `lists`
-/// training lists, `batch` per step unless the options say.
+/// training lists; `epochs` and `batch` (lists per step) unless the options say.
 struct TrainPlan {
     r: usize,
     alpha: f64,
@@ -192,7 +192,7 @@ fn nbests(lists: JsValue, what: &str) -> Result<Vec<NBest>, JsValue> {
         .collect()
 }
 
-fn train_plan(opts: &JsValue, lists: usize, batch: usize) -> Result<TrainPlan, JsValue> {
+fn train_plan(opts: &JsValue, lists: usize, (epochs, batch): (usize, usize)) -> Result<TrainPlan, JsValue> {
     use crate::train::{Objective, TrainConfig};
     let num = |k: &str, d: f64| get(opts, k).and_then(|v| v.as_f64()).unwrap_or(d);
     let objective = match get(opts, "objective").and_then(|v| v.as_string()).as_deref() {
@@ -207,7 +207,7 @@ fn train_plan(opts: &JsValue, lists: usize, batch: usize) -> Result<TrainPlan, J
         }
         None => vec![crate::adapter::Target::Query, crate::adapter::Target::Value],
     };
-    let fit = crate::train::FitOptions { epochs: num("epochs", 1.0).max(0.0) as usize, lists_per_step: num("batch", batch as f64).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
+    let fit = crate::train::FitOptions { epochs: num("epochs", epochs as f64).max(0.0) as usize, lists_per_step: num("batch", batch as f64).max(0.0) as usize, patience: num("patience", 2.0).max(0.0) as usize, checkpoint: None, time_limit: Some(num("timeLimit", 0.0)).filter(|&x| x > 0.0) };
     fit.validate().map_err(js_error)?;
     let total = (lists.div_ceil(fit.lists_per_step) * fit.epochs) as u64;
     let cfg = TrainConfig {
@@ -473,7 +473,7 @@ impl Rescorer {
         let depth = depth.is_finite().then_some(depth.max(1.0) as usize);
         let fp = first_pass_of(&opts)?;
         let (examples, dev) = self.train_and_dev(lists, &opts, depth, &fp)?;
-        let plan = train_plan(&opts, examples.len(), 8)?;
+        let plan = train_plan(&opts, examples.len(), (1, 8))?;
         let total = plan.cfg.total_steps;
         // Train on the base weights: remove the adapter merged for scoring first, and put it
         // back (with its head and λ) unless training ends with a trained adapter to use.
@@ -578,8 +578,10 @@ impl Rescorer {
     /// training targets); `eval`, what comes next, is scored with the adapter in use and with a
     /// personal adapter trained from it on `adapt` alone — `opts.adapt` "mwer" (default: LoRB on
     /// the corrected lists, s2 = CLS) or "mlm" (MLM on their transcripts, s2 = PLL) — at
-    /// λ = `opts.weight` (default: the current λ). Training options as `train` (batch default 4,
-    /// no dev lists). The personal adapter is then in use at that λ (`exportAdapter` gives it).
+    /// λ = `opts.weight` (default: the current λ). Training options as `train` (epochs default 2
+    /// and batch 4, as the command; no dev lists, no cancelling; `timeLimit` applies). The personal
+    /// adapter is then in use at that λ (`exportAdapter` gives it); after "mlm" it keeps the CLS
+    /// head of the adapter it started from, and PLL is its s2.
     #[wasm_bindgen(unchecked_return_type = "PersonalizeResult")]
     pub async fn personalize(
         &mut self,
@@ -590,15 +592,18 @@ impl Rescorer {
         use crate::personalize::{personalize_group, Adapt, Grouping, Options};
         let (adapt, eval) = (nbests(adapt, "adapt")?, nbests(eval, "eval")?);
         let how: Adapt = get(&opts, "adapt").and_then(|v| v.as_string()).as_deref().unwrap_or("mwer").parse().map_err(js_error)?;
-        let plan = train_plan(&opts, adapt.len(), 4)?;
+        if get(&opts, "objective").is_some() {
+            return Err(js_error(Error::Input("personalize takes `adapt` (\"mwer\" or \"mlm\"), not `objective`".into())));
+        }
+        let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
         let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
         let run = personalize_group(&mut self.scorer, &o, "page", &adapt, &eval).await.map_err(js_error)?;
-        self.trained = Some(run.adapter.clone());
-        self.scorer.set_adapter(run.adapter).await.map_err(js_error)?;
+        self.scorer.set_adapter(run.adapter.clone()).await.map_err(js_error)?;
+        self.trained = Some(run.adapter);
         self.weight = weight;
         let g = &run.report;
         to_js(&json!({

@@ -297,6 +297,9 @@ async function rescoreAll() {
 
 // Training: LoRB on the loaded lists, with live curves; the adapter can be downloaded.
 let token = null;
+// The utterances the adapter in use was trained on here (section 3): personalising warns when
+// they include the utterances it evaluates.
+let trainedOn = new Set();
 
 // The curves of a run: the loss of every step, the dev WER after every epoch (with the first
 // pass's on the same lists, once the run reports it).
@@ -313,6 +316,7 @@ async function train() {
   const depth = options().depth;
   const chosen = lists.filter((l) => l.ref && (!$("t-only-corrected").checked || l.corrected));
   const examples = chosen.map(({ corrected, ...l }) => ({ ...l, hyps: l.hyps.slice(0, depth) }));
+  chosen.forEach((l) => trainedOn.add(l.utt));
   const losses = [];
   const epochs = [];
   const devCurve = [];
@@ -377,13 +381,13 @@ async function train() {
 // personal adapter from the one in use; the rest of the chapter is rescored before and after.
 // `Rescorer.personalize` is the function `lorb personalize` runs for every chapter.
 
-// Chapters in order of first appearance, each with its lists' indices in file order (ids that
-// are not SPEAKER-CHAPTER-N form one group of all the lists).
+// Chapters in order of first appearance, each with its lists' indices in file order (the lists
+// whose ids are not SPEAKER-CHAPTER-N form one more group, "other lists").
 function chapters() {
   const out = new Map();
   lists.forEach((l, i) => {
     const parts = String(l.utt || "").split("-");
-    const key = parts.length >= 3 && parts.every((p) => p) ? `${parts[0]}-${parts[1]}` : "all lists";
+    const key = parts.length >= 3 && parts.every((p) => p) ? `${parts[0]}-${parts[1]}` : "other lists";
     if (!out.has(key)) out.set(key, []);
     out.get(key).push(i);
   });
@@ -456,6 +460,13 @@ async function personalize() {
     status.dataset.state = "failed";
     return;
   }
+  const noRef = evaluated.filter((i) => !lists[i].ref).length;
+  if (noRef) {
+    status.textContent = `${noRef} of the utterances to evaluate have no transcript: correct them above to measure their WER.`;
+    status.dataset.state = "failed";
+    return;
+  }
+  const seen = evaluated.filter((i) => trainedOn.has(lists[i].utt)).length;
   const depth = options().depth;
   const strip = (i) => { const { corrected, ...l } = lists[i]; return { ...l, hyps: l.hyps.slice(0, depth) }; };
   const opts = { adapt: $("p-adapt").value, epochs: Number($("p-epochs").value), lr: Number($("p-lr").value), kappa: Number($("t-kappa").value), weight: options().weight, depth };
@@ -472,7 +483,9 @@ async function personalize() {
     res.innerHTML = `<div class="ref">the rest of ${escape($("p-chapter").value)}: ${r.evalUtterances.length} utterances, ${r.words} words — first pass WER ${r.firstPassWer.toFixed(2)}%,
       with the adapter in use <b id="p-before">${r.baseWer.toFixed(2)}%</b>, personalised <b id="p-after">${r.personalizedWer.toFixed(2)}%</b> (λ = ${r.weight})</div>` +
       (rows ? `<table><thead><tr><th>utterance</th><th>transcript</th><th>before</th><th>after</th></tr></thead><tbody>${rows}</tbody></table>` : "<p>No evaluated utterance changed its choice.</p>");
-    status.textContent = `personalised in ${r.seconds.toFixed(1)} s on ${r.adaptUtterances.length} corrected utterances; the personal adapter is now in use ("Download adapter" above saves it).`;
+    status.textContent = `personalised in ${r.seconds.toFixed(1)} s on ${r.adaptUtterances.length} corrected utterances; the personal adapter is now in use ("Download adapter" above saves it).` +
+      (seen ? ` Note: the adapter it started from was trained above on ${seen} of the ${evaluated.length} evaluated utterances, so both WERs flatter it.` : "");
+    status.dataset.seen = seen;
     status.dataset.state = "done";
     $("download").disabled = false;
     setMethods(await exclusive(() => rescorer.capabilities()));

@@ -160,9 +160,13 @@ try {
   const ctext = (await tp.textContent("#t-status")).trim();
   console.log(`e2e: aborted training: ${ctext}`);
   if (cstate !== "cancelled" || !ctext.includes("cancelled")) fail(`expected an announced cancellation, got ${cstate}: ${ctext}`);
-  // Personalising on one chapter (the 12 lists are chapter 1272-128104): the references of its
-  // first 6 taken as corrections, a personal adapter trained from the one in use on those alone,
-  // the other 6 rescored before and after; the personal adapter then downloads.
+  // Personalising on one chapter (the 12 lists are chapter 1272-128104), on a fresh page whose
+  // adapter saw none of them (the runs above trained on all 12): the references of its first 6
+  // taken as corrections, a personal adapter trained on those alone, the other 6 rescored before
+  // and after; the personal adapter then downloads.
+  await tp.goto(`${base}?model=../tests/fixtures/bert/&adapter=none&limit=12&truncate`);
+  await tp.click("#load");
+  await tp.waitForSelector("#personal:not([hidden])", { timeout: 120_000 });
   await tp.selectOption("#p-chapter", "1272-128104");
   await tp.fill("#p-count", "6");
   await tp.click("#p-use-refs");
@@ -182,6 +186,7 @@ try {
   // The evaluated utterances never train: the corrected ones are the chapter's first 6, the
   // evaluated its other 6.
   if (padapt.join() !== ids.slice(0, 6).join() || peval.join() !== ids.slice(6).join()) fail(`personalised on ${padapt} and evaluated ${peval}`);
+  if ((await tp.getAttribute("#p-status", "data-seen")) !== "0") fail("the fresh page's adapter counts as trained on the evaluated utterances");
   const pwers = [pr.firstPassWer, pr.baseWer, pr.personalizedWer].map(Number);
   if (!pwers.every((w) => Number.isFinite(w) && w >= 0)) fail(`personalisation WERs ${pwers}`);
   await tp.screenshot({ path: `${out}/personalise.png`, fullPage: true });
