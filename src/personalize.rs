@@ -318,17 +318,17 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
 /// one) on the corrected lists `adapt` (`adapt_ex`: as examples) by `o.adapt`.
 async fn personal_adapter(scorer: &Scorer, o: &Options, global: Option<&crate::Adapter>, head: Option<crate::ClsHead>, adapt: &[NBest], adapt_ex: &[ListExample]) -> Result<crate::Adapter> {
     let start = Start { r: o.r, alpha: o.alpha, rslora: false, targets: &o.targets, seed: o.train.seed, head_only: false, full: false, from: global };
-    let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
-    // A 10% warm-up, then linear decay over this group's steps.
-    let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
     match o.adapt {
         Adapt::Mwer => {
+            let steps = (adapt.len().div_ceil(o.fit.lists_per_step) * o.fit.epochs) as u64;
+            // A 10% warm-up, then linear decay over this group's steps.
+            let cfg = TrainConfig { total_steps: steps, warmup_steps: steps / 10, ..o.train.clone() };
             let (trainer, _) = crate::train::fit::run(scorer, &start, head, cfg, adapt_ex, &[], &o.fit, &AtomicBool::new(false), |_| {}).await?;
             trainer.adapter()
         }
         Adapt::Mlm => {
             let refs: Vec<&str> = adapt.iter().filter_map(|nb| nb.reference.as_deref()).collect();
-            let mut a = mlm_adapter(scorer, &start, cfg, &refs, &o.fit).await?;
+            let mut a = mlm_adapter(scorer, &start, o.train.clone(), &refs, &o.fit).await?;
             // What MLM does not train stays the global adapter's: its CLS head and MLM output bias.
             a.cls_head = head;
             if a.mlm_head.bias.is_none() {
@@ -340,7 +340,8 @@ async fn personal_adapter(scorer: &Scorer, o: &Options, global: Option<&crate::A
 }
 
 /// The personal adapter of [`Adapt::Mlm`]: `start` (the global adapter's LoRA pairs and MLM
-/// head, or fresh pairs) trained with the MLM objective on the corrected transcripts `refs`, for
+/// head, or fresh pairs) trained with the MLM objective (and `cfg`'s optimiser settings; its
+/// schedule is fitted here) on the corrected transcripts `refs`, for
 /// `fit.epochs` epochs of `fit.lists_per_step` transcripts per step (masked with the run's seed),
 /// cut to the steps that fit `fit.time_limit` when one is set.
 async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs: &[&str], fit: &FitOptions) -> Result<crate::Adapter> {
@@ -352,12 +353,7 @@ async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs:
     let steps = (ids.len().div_ceil(fit.lists_per_step) * fit.epochs) as u64;
     let cfg = TrainConfig { objective: crate::train::Objective::Mlm, cls_head: false, mlm_head: true, full: false, total_steps: steps, warmup_steps: steps / 10, ..cfg };
     cfg.validate()?;
-    let mut base = scorer.model().clone();
-    let begun = start.begin(&mut base, None)?;
-    let mut t = crate::train::Trainer::new(base, begun.lora, None, cfg, scorer.encoder.pad_id(), scorer.encoder.mask_id())?;
-    if scorer.backend.is_gpu() {
-        t.use_backend(crate::BackendKind::Gpu).await?;
-    }
+    let mut t = crate::train::fit::trainer(scorer, start, None, cfg).await?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     let mut budget = fit.time_limit.map(|l| crate::train::fit::TimeBudget::new(l, t.step));
     'epochs: for _ in 0..fit.epochs {

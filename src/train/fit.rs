@@ -374,14 +374,21 @@ async fn dev_scores(t: &mut Trainer, dev: &[ListExample]) -> Result<Vec<Vec<f64>
 /// encoder runs where the scorer's does; then [`fit`].
 #[allow(clippy::too_many_arguments)]
 pub async fn run(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<crate::ClsHead>, cfg: super::TrainConfig, train: &[ListExample], dev: &[ListExample], o: &FitOptions, cancel: &(impl Cancel + ?Sized), progress: impl FnMut(&Progress)) -> Result<(Trainer, FitReport)> {
+    let mut trainer = trainer(scorer, start, cls, cfg).await?;
+    let report = fit(&mut trainer, train, dev, o, cancel, progress).await?;
+    Ok((trainer, report))
+}
+
+/// A trainer for `start` begun on a copy of the scorer's model (starting CLS head `cls`), on the
+/// scorer's kind of backend.
+pub async fn trainer(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<crate::ClsHead>, cfg: super::TrainConfig) -> Result<Trainer> {
     let mut base = scorer.model().clone();
     let begun = start.begin(&mut base, cls)?;
     let mut trainer = Trainer::new(base, begun.lora, begun.cls, cfg, scorer.encoder.pad_id(), scorer.encoder.mask_id())?;
     if scorer.backend.is_gpu() {
         trainer.use_backend(crate::BackendKind::Gpu).await?;
     }
-    let report = fit(&mut trainer, train, dev, o, cancel, progress).await?;
-    Ok((trainer, report))
+    Ok(trainer)
 }
 
 /// The parameters of the best epoch so far, by name.
