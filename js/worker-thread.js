@@ -2,9 +2,13 @@
 // messages { id, op, args } and answering { id, ok, value | error } plus { id, progress } events.
 // Calls run one at a time, in order (a Rescorer takes one call at a time); a cancel message acts
 // at once, on the training run it names.
-import init, { Rescorer, CancelToken } from "./lorb.js";
+//
+// The wasm is loaded by the first "load": the multi-threaded build (threads/lorb.js: rayon on
+// helper Web Workers sharing one wasm memory) when more than one thread is wanted and the page is
+// cross-origin isolated, else the single-threaded build (lorb.js). Blocking waits, which rayon's
+// threads need, are allowed here in a worker and not on a page's main thread.
 
-const ready = init();
+let lorb = null;
 let rescorer = null;
 let queue = Promise.resolve();
 const tokens = new Map();
@@ -16,13 +20,37 @@ function transfers(v) {
   return [];
 }
 
+function inputError(message) {
+  return Object.assign(new Error(message), { kind: "input" });
+}
+
+async function start(threads) {
+  if (lorb) return lorb;
+  const n = threads ?? self.navigator?.hardwareConcurrency ?? 1;
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw inputError(`threads must be a whole number from 1 to 256, not ${threads}`);
+  if (n > 1 && self.crossOriginIsolated) {
+    try {
+      const threaded = await import("./threads/lorb.js");
+      await threaded.default();
+      await threaded.initThreadPool(n);
+      return (lorb = threaded);
+    } catch (e) {
+      console.warn(`lorb: the multi-threaded build did not start (${e?.message ?? e}); computing on one thread`);
+    }
+  }
+  const single = await import("./lorb.js");
+  await single.default();
+  return (lorb = single);
+}
+
 async function run(id, op, args) {
-  await ready;
   const progress = (...p) => self.postMessage({ id, progress: p });
   if (op === "load") {
+    const { threads, ...opts } = args[0] ?? {};
+    const { Rescorer } = await start(threads);
     rescorer?.free();
     rescorer = null;
-    rescorer = await Rescorer.load({ ...args[0], onProgress: progress });
+    rescorer = await Rescorer.load({ ...opts, onProgress: progress });
     return rescorer.capabilities();
   }
   if (!rescorer) throw Object.assign(new Error("the Rescorer is not loaded"), { kind: "input" });
@@ -31,7 +59,7 @@ async function run(id, op, args) {
     case "rescore": return rescorer.rescore(args[0], args[1]);
     case "setAdapter": return rescorer.setAdapter(args[0], progress);
     case "train": {
-      const token = new CancelToken();
+      const token = new lorb.CancelToken();
       tokens.set(id, token);
       if (args[2]) token.cancel();
       try {

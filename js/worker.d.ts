@@ -9,10 +9,21 @@ export class CancelToken {
   free(): void;
 }
 
+/** lorb's LoadOptions, and the size of the worker's thread pool. */
+export interface WorkerLoadOptions extends LoadOptions {
+  /**
+   * Threads for the CPU backend (default `navigator.hardwareConcurrency`). Above 1, and where the
+   * page is cross-origin isolated (COOP/COEP headers, so SharedArrayBuffer exists), the worker
+   * loads the multi-threaded wasm build and starts that many helper workers; otherwise it uses
+   * one thread. `capabilities().threads` says which it got.
+   */
+  threads?: number;
+}
+
 export class Rescorer {
   private constructor();
   /** Starts a worker and loads the model there. Errors reject with a LorbError (`kind "worker"` when the worker could not start). */
-  static load(opts: LoadOptions): Promise<Rescorer>;
+  static load(opts: WorkerLoadOptions): Promise<Rescorer>;
   score(texts: string[], opts?: RescoreOptions): Promise<Float64Array>;
   rescore(nbest: NBestList, opts?: RescoreOptions): Promise<Rescored>;
   setAdapter(adapter: AdapterSource, onProgress?: (file: string, loaded: number, total: number) => void): Promise<AdapterInfo>;

@@ -10,9 +10,10 @@ p.exports = {
   "./worker": { types: "./worker.d.ts", default: "./worker.js" },
   "./package.json": "./package.json",
 };
-p.files = [...new Set([...(p.files || []), "node.js", "worker.js", "worker-thread.js", "worker.d.ts", "LICENSE", "README.md"])];
-// node.js instantiates the wasm on import and worker-thread.js installs a message handler.
-p.sideEffects = [...new Set([...(p.sideEffects || []), "./node.js", "./worker-thread.js"])];
+p.files = [...new Set([...(p.files || []), "node.js", "worker.js", "worker-thread.js", "worker.d.ts", "threads/", "LICENSE", "README.md"])];
+// node.js instantiates the wasm on import, worker-thread.js installs a message handler, and so
+// does the threaded build's helper worker (a snippet).
+p.sideEffects = [...new Set([...(p.sideEffects || []), "./node.js", "./worker-thread.js", "./threads/snippets/*"])];
 p.keywords = ["speech-recognition", "asr", "n-best", "rescoring", "bert", "lora", "webgpu", "wgsl", "wasm"];
 p.engines = { node: ">=18" };
 writeFileSync(path, JSON.stringify(p, null, 2) + "\n");

@@ -66,6 +66,10 @@ export interface Rescored {
 export interface Capabilities {
   backend: string; gpu: boolean; arch: string; layers: number; hidden: number; vocab: number;
   maxTokens: number; maxHyps: number; mlmHead: boolean; clsHead: boolean; weight: number;
+  /** Threads the CPU backend computes on: 1, or the pool `lorb/worker` started (its `threads`). */
+  threads: number;
+  /** The wasm memory's size in bytes (it grows, never shrinks). */
+  memoryBytes: number;
 }
 export interface WebGpuInfo {
   /** lorb can run on this browser's WebGPU adapter. */
@@ -259,6 +263,12 @@ pub async fn webgpu_info() -> Result<JsValue, JsValue> {
     };
     to_js(&v)
 }
+
+/// The multi-threaded build's thread pool (`lorb/worker` starts it when the page is cross-origin
+/// isolated): `await initThreadPool(n)` once after `init()`, before any Rescorer computes; the CPU
+/// backend then splits its work over n Web Workers sharing the wasm memory. Only in that build.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 /// Word errors of `hypothesis` against `reference` (substitutions + deletions + insertions, with
 /// the same normalisation as `lorb eval`) and the reference's word count: `{ errors, words }`.
@@ -640,6 +650,8 @@ impl Rescorer {
             "mlmHead": self.scorer.model().mlm.is_some(),
             "clsHead": self.scorer.cls_head.is_some(),
             "weight": self.weight,
+            "threads": rayon::current_num_threads(),
+            "memoryBytes": core::arch::wasm32::memory_size(0) * 65536,
         }))
     }
 }
