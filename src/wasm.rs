@@ -120,6 +120,8 @@ export interface TrainResult {
  *  and training options as `train`'s (batch default 4; no dev lists). */
 export interface PersonalizeOptions extends Omit<TrainOptions, "dev" | "devFraction" | "patience" | "continueAdapter"> {
   adapt?: "mwer" | "mlm"; weight?: number;
+  /** With adapt "mlm": also train the MLM output bias (a logit offset per token). */
+  mlmBias?: boolean;
 }
 /** WERs (%) of the evaluated utterances: first pass, the adapter in use before, the personal
  *  adapter; which hypothesis each ranks first (indices into each list's hypotheses). */
@@ -220,6 +222,7 @@ fn train_plan(opts: &JsValue, lists: usize, (epochs, batch): (usize, usize)) -> 
         cor_weight: num("corWeight", 0.0),
         optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), weight_decay: num("weightDecay", 0.01), ..Default::default() },
         head_lr: get(opts, "headLr").and_then(|v| v.as_f64()),
+        mlm_bias: get(opts, "mlmBias").and_then(|v| v.as_bool()).unwrap_or(false),
         warmup_steps: total / 10,
         total_steps: total,
         clip: num("clip", 1.0),

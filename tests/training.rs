@@ -138,6 +138,61 @@ fn lora_gradients_match_pytorch() {
     }
 }
 
+/// Training the MLM output bias too (`mlm_bias`): the same loss and PyTorch's gradients for the
+/// LoRA pairs and head transform, plus `mlm.bias`. Its gradient, `Σ_slots w·(softmax − one-hot)`,
+/// sums to 0 over the vocabulary and is negative at every slot's target; the GPU's column sum
+/// matches the CPU's (whose bias gradient `full_mlm` checks against PyTorch) within 1e-3 of its
+/// largest entry. Three AdamW steps on each backend then give the same losses and biases.
+#[test]
+fn mlm_output_bias_trains_on_both_backends() {
+    for arch in ARCHS {
+        let f = fixture(arch);
+        let cfg = TrainConfig { objective: Objective::Mlm, cls_head: false, mlm_head: true, mlm_bias: true, optim: lorb::train::AdamWConfig { lr: 1e-2, ..Default::default() }, ..Default::default() };
+        let (b, s) = mlm_batch(&f.meta);
+        let mut reference: Option<(f64, Vec<f32>)> = None;
+        let mut stepped: Option<(Vec<f64>, Vec<f32>)> = None;
+        for kind in kinds(&f.model) {
+            let at = format!("{arch} on {kind:?}");
+            let mut t = on(kind, trainer(arch, &f, cfg.clone(), true));
+            let (loss, mut g) = common::block(t.mlm_loss_and_grads(&b, &s)).unwrap();
+            let k = g.iter().position(|(n, _)| n == "mlm.bias").unwrap_or_else(|| panic!("{at}: mlm.bias is not trained"));
+            let (_, db) = g.remove(k);
+            compare(&at, &f, "mlm", loss, &g);
+            assert_eq!(db.len(), f.model.config.vocab_size, "{at}: bias gradient size");
+            let scale = db.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let sum: f32 = db.iter().sum();
+            assert!(scale > 0.0 && sum.abs() <= 1e-4 * scale * db.len() as f32, "{at}: bias gradient sums to {sum} (scale {scale})");
+            for sl in &s {
+                assert!(db[sl.target as usize] < 0.0, "{at}: the gradient at target {} is {}", sl.target, db[sl.target as usize]);
+            }
+            match &reference {
+                None => reference = Some((loss, db)),
+                Some((_, cpu)) => {
+                    let err = cpu.iter().zip(&db).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(err <= 1e-3 * scale, "{at}: bias gradient off the CPU's by {err} (scale {scale})");
+                }
+            }
+            let mut t = on(kind, trainer(arch, &f, cfg.clone(), true));
+            let losses: Vec<f64> = (0..3).map(|_| common::block(t.step_masked(&b, &s)).unwrap().loss).collect();
+            let bias = t.adapter().unwrap().mlm_head.bias.expect("the adapter carries the trained bias").data;
+            let base = &f.model.mlm.as_ref().unwrap().bias.data;
+            assert!(bias.iter().zip(base).any(|(x, y)| x != y), "{at}: the bias did not move");
+            match &stepped {
+                None => stepped = Some((losses, bias)),
+                Some((l0, b0)) => {
+                    for (x, y) in l0.iter().zip(&losses) {
+                        assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{at}: loss {y} vs CPU {x}");
+                    }
+                    let err = b0.iter().zip(&bias).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(err <= 1e-4, "{at}: bias after 3 steps off the CPU's by {err}");
+                }
+            }
+        }
+    }
+    let bad = TrainConfig { mlm_bias: true, mlm_head: false, ..Default::default() };
+    assert!(matches!(bad.validate(), Err(Error::Input(_))), "mlm_bias without mlm_head is refused");
+}
+
 /// Full fine-tuning on each backend: the gradient of every tensor is PyTorch's (on the GPU: the
 /// weight-gradient products, bias and LayerNorm column sums and the embedding-row kernel); three
 /// AdamW steps follow the CPU reference's losses and norms (the GPU steps its weights itself,

@@ -269,21 +269,27 @@ impl GpuBackend {
             self.ctx.queue.submit([enc.finish()]);
         }
         let n: u32 = self.grad_slots().iter().map(|s| s.a_len + s.b_len).sum();
-        let h = self.model.config.hidden;
-        for (name, len) in [(Work::LoraGrads, n as usize), (Work::MlmGrads, h * h + 3 * h)] {
+        for (name, len) in [(Work::LoraGrads, n as usize), (Work::MlmGrads, self.mlm_grads_len())] {
             let g = self.ctx.work(name, len as u64 * 4)?;
             self.ctx.queue.write_buffer(&g, 0, bytemuck::cast_slice(&vec![0f32; len]));
         }
         Ok(())
     }
 
-    /// Reads the MLM head transform's accumulated gradients: dense weight and bias, LayerNorm γ
-    /// and β.
-    pub async fn read_mlm_grads(&mut self) -> Result<[Vec<f32>; 4]> {
-        let h = self.model.config.hidden;
-        let g = self.ctx.work(Work::MlmGrads, (h * h + 3 * h) as u64 * 4)?;
-        let all = self.ctx.run(Plan::default(), &g, (h * h + 3 * h) as u64 * 4).await?;
-        Ok([all[..h * h].to_vec(), all[h * h..h * h + h].to_vec(), all[h * h + h..h * h + 2 * h].to_vec(), all[h * h + 2 * h..h * h + 3 * h].to_vec()])
+    /// Length of the MLM head's gradient buffer: `[dW (H·H) | db (H) | dγ (H) | dβ (H) | d bias (V)]`.
+    fn mlm_grads_len(&self) -> usize {
+        let (h, v) = (self.model.config.hidden, self.model.config.vocab_size);
+        h * h + 3 * h + v
+    }
+
+    /// Reads the MLM head's accumulated gradients: dense weight and bias, LayerNorm γ and β, and
+    /// the output bias.
+    pub async fn read_mlm_grads(&mut self) -> Result<[Vec<f32>; 5]> {
+        let (h, n) = (self.model.config.hidden, self.mlm_grads_len());
+        let g = self.ctx.work(Work::MlmGrads, n as u64 * 4)?;
+        let all = self.ctx.run(Plan::default(), &g, n as u64 * 4).await?;
+        let at = |i: usize, len: usize| all[i..i + len].to_vec();
+        Ok([at(0, h * h), at(h * h, h), at(h * h + h, h), at(h * h + 2 * h, h), all[h * h + 3 * h..].to_vec()])
     }
 
     /// Writes a trained MLM head transform (dense, LayerNorm) to the GPU.
@@ -294,6 +300,11 @@ impl GpuBackend {
         q.write_buffer(&g.dense.b, 0, bytemuck::cast_slice(&head.dense.bias.data));
         q.write_buffer(&g.ln.g, 0, bytemuck::cast_slice(&head.ln.gamma.data));
         q.write_buffer(&g.ln.b, 0, bytemuck::cast_slice(&head.ln.beta.data));
+        for s in &g.decoder {
+            if let Some(b) = &s.bias {
+                q.write_buffer(b, 0, bytemuck::cast_slice(&head.bias.data[s.lo as usize..s.hi as usize]));
+            }
+        }
         Ok(())
     }
 
@@ -334,7 +345,7 @@ impl GpuBackend {
         let (dt2, dt1, xhat, dg) = (ctx.work(Work::MlmDt2, sh)?, ctx.work(Work::MlmDt1, sh)?, ctx.work(Work::MlmXhat, sh)?, ctx.work(Work::MlmDg, sh)?);
         let logits = ctx.work(Work::MlmLogits, ns as u64 * v as u64 * 4)?;
         let loss = ctx.work(Work::MlmLoss, ns as u64 * 4)?;
-        let grads = ctx.work(Work::MlmGrads, (h as u64 * h as u64 + 3 * h as u64) * 4)?;
+        let grads = ctx.work(Work::MlmGrads, (h as u64 * h as u64 + 3 * h as u64 + v as u64) * 4)?;
         let dx = ctx.work(Work::BwDx, tokens as u64 * h as u64 * 4)?;
         ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&vec![0f32; (tokens * h) as usize]));
         let dummy = ctx.dummy.clone();
@@ -362,8 +373,9 @@ impl GpuBackend {
         layernorm::record_backward(&mut plan, &t1, &mlm.ln.g, &dt2, &dt1, head_grads.then_some(&xhat), ns, h, eps, &dummy);
         gelu::record_backward(&mut plan, &t0, &dt1, ns * h);
         if head_grads {
-            // [dW (H·H) | db (H) | dγ (H) | dβ (H)]
+            // [dW (H·H) | db (H) | dγ (H) | dβ (H) | d bias (V)]; `logits` holds dlogits now.
             let hh = h * h;
+            colsum::record(&mut plan, &logits, None, &grads, ns, v, hh + 3 * h, &dummy);
             colsum::record(&mut plan, &dt2, Some(&xhat), &grads, ns, h, hh + h, &dummy);
             colsum::record(&mut plan, &dt2, None, &grads, ns, h, hh + 2 * h, &dummy);
             colsum::record(&mut plan, &dt1, None, &grads, ns, h, hh, &dummy);

@@ -189,11 +189,12 @@ impl Engine {
             g.lora = gpu.read_lora_grads().await?;
         }
         if let (true, Some(head)) = (want.mlm_head, g.model.as_mut().and_then(|m| m.mlm.as_mut())) {
-            let [dw, db, dg, dbeta] = gpu.read_mlm_grads().await?;
+            let [dw, db, dg, dbeta, dbias] = gpu.read_mlm_grads().await?;
             head.dense.weight.data = dw;
             head.dense.bias.data = db;
             head.ln.gamma.data = dg;
             head.ln.beta.data = dbeta;
+            head.bias.data = dbias;
         }
         if !gpu.full_enabled() {
             return Ok(0.0);

@@ -111,6 +111,10 @@ pub struct TrainConfig {
     pub cls_head: bool,
     /// Train the MLM head transform (dense + LayerNorm; the decoder stays tied).
     pub mlm_head: bool,
+    /// Also train the MLM head's output bias (`mlm.bias`, one logit offset per token: a unigram
+    /// prior, which personalisation moves towards the user's words). Needs `mlm_head`.
+    #[serde(default)]
+    pub mlm_bias: bool,
     /// Full fine-tuning: every encoder weight is trainable (no LoRA).
     pub full: bool,
     pub optim: AdamWConfig,
@@ -136,6 +140,7 @@ impl Default for TrainConfig {
             cor_weight: 0.0,
             cls_head: true,
             mlm_head: false,
+            mlm_bias: false,
             full: false,
             optim: AdamWConfig::default(),
             head_lr: None,
@@ -176,6 +181,9 @@ impl TrainConfig {
         check("adam eps", o.eps, pos(o.eps), "a positive number")?;
         check("clip", self.clip, nonneg(self.clip), "a number ≥ 0 (0: no clipping)")?;
         check("mask_prob", self.mask_prob, self.mask_prob > 0.0 && self.mask_prob < 1.0, "in (0, 1)")?;
+        if self.mlm_bias && !self.mlm_head {
+            return Err(Error::Input("training the MLM output bias needs the MLM head trained too (mlm_head)".into()));
+        }
         if self.total_steps > 0 && self.warmup_steps > self.total_steps {
             return Err(Error::Input(format!("{} warm-up steps are more than the {} steps planned", self.warmup_steps, self.total_steps)));
         }
@@ -778,7 +786,7 @@ impl Trainer {
         for (k, (name, p)) in self.model.tensors_mut().into_iter().enumerate() {
             let group = Group::of(&name);
             let is_head = group.is_head();
-            let head_part = group == Group::MlmTransform;
+            let head_part = group == Group::MlmTransform || (self.cfg.mlm_bias && name == "mlm.bias");
             let take = if is_head { mlm && (full || head_part) } else { full };
             let shape = p.shape.clone();
             match gts.get_mut(k).and_then(Option::take) {
@@ -898,7 +906,7 @@ impl Trainer {
                 dense_bias: Some(h.dense.bias.clone()),
                 ln_gamma: Some(h.ln.gamma.clone()),
                 ln_beta: Some(h.ln.beta.clone()),
-                bias: None,
+                bias: self.cfg.mlm_bias.then(|| h.bias.clone()),
             };
         }
         a.sync_modules_to_save();

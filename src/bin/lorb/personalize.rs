@@ -31,6 +31,10 @@ pub struct PersonalizeArgs {
     /// Learning rate of the heads (CLS, or the MLM head transform with --adapt mlm); default --lr
     #[arg(long)]
     head_lr: Option<f64>,
+    /// With --adapt mlm, also train the MLM output bias (a logit offset per token, which moves
+    /// towards the user's words)
+    #[arg(long)]
+    mlm_bias: bool,
     /// Lists per optimiser step
     #[arg(long, default_value_t = 4)]
     batch: usize,
@@ -57,7 +61,7 @@ pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     let (weight, fp) = (inputs.weight()?, inputs.first_pass()?);
     let (l, lists) = (inputs.a, inputs.lists);
     let targets = a.targets.iter().map(|t| lorb::adapter::Target::parse(t)).collect::<Result<Vec<_>>>()?;
-    let train = lorb::train::TrainConfig { kappa: a.kappa, optim: lorb::train::AdamWConfig { lr: a.lr, ..Default::default() }, head_lr: a.head_lr, seed: a.seed, ..Default::default() };
+    let train = lorb::train::TrainConfig { kappa: a.kappa, optim: lorb::train::AdamWConfig { lr: a.lr, ..Default::default() }, head_lr: a.head_lr, seed: a.seed, mlm_bias: a.mlm_bias, ..Default::default() };
     train.validate()?;
     let fit = lorb::train::FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: 0, checkpoint: None, time_limit: a.time_limit };
     fit.validate()?;

@@ -80,6 +80,9 @@ pub struct TrainArgs {
     /// Train the MLM head transform (a fresh one is made for encoder-only models)
     #[arg(long)]
     pub mlm_head: bool,
+    /// Also train the MLM output bias (a logit offset per token; needs an MLM head trained)
+    #[arg(long)]
+    pub mlm_bias: bool,
     /// Teacher model folder with an MLM head, for md (its PLL is computed once)
     #[arg(long)]
     pub teacher: Option<PathBuf>,
@@ -194,6 +197,7 @@ fn check_args(a: &TrainArgs) -> Result<(TrainConfig, FitOptions)> {
         cor_weight: a.cor_weight,
         cls_head: a.objective != Objective::Mlm,
         mlm_head: a.mlm_head || (a.objective == Objective::Mlm && !a.full),
+        mlm_bias: a.mlm_bias,
         full: a.full,
         optim: lorb::train::AdamWConfig { lr: a.lr, weight_decay: a.weight_decay, ..Default::default() },
         head_lr: a.head_lr,

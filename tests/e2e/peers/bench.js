@@ -6,13 +6,18 @@ const runner = q.get("runner");
 const data = await (await fetch("/target/bench-web/lists.json")).json();
 const M = `/${data.model}/`;
 
+// lorb's CPU backend: on the page's thread (runner=lorb, the single-threaded build) or in
+// "lorb/worker" (runner=lorb-worker&threads=N: the threaded build where N > 1, the page being
+// cross-origin isolated).
 async function lorb() {
-  const { default: init, Rescorer } = await import("/pkg/lorb.js");
-  const wasm = await init();
+  const worker = runner === "lorb-worker";
+  const { default: init, Rescorer } = await import(worker ? "/pkg/worker.js" : "/pkg/lorb.js");
+  if (!worker) await init();
+  const threads = Number(q.get("threads") || 1);
   const load = (adapter) => Rescorer.load({
     config: `${M}config.json`, weights: `${M}model.safetensors`, tokenizer: `${M}tokenizer.json`,
     adapter: { config: `/adapters/${adapter}/adapter_config.json`, weights: `/adapters/${adapter}/adapter_model.safetensors` },
-    backend: "cpu",
+    backend: "cpu", ...(worker ? { threads } : {}),
   });
   // CLS: the shipped ESPnet adapter's head; PLL: the books adapter's trained masked-LM head.
   const scorers = { cls: await load("minilm-espnet30-lorb-cor"), pll: await load("minilm-books-mlm") };
@@ -21,7 +26,12 @@ async function lorb() {
     if (s.length !== list.texts.length || !s.every(Number.isFinite)) throw new Error(`lorb ${work}: bad scores`);
   };
   for (const w of ["cls", "pll"]) await run(w, data.lists[0]);
-  return { run, memory: () => wasm.memory.buffer.byteLength, scorers, info: scorers.cls.capabilities() };
+  const info = await scorers.cls.capabilities();
+  if (info.threads !== (worker ? threads : 1)) throw new Error(`lorb computes on ${info.threads} threads, not ${threads}`);
+  // Each worker has its own wasm memory: the figure is the CLS scorer's, or the PLL one's after
+  // memoryFor("pll") (the page's build shares one memory between both scorers).
+  const memory = async (work = "cls") => (await scorers[work].capabilities()).memoryBytes;
+  return { run, memory, scorers, info: { ...info, crossOriginIsolated } };
 }
 
 async function ort() {
@@ -61,12 +71,12 @@ async function ort() {
   }
   // Every shape once, untimed, as the native peers get (they prepare kernels per input shape).
   for (const w of ["cls", "pll"]) for (const l of data.lists.slice(1)) await run(w, l);
-  return { run, memory: () => null, info: { threads: ort.env.wasm.numThreads, pllBatch: batch, crossOriginIsolated, maxAbsErr: err, version: ort.env.versions?.web } };
+  return { run, memory: async () => null, info: { threads: ort.env.wasm.numThreads, pllBatch: batch, crossOriginIsolated, maxAbsErr: err, version: ort.env.versions?.web } };
 }
 
 let r;
 try {
-  r = await (runner === "lorb" ? lorb() : ort());
+  r = await (runner.startsWith("lorb") ? lorb() : ort());
 } catch (e) {
   window.benchError = String(e?.stack || e);
   throw e;
@@ -89,7 +99,7 @@ window.bench = {
     const texts = Array.from({ length: hyps }, () => Array.from({ length: words }, () => vocab[Math.floor(rand() * vocab.length)]).join(" "));
     const t0 = performance.now();
     await r.scorers[work].score(texts, { method: work });
-    return { ms: performance.now() - t0, bytes: r.memory() };
+    return { ms: performance.now() - t0, bytes: await r.memory(work) };
   },
 };
 window.benchReady = true;

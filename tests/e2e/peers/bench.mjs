@@ -1,7 +1,8 @@
 // lorb's wasm CPU path against ONNX Runtime Web (WASM backend, SIMD) in the same headless
-// Chromium, on the same lists, interleaved: one page per runner (lorb; ORT with 1 thread; ORT
-// with 2 threads, the page being cross-origin isolated), rounds in rotated order, one runner
-// computing at a time. Prepare with scripts/bench/web_peers.py (see its docstring), then
+// Chromium, on the same lists, interleaved: one page per runner (lorb on the page's thread;
+// lorb/worker with LORB_THREADS threads, default 2: the threaded build; ORT with 1 and with 2
+// threads; every page cross-origin isolated), rounds in rotated order, one runner computing at a
+// time. Prepare with scripts/bench/web_peers.py (see its docstring), then
 //
 //   LISTS=5 PLL_LISTS=2 ROUNDS=3 MEMORY=1 OUT=docs/bench/web-DATE.json node tests/e2e/peers/bench.mjs
 //
@@ -13,7 +14,13 @@ import { cpus } from "node:os";
 const env = process.env;
 const lists = Number(env.LISTS || 5), pllLists = Number(env.PLL_LISTS || 2), rounds = Number(env.ROUNDS || 3);
 const threads = (env.ORT_THREADS || "1,2").split(",").map(Number);
-const runners = [{ name: "lorb", query: "runner=lorb" }, ...threads.map((t) => ({ name: `ort-web-${t}t`, query: `runner=ort&threads=${t}` }))];
+// lorb on the page's thread, lorb/worker with each of LORB_THREADS (the threaded build above 1).
+const lorbThreads = (env.LORB_THREADS || "2").split(",").filter(Boolean).map(Number);
+const runners = [
+  { name: "lorb", query: "runner=lorb" },
+  ...lorbThreads.map((t) => ({ name: `lorb-worker-${t}t`, query: `runner=lorb-worker&threads=${t}` })),
+  ...threads.map((t) => ({ name: `ort-web-${t}t`, query: `runner=ort&threads=${t}` })),
+];
 const { browser, origin, close } = await open({ isolated: true });
 const log = (...a) => console.error(...a);
 try {
@@ -43,6 +50,14 @@ try {
     const p = runners[0].page;
     await p.bringToFront();
     memory = { after_timing_bytes: await p.evaluate(() => window.bench.memory()) };
+    // The threaded build's memory (one per worker: the CLS scorer's, then the PLL scorer's).
+    const tp = runners.find((r) => r.name.startsWith("lorb-worker") && r.info.threads > 1)?.page;
+    if (tp) {
+      await tp.bringToFront();
+      memory.threaded = { after_timing_bytes: await tp.evaluate(() => window.bench.memory()) };
+      memory.threaded.cls_100x100 = await tp.evaluate(() => window.bench.memoryFor("cls", 100, 100));
+      memory.threaded.pll_20x100 = await tp.evaluate(() => window.bench.memoryFor("pll", 20, 100));
+    }
     // The 100-best list of 100-word hypotheses of docs/benchmarks.md's native figure (CLS), and
     // PLL on 20 such hypotheses (2,000+ masked copies: several chunks, like any longer list).
     memory.cls_100x100 = await p.evaluate(() => window.bench.memoryFor("cls", 100, 100));
