@@ -128,7 +128,8 @@ async function load() {
     rescorer = await Rescorer.load({ ...src, backend: $("backend").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
     const caps = await rescorer.capabilities();
     status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
-      (caps.gpu ? "" : " (no hardware WebGPU adapter: the CPU computes the same scores)");
+      (caps.gpu ? "" : `, ${caps.threads} thread${caps.threads === 1 ? "" : "s"} (no hardware WebGPU adapter: the CPU computes the same scores)`);
+    status.dataset.threads = caps.threads;
     status.dataset.backend = caps.backend;
     setMethods(caps);
     $("data").hidden = false;

@@ -4,11 +4,12 @@
 // against transformers, as tests/node/score.mjs and the native checks); on a page that is not
 // isolated the same call must fall back to one thread and still score. The PLL copies of the
 // fixtures (≈ 700 tokens) and a CLS batch of 8 copies of every sentence are split over both
-// threads. Run by .ci/run after scripts/package.sh:
+// threads. The worker app of tests/bundler, bundled by webpack and by Vite, must do the same.
+// Run by .ci/run after scripts/package.sh and the bundler build:
 //
 //   node tests/e2e/threads.mjs
 import { open, root } from "./harness.mjs";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 
 const fail = (m) => {
   console.error(`threads: FAIL: ${m}`);
@@ -72,6 +73,25 @@ for (const isolated of [true, false]) {
       return Rescorer.load({ config: "/tests/fixtures/bert/config.json", threads: 0.5 }).then(() => null, (e) => e.kind);
     });
     if (bad !== "input") fail(`threads 0.5: expected an input error, got ${bad}`);
+    // The same through bundlers: tests/bundler's worker app (lorb/worker, threads 2) from webpack
+    // and from Vite, which must bundle the threaded build and its helper worker as well.
+    const ref = JSON.parse(readFileSync(`${root}tests/fixtures/bert/expected.json`, "utf8")).sentences[0];
+    for (const html of ["worker.html", "dist-vite/vite-worker.html"]) {
+      const built = html === "worker.html" ? "dist/worker-app.js" : html;
+      if (!existsSync(`${root}tests/bundler/${built}`)) {
+        fail(`tests/bundler/${html}: not built (cd tests/bundler && npm install && npm run build)`);
+        continue;
+      }
+      const bp = await browser.newPage();
+      bp.on("pageerror", (e) => errors.push(`${html}: ${e.message}`));
+      await bp.goto(`${origin}/tests/bundler/${html}`);
+      await bp.waitForFunction(() => { const d = document.getElementById("result").dataset; return d.result || d.error; }, null, { timeout: 300_000, polling: 500 });
+      const err = await bp.getAttribute("#result", "data-error");
+      const res = err ? null : JSON.parse(await bp.getAttribute("#result", "data-result"));
+      console.log(`threads: ${label}, bundled ${html}: ${err || JSON.stringify(res)}; transformers PLL ${ref.pll}, CLS ${ref.cls_score}`);
+      if (err || res.threads !== (isolated ? 2 : 1) || !(Math.abs(res.pll - ref.pll) <= 1e-3) || !(Math.abs(res.cls - ref.cls_score) <= 1e-4)) fail(`${label}: the bundled worker app (${html}) gave ${err || JSON.stringify(res)}`);
+      await bp.close();
+    }
     if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   } finally {
     await close();
