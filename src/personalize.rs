@@ -272,6 +272,9 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
     if adapt.is_empty() || eval.is_empty() {
         return Err(Error::Input(format!("group {group:?}: personalising needs corrected utterances and utterances to evaluate")));
     }
+    if o.train.mlm_bias && o.adapt != Adapt::Mlm {
+        return Err(Error::Input("the MLM output bias trains only when personalising by MLM (adapt mlm)".into()));
+    }
     let method = o.adapt.method();
     if method == Method::Pll && scorer.model().mlm.is_none() {
         return Err(Error::NoMlmHead);

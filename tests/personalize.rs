@@ -55,15 +55,26 @@ fn chapter_lists(eval_ref: &str) -> Vec<NBest> {
 /// The evaluated utterances never enter training: each group trains on its first half alone, so
 /// changing the references of the second halves changes no score the personal adapters give
 /// (only the WERs counted against them), while the first halves' references do steer them. Both
-/// methods: MWER on the corrected lists (CLS), MLM on the corrected transcripts (PLL).
+/// methods: MWER on the corrected lists (CLS), MLM on the corrected transcripts (PLL), and MLM
+/// training the output bias too, which moves the personal scores further; that bias is refused
+/// with MWER.
 #[test]
 fn evaluated_utterances_never_enter_training() {
-    for adapt in [Adapt::Mwer, Adapt::Mlm] {
-        no_leakage(adapt);
+    let mut mlm_scores = Vec::new();
+    for (adapt, bias) in [(Adapt::Mwer, false), (Adapt::Mlm, false), (Adapt::Mlm, true)] {
+        let r = no_leakage(adapt, bias);
+        if adapt == Adapt::Mlm {
+            mlm_scores.push(r.map(|r| r.groups.into_iter().map(|g| g.personal_scores).collect::<Vec<_>>()).unwrap());
+        } else {
+            assert!(r.is_some());
+        }
     }
+    assert_ne!(mlm_scores[0], mlm_scores[1], "training the MLM output bias changed no personal score");
+    assert!(no_leakage(Adapt::Mwer, true).is_none(), "the MLM output bias is refused with MWER");
 }
 
-fn no_leakage(adapt: Adapt) {
+/// The report on the lists with the first references, or None when personalising is refused.
+fn no_leakage(adapt: Adapt, mlm_bias: bool) -> Option<lorb::personalize::Report> {
     let dir = fixture_dir("bert");
     let o = Options {
         grouping: Grouping::Chapter,
@@ -75,13 +86,19 @@ fn no_leakage(adapt: Adapt) {
         r: 4,
         alpha: 8.0,
         targets: vec![lorb::adapter::Target::Query, lorb::adapter::Target::Value],
-        train: TrainConfig { kappa: 1.0, optim: lorb::train::AdamWConfig { lr: 0.05, ..Default::default() }, ..Default::default() },
+        train: TrainConfig { kappa: 1.0, optim: lorb::train::AdamWConfig { lr: 0.05, ..Default::default() }, mlm_bias, ..Default::default() },
         fit: FitOptions { epochs: 3, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None },
     };
     let run = |lists: &[NBest]| {
         let mut s = scorers(&dir).remove(0);
         block(personalize(&mut s, lists, &o, |_| {})).unwrap()
     };
+    if mlm_bias && adapt != Adapt::Mlm {
+        let mut s = scorers(&dir).remove(0);
+        let refused = block(personalize(&mut s, &chapter_lists("the quick brown fox"), &o, |_| {}));
+        assert!(matches!(refused, Err(lorb::Error::Input(_))), "{adapt:?} with the MLM output bias: {:?}", refused.map(|_| ()));
+        return None;
+    }
     let a = run(&chapter_lists("the quick brown fox"));
     let b = run(&chapter_lists("a quick brown fox"));
     assert_eq!((a.chapters, a.adapt), (2, adapt));
@@ -98,4 +115,5 @@ fn no_leakage(adapt: Adapt) {
     }
     let c = run(&steered);
     assert!(a.groups.iter().zip(&c.groups).any(|(x, y)| x.personal_scores != y.personal_scores), "{adapt:?}: training ignored the adapted references");
+    Some(a)
 }

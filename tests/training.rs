@@ -189,8 +189,10 @@ fn mlm_output_bias_trains_on_both_backends() {
             }
         }
     }
+    let f = fixture("bert");
     let bad = TrainConfig { mlm_bias: true, mlm_head: false, ..Default::default() };
-    assert!(matches!(bad.validate(), Err(Error::Input(_))), "mlm_bias without mlm_head is refused");
+    let t = Trainer::new(f.model.clone(), None, None, bad, 0, Some(f.meta["mask_id"].as_u64().unwrap() as u32));
+    assert!(matches!(t, Err(Error::Input(_))), "mlm_bias without mlm_head is refused");
 }
 
 /// Full fine-tuning on each backend: the gradient of every tensor is PyTorch's (on the GPU: the

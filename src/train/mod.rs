@@ -181,9 +181,6 @@ impl TrainConfig {
         check("adam eps", o.eps, pos(o.eps), "a positive number")?;
         check("clip", self.clip, nonneg(self.clip), "a number ≥ 0 (0: no clipping)")?;
         check("mask_prob", self.mask_prob, self.mask_prob > 0.0 && self.mask_prob < 1.0, "in (0, 1)")?;
-        if self.mlm_bias && !self.mlm_head {
-            return Err(Error::Input("training the MLM output bias needs the MLM head trained too (mlm_head)".into()));
-        }
         if self.total_steps > 0 && self.warmup_steps > self.total_steps {
             return Err(Error::Input(format!("{} warm-up steps are more than the {} steps planned", self.warmup_steps, self.total_steps)));
         }
@@ -413,6 +410,9 @@ impl Trainer {
         }
         if (cfg.objective == Objective::Mlm || cfg.mlm_head) && model.mlm.is_none() {
             return Err(Error::NoMlmHead);
+        }
+        if cfg.mlm_bias && !cfg.mlm_head {
+            return Err(Error::Input("training the MLM output bias needs the MLM head trained too (mlm_head)".into()));
         }
         if cfg.objective == Objective::Mlm && mask_id.is_none() {
             return Err(Error::Training("MLM training needs a tokenizer with a mask token".into()));
