@@ -357,18 +357,8 @@ async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs:
     let cfg = TrainConfig { objective: crate::train::Objective::Mlm, cls_head: false, mlm_head: true, full: false, total_steps: steps, warmup_steps: steps / 10, ..cfg };
     cfg.validate()?;
     let mut t = crate::train::fit::trainer(scorer, start, None, cfg).await?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
     let mut budget = fit.time_limit.map(|l| crate::train::fit::TimeBudget::new(l, t.step));
-    'epochs: for _ in 0..fit.epochs {
-        t.rng.shuffle(&mut order);
-        for c in order.chunks(fit.lists_per_step) {
-            let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i]).collect();
-            t.step_texts(&batch).await?;
-            if budget.as_mut().is_some_and(|b| b.after_step(&mut t)) {
-                break 'epochs;
-            }
-        }
-    }
+    crate::train::fit::mlm_epochs(&mut t, &ids, fit.lists_per_step, fit.epochs, budget.as_mut(), |_, _| {}, |_, _, _| Ok(())).await?;
     t.pull().await?;
     t.adapter()
 }

@@ -379,6 +379,40 @@ pub async fn run(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<c
     Ok((trainer, report))
 }
 
+/// Epochs of masked-LM steps over the token ids `texts` (`per_step` texts a step, shuffled by
+/// the trainer's generator each epoch, masked with it), the steps cut by `budget` when the run
+/// has a time limit. `after_step` sees each step's log; `after_epoch` gets the epoch (from 1) and
+/// its mean training loss, and may use the trainer (e.g. for a dev loss). Returns every step's
+/// loss. `lorb train --objective mlm` and MLM personalisation both train through this.
+pub async fn mlm_epochs(t: &mut Trainer, texts: &[&[u32]], per_step: usize, epochs: usize, mut budget: Option<&mut TimeBudget>, mut after_step: impl FnMut(&StepLog, Option<&TimeBudget>), mut after_epoch: impl FnMut(&mut Trainer, usize, f64) -> Result<()>) -> Result<Vec<f64>> {
+    if per_step == 0 {
+        return Err(Error::Input("texts per step must be at least 1".into()));
+    }
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    let mut losses = Vec::new();
+    for epoch in 1..=epochs {
+        t.rng.shuffle(&mut order);
+        let (mut sum, mut steps, mut out_of_time) = (0.0, 0usize, false);
+        for c in order.chunks(per_step) {
+            let batch: Vec<&[u32]> = c.iter().map(|&i| texts[i]).collect();
+            let log = t.step_texts(&batch).await?;
+            sum += log.loss;
+            steps += 1;
+            losses.push(log.loss);
+            out_of_time = budget.as_mut().is_some_and(|b| b.after_step(t));
+            after_step(&log, budget.as_deref());
+            if out_of_time {
+                break;
+            }
+        }
+        after_epoch(t, epoch, sum / steps.max(1) as f64)?;
+        if out_of_time {
+            break;
+        }
+    }
+    Ok(losses)
+}
+
 /// A trainer for `start` begun on a copy of the scorer's model (starting CLS head `cls`), on the
 /// scorer's kind of backend.
 pub async fn trainer(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<crate::ClsHead>, cfg: super::TrainConfig) -> Result<Trainer> {

@@ -98,45 +98,30 @@ fn mlm_trainer(a: &TrainArgs, ids: &Ids, dev: &Ids, model: lorb::Model, lora: Op
 /// The training epochs (cut short by --time-limit): every step's loss and each epoch's train
 /// and dev MLM loss.
 fn epochs(a: &TrainArgs, t: &mut Trainer, ids: &Ids, dev_batches: &[(Batch, Vec<Slot>)], total: u64) -> Result<Run> {
-    let per = a.batch;
     let pb = progress(total as usize, "mlm");
-    let (mut curve, mut losses, mut dev_losses) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut curve, mut dev_losses) = (Vec::new(), Vec::new());
     let started = Instant::now();
-    let mut order: Vec<usize> = (0..ids.len()).collect();
     let mut budget = a.time_limit.map(|l| TimeBudget::new(l, t.step));
-    let mut out_of_time = false;
-    for epoch in 1..=a.epochs {
-        if out_of_time {
-            break;
+    let texts: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let on_step = |log: &lorb::train::StepLog, b: Option<&TimeBudget>| {
+        if let Some(b) = b {
+            pb.set_length(b.cap.unwrap_or(total));
         }
-        t.rng.shuffle(&mut order);
-        let (mut sum, mut steps) = (0.0, 0usize);
-        for c in order.chunks(per) {
-            if out_of_time {
-                break;
-            }
-            let batch: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
-            let log = pollster::block_on(t.step_texts(&batch))?;
-            sum += log.loss;
-            losses.push(log.loss);
-            steps += 1;
-            if let Some(b) = budget.as_mut() {
-                out_of_time = b.after_step(t);
-                pb.set_length(b.cap.unwrap_or(total));
-            }
-            pb.set_position(log.step);
-            pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
-        }
+        pb.set_position(log.step);
+        pb.set_message(format!("loss {:.4}", log.loss));
+    };
+    let on_epoch = |t: &mut Trainer, epoch: usize, train_loss: f64| -> Result<()> {
         let dev_loss = if dev_batches.is_empty() {
             f64::NAN
         } else {
             dev_batches.iter().map(|(b, s)| pollster::block_on(t.mlm_loss_only(b, s))).collect::<Result<Vec<f64>>>()?.iter().sum::<f64>() / dev_batches.len() as f64
         };
-        let train_loss = sum / steps.max(1) as f64;
         eprintln!("epoch {epoch:3}  train MLM loss {train_loss:.4}  dev MLM loss {dev_loss:.4}");
         curve.push(json!({"epoch": epoch, "steps": t.step, "train_loss": train_loss, "dev_loss": dev_loss}));
         dev_losses.push((epoch, dev_loss));
-    }
+        Ok(())
+    };
+    let losses = pollster::block_on(lorb::train::fit::mlm_epochs(t, &texts, a.batch, a.epochs, budget.as_mut(), on_step, on_epoch))?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     Ok(Run { curve, losses, dev_losses, budget, secs })
