@@ -24,17 +24,31 @@ function inputError(message) {
   return Object.assign(new Error(message), { kind: "input" });
 }
 
-async function start(threads) {
+// Threads when the caller names none: the cores, at most 8 (more helper workers than that add
+// start-up time and memory for little gain on lists of this size); one with `backend: "gpu"`,
+// where the GPU computes.
+const DEFAULT_MAX_THREADS = 8;
+// A helper worker that fails to start never answers initThreadPool: give up after this long.
+const POOL_START_MS = 60_000;
+
+async function start(threads, backend) {
   if (lorb) return lorb;
-  const n = threads ?? self.navigator?.hardwareConcurrency ?? 1;
+  const n = threads ?? (backend === "gpu" ? 1 : Math.min(self.navigator?.hardwareConcurrency ?? 1, DEFAULT_MAX_THREADS));
   if (!Number.isInteger(n) || n < 1 || n > 256) throw inputError(`threads must be a whole number from 1 to 256, not ${threads}`);
   if (n > 1 && self.crossOriginIsolated) {
     try {
       const threaded = await import("./threads/lorb.js");
       await threaded.default();
-      await threaded.initThreadPool(n);
+      let timer;
+      const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`its ${n} helper workers did not start within ${POOL_START_MS / 1000} s`)), POOL_START_MS)));
+      try {
+        await Promise.race([threaded.initThreadPool(n), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
       return (lorb = threaded);
     } catch (e) {
+      // What did start of the threaded build stays behind, idle, until the worker ends.
       console.warn(`lorb: the multi-threaded build did not start (${e?.message ?? e}); computing on one thread`);
     }
   }
@@ -47,7 +61,7 @@ async function run(id, op, args) {
   const progress = (...p) => self.postMessage({ id, progress: p });
   if (op === "load") {
     const { threads, ...opts } = args[0] ?? {};
-    const { Rescorer } = await start(threads);
+    const { Rescorer } = await start(threads, opts.backend);
     rescorer?.free();
     rescorer = null;
     rescorer = await Rescorer.load({ ...opts, onProgress: progress });

@@ -12,7 +12,8 @@ export class CancelToken {
 /** lorb's LoadOptions, and the size of the worker's thread pool. */
 export interface WorkerLoadOptions extends LoadOptions {
   /**
-   * Threads for the CPU backend (default `navigator.hardwareConcurrency`). Above 1, and where the
+   * Threads for the CPU backend (default `navigator.hardwareConcurrency`, at most 8; 1 with
+   * `backend: "gpu"`). Above 1, and where the
    * page is cross-origin isolated (COOP/COEP headers, so SharedArrayBuffer exists), the worker
    * loads the multi-threaded wasm build and starts that many helper workers; otherwise it uses
    * one thread. `capabilities().threads` says which it got.

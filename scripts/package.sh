@@ -5,22 +5,24 @@
 # exports map and metadata.
 # The package holds two builds of the wasm: lorb_bg.wasm (one thread; every page, bundler and
 # Node) and threads/lorb_bg.wasm (rayon on Web Workers sharing one memory, which "lorb/worker"
-# loads when the page is cross-origin isolated). The second needs nightly Rust with rust-src:
+# loads when the page is cross-origin isolated). The second needs nightly Rust with rust-src
+# (the dated nightly below; installed here when missing):
 # std is rebuilt with atomics (-Z build-std), in its own target folder (target/threads).
 # Prints the wasm's size before and after wasm-opt, raw and gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wasm-pack > /dev/null || cargo install wasm-pack --locked
 rustup target add wasm32-unknown-unknown > /dev/null 2>&1 || true
-rustup run nightly rustc --version > /dev/null 2>&1 || rustup toolchain install nightly --profile minimal
-rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
-rustup target list --toolchain nightly --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown --toolchain nightly
+# A dated nightly, so that a new one cannot break the threaded build unseen.
+nightly=nightly-2026-05-20
+rustup run $nightly rustc --version > /dev/null 2>&1 || rustup toolchain install $nightly --profile minimal
+rustup component list --toolchain $nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain $nightly
 
 wasm-pack build --target web --release --no-default-features
 # The threaded build: shared, imported memory (up to 4 GiB, as the single-threaded one) and the
 # thread-local storage exports wasm-bindgen's thread support needs.
 link="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base"
-RUSTUP_TOOLCHAIN=nightly CARGO_TARGET_DIR=target/threads \
+RUSTUP_TOOLCHAIN=$nightly CARGO_TARGET_DIR=target/threads \
   RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 $(printf -- '-C link-arg=%s ' $link)" \
   wasm-pack build --target web --release --no-default-features --out-dir target/pkg-threads --out-name lorb \
   -- --features threads -Z build-std=panic_abort,std

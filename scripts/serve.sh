@@ -10,12 +10,4 @@ if [ "${1:-}" = "--build-only" ]; then exit 0; fi
 echo "lorb demo: http://localhost:${PORT:-8000}/www/"
 # Served cross-origin isolated (COOP/COEP headers), so that lorb/worker may use the threaded wasm
 # build (SharedArrayBuffer) when the CPU computes.
-exec python3 -c '
-import http.server, sys
-class H(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-http.server.ThreadingHTTPServer(("", int(sys.argv[1])), H).serve_forever()
-' "${PORT:-8000}"
+exec python3 scripts/isolated_server.py "${PORT:-8000}"

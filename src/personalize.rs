@@ -358,7 +358,7 @@ async fn mlm_adapter(scorer: &Scorer, start: &Start<'_>, cfg: TrainConfig, refs:
     cfg.validate()?;
     let mut t = crate::train::fit::trainer(scorer, start, None, cfg).await?;
     let mut budget = fit.time_limit.map(|l| crate::train::fit::TimeBudget::new(l, t.step));
-    crate::train::fit::mlm_epochs(&mut t, &ids, fit.lists_per_step, fit.epochs, budget.as_mut(), |_, _| {}, |_, _, _| Ok(())).await?;
+    crate::train::fit::mlm_epochs(&mut t, &ids, fit.lists_per_step, fit.epochs, budget.as_mut(), |_, _, _| {}, |_, _, _| Ok(())).await?;
     t.pull().await?;
     t.adapter()
 }

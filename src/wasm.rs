@@ -222,7 +222,10 @@ fn train_plan(opts: &JsValue, lists: usize, (epochs, batch): (usize, usize)) -> 
         cor_weight: num("corWeight", 0.0),
         optim: crate::train::AdamWConfig { lr: num("lr", 1e-3), weight_decay: num("weightDecay", 0.01), ..Default::default() },
         head_lr: get(opts, "headLr").and_then(|v| v.as_f64()),
-        mlm_bias: get(opts, "mlmBias").and_then(|v| v.as_bool()).unwrap_or(false),
+        mlm_bias: match get(opts, "mlmBias") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| js_error(Error::Input("mlmBias must be true or false".into())))?,
+        },
         warmup_steps: total / 10,
         total_steps: total,
         clip: num("clip", 1.0),
@@ -654,7 +657,7 @@ impl Rescorer {
             "clsHead": self.scorer.cls_head.is_some(),
             "weight": self.weight,
             "threads": rayon::current_num_threads(),
-            "memoryBytes": core::arch::wasm32::memory_size(0) * 65536,
+            "memoryBytes": core::arch::wasm32::memory_size(0) as f64 * 65536.0,
         }))
     }
 }

@@ -256,11 +256,17 @@ impl GpuBackend {
 
     /// The MLM head's trained parameters: the base model's, overwritten by the adapter's parts.
     fn write_mlm_head(&self, adapter: Option<&Adapter>) {
-        let (Some(g), Some(base)) = (&self.mlm, &self.model.mlm) else { return };
+        let (Some(_), Some(base)) = (&self.mlm, &self.model.mlm) else { return };
         let mut head = base.clone();
         if let Some(a) = adapter {
             a.mlm_head.apply(&mut head);
         }
+        self.upload_mlm_head(&head);
+    }
+
+    /// Writes `head`'s trained parameters (dense, LayerNorm, output bias) over the GPU's MLM head.
+    fn upload_mlm_head(&self, head: &crate::model::MlmHead) {
+        let Some(g) = &self.mlm else { return };
         let q = &self.ctx.queue;
         q.write_buffer(&g.dense.w, 0, bytemuck::cast_slice(&head.dense.weight.data));
         q.write_buffer(&g.dense.b, 0, bytemuck::cast_slice(&head.dense.bias.data));

@@ -283,35 +283,29 @@ impl GpuBackend {
     }
 
     /// Reads the MLM head's accumulated gradients: dense weight and bias, LayerNorm γ and β, and
-    /// the output bias.
-    pub async fn read_mlm_grads(&mut self) -> Result<[Vec<f32>; 5]> {
+    /// (`with_bias`) the output bias.
+    pub async fn read_mlm_grads(&mut self, with_bias: bool) -> Result<([Vec<f32>; 4], Option<Vec<f32>>)> {
         let (h, n) = (self.model.config.hidden, self.mlm_grads_len());
         let g = self.ctx.work(Work::MlmGrads, n as u64 * 4)?;
-        let all = self.ctx.run(Plan::default(), &g, n as u64 * 4).await?;
+        let read = if with_bias { n } else { h * h + 3 * h };
+        let all = self.ctx.run(Plan::default(), &g, read as u64 * 4).await?;
         let at = |i: usize, len: usize| all[i..i + len].to_vec();
-        Ok([at(0, h * h), at(h * h, h), at(h * h + h, h), at(h * h + 2 * h, h), all[h * h + 3 * h..].to_vec()])
+        Ok(([at(0, h * h), at(h * h, h), at(h * h + h, h), at(h * h + 2 * h, h)], with_bias.then(|| all[h * h + 3 * h..read].to_vec())))
     }
 
-    /// Writes a trained MLM head transform (dense, LayerNorm) to the GPU.
+    /// Writes a trained MLM head (dense, LayerNorm, output bias) to the GPU.
     pub fn update_mlm_head(&mut self, head: &crate::model::MlmHead) -> Result<()> {
-        let g = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
-        let q = &self.ctx.queue;
-        q.write_buffer(&g.dense.w, 0, bytemuck::cast_slice(&head.dense.weight.data));
-        q.write_buffer(&g.dense.b, 0, bytemuck::cast_slice(&head.dense.bias.data));
-        q.write_buffer(&g.ln.g, 0, bytemuck::cast_slice(&head.ln.gamma.data));
-        q.write_buffer(&g.ln.b, 0, bytemuck::cast_slice(&head.ln.beta.data));
-        for s in &g.decoder {
-            if let Some(b) = &s.bias {
-                q.write_buffer(b, 0, bytemuck::cast_slice(&head.bias.data[s.lo as usize..s.hi as usize]));
-            }
+        if self.mlm.is_none() {
+            return Err(Error::NoMlmHead);
         }
+        self.upload_mlm_head(head);
         Ok(())
     }
 
     /// One masked-LM forward and backward in one submission: the encoder with its tape, the
     /// MLM head at `slots`, the cross-entropy `Σ w·(−log P(target))` (returned), and gradients
     /// into the MLM head transform (when `head_grads`) and the LoRA pairs.
-    pub async fn train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool) -> Result<f64> {
+    pub async fn train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, bias_grads: bool) -> Result<f64> {
         let v = self.model.config.vocab_size as u32;
         let ns = slots.len() as u32;
         if ns == 0 {
@@ -321,12 +315,12 @@ impl GpuBackend {
             return Err(Error::GpuLimit(format!("{ns} masked slots × {v} logits exceed one binding; use fewer texts per step")));
         }
         let mut tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
-        let res = self.record_train_mlm(batch, slots, w, head_grads, &mut tape).await;
+        let res = self.record_train_mlm(batch, slots, w, (head_grads, bias_grads), &mut tape).await;
         self.tape = Some(tape);
         res
     }
 
-    async fn record_train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, tape: &mut Tape) -> Result<f64> {
+    async fn record_train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, (head_grads, bias_grads): (bool, bool), tape: &mut Tape) -> Result<f64> {
         let c = self.model.config.clone();
         let (h, v, eps) = (c.hidden as u32, c.vocab_size as u32, c.layer_norm_eps);
         let ns = slots.len() as u32;
@@ -337,6 +331,7 @@ impl GpuBackend {
         self.record_forward_tape(&mut plan, batch, tape)?;
         let idx: Vec<u32> = slots.iter().map(|s| s.row * seq + s.pos).collect();
         let tgt: Vec<u32> = slots.iter().map(|s| s.target).collect();
+        let grads_len = self.mlm_grads_len() as u64;
         let ctx = &mut self.ctx;
         let idx_buf = ctx.work_with(Work::GatherIdx, &idx)?;
         let tgt_buf = ctx.work_with(Work::Targets, &tgt)?;
@@ -345,7 +340,7 @@ impl GpuBackend {
         let (dt2, dt1, xhat, dg) = (ctx.work(Work::MlmDt2, sh)?, ctx.work(Work::MlmDt1, sh)?, ctx.work(Work::MlmXhat, sh)?, ctx.work(Work::MlmDg, sh)?);
         let logits = ctx.work(Work::MlmLogits, ns as u64 * v as u64 * 4)?;
         let loss = ctx.work(Work::MlmLoss, ns as u64 * 4)?;
-        let grads = ctx.work(Work::MlmGrads, (h as u64 * h as u64 + 3 * h as u64 + v as u64) * 4)?;
+        let grads = ctx.work(Work::MlmGrads, grads_len * 4)?;
         let dx = ctx.work(Work::BwDx, tokens as u64 * h as u64 * 4)?;
         ctx.queue.write_buffer(&dx, 0, bytemuck::cast_slice(&vec![0f32; (tokens * h) as usize]));
         let dummy = ctx.dummy.clone();
@@ -375,7 +370,9 @@ impl GpuBackend {
         if head_grads {
             // [dW (H·H) | db (H) | dγ (H) | dβ (H) | d bias (V)]; `logits` holds dlogits now.
             let hh = h * h;
-            colsum::record(&mut plan, &logits, None, &grads, ns, v, hh + 3 * h, &dummy);
+            if bias_grads {
+                colsum::record(&mut plan, &logits, None, &grads, ns, v, hh + 3 * h, &dummy);
+            }
             colsum::record(&mut plan, &dt2, Some(&xhat), &grads, ns, h, hh + h, &dummy);
             colsum::record(&mut plan, &dt2, None, &grads, ns, h, hh + 2 * h, &dummy);
             colsum::record(&mut plan, &dt1, None, &grads, ns, h, hh, &dummy);

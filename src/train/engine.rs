@@ -41,7 +41,10 @@ pub enum Tape {
 #[derive(Clone, Copy)]
 pub struct Wanted {
     pub lora: bool,
+    /// The MLM head transform's (dense, LayerNorm).
     pub mlm_head: bool,
+    /// The MLM output bias's (a column sum over the vocabulary, computed only when wanted).
+    pub mlm_bias: bool,
     /// Every encoder weight's gradient (full fine-tuning on the GPU; for tests), rather than
     /// only their sum of squares.
     pub full: bool,
@@ -142,7 +145,7 @@ impl Engine {
     /// Masked-LM cross-entropy `Σ w·(−log P(target))` over `slots` of a masked batch, with its
     /// gradients: into the MLM head transform when `head`, into the encoder when `encoder`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn mlm(&mut self, st: State<'_>, batch: &Batch, slots: &[Slot], w: f32, head: bool, encoder_trains: bool, g: &mut Grads) -> Result<f64> {
+    pub async fn mlm(&mut self, st: State<'_>, batch: &Batch, slots: &[Slot], w: f32, want: Wanted, encoder_trains: bool, g: &mut Grads) -> Result<f64> {
         match self {
             Engine::Cpu => {
                 let mut tape = encoder::Tape::default();
@@ -154,7 +157,7 @@ impl Engine {
                 }
                 Ok(loss)
             }
-            Engine::Gpu(gpu) => gpu.train_mlm(batch, slots, w, head).await,
+            Engine::Gpu(gpu) => gpu.train_mlm(batch, slots, w, want.mlm_head, want.mlm_bias).await,
         }
     }
 
@@ -189,12 +192,14 @@ impl Engine {
             g.lora = gpu.read_lora_grads().await?;
         }
         if let (true, Some(head)) = (want.mlm_head, g.model.as_mut().and_then(|m| m.mlm.as_mut())) {
-            let [dw, db, dg, dbeta, dbias] = gpu.read_mlm_grads().await?;
+            let ([dw, db, dg, dbeta], dbias) = gpu.read_mlm_grads(want.mlm_bias).await?;
             head.dense.weight.data = dw;
             head.dense.bias.data = db;
             head.ln.gamma.data = dg;
             head.ln.beta.data = dbeta;
-            head.bias.data = dbias;
+            if let Some(d) = dbias {
+                head.bias.data = d;
+            }
         }
         if !gpu.full_enabled() {
             return Ok(0.0);

@@ -381,10 +381,10 @@ pub async fn run(scorer: &crate::Scorer, start: &super::Start<'_>, cls: Option<c
 
 /// Epochs of masked-LM steps over the token ids `texts` (`per_step` texts a step, shuffled by
 /// the trainer's generator each epoch, masked with it), the steps cut by `budget` when the run
-/// has a time limit. `after_step` sees each step's log; `after_epoch` gets the epoch (from 1) and
+/// has a time limit. `after_step` sees each step's log and epoch; `after_epoch` gets the epoch (from 1) and
 /// its mean training loss, and may use the trainer (e.g. for a dev loss). Returns every step's
 /// loss. `lorb train --objective mlm` and MLM personalisation both train through this.
-pub async fn mlm_epochs(t: &mut Trainer, texts: &[&[u32]], per_step: usize, epochs: usize, mut budget: Option<&mut TimeBudget>, mut after_step: impl FnMut(&StepLog, Option<&TimeBudget>), mut after_epoch: impl FnMut(&mut Trainer, usize, f64) -> Result<()>) -> Result<Vec<f64>> {
+pub async fn mlm_epochs(t: &mut Trainer, texts: &[&[u32]], per_step: usize, epochs: usize, mut budget: Option<&mut TimeBudget>, mut after_step: impl FnMut(&StepLog, usize, Option<&TimeBudget>), mut after_epoch: impl FnMut(&mut Trainer, usize, f64) -> Result<()>) -> Result<Vec<f64>> {
     if per_step == 0 {
         return Err(Error::Input("texts per step must be at least 1".into()));
     }
@@ -400,7 +400,7 @@ pub async fn mlm_epochs(t: &mut Trainer, texts: &[&[u32]], per_step: usize, epoc
             steps += 1;
             losses.push(log.loss);
             out_of_time = budget.as_mut().is_some_and(|b| b.after_step(t));
-            after_step(&log, budget.as_deref());
+            after_step(&log, epoch, budget.as_deref());
             if out_of_time {
                 break;
             }

@@ -674,7 +674,7 @@ impl Trainer {
         self.engine.zero_grads()?;
         let w = 1.0 / lists.len() as f64;
         let total = self.lists_loss(lists, w, &mut g, &mut gc).await?;
-        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: false, full: read_all };
+        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: false, mlm_bias: false, full: read_all };
         let kept_sumsq = self.engine.read_grads(&mut g, want).await?;
         Ok((total, g, gc, kept_sumsq))
     }
@@ -728,8 +728,8 @@ impl Trainer {
         let w = 1.0 / slots.len() as f32;
         self.engine.zero_grads()?;
         let st = State { model: &self.model, lora: self.lora.as_ref() };
-        let loss = self.engine.mlm(st, batch, slots, w, self.cfg.mlm_head, self.encoder_trains(), &mut g).await?;
-        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: self.cfg.mlm_head, full: false };
+        let want = engine::Wanted { lora: self.has_pairs(), mlm_head: self.cfg.mlm_head, mlm_bias: self.cfg.mlm_head && self.cfg.mlm_bias, full: false };
+        let loss = self.engine.mlm(st, batch, slots, w, want, self.encoder_trains(), &mut g).await?;
         self.engine.read_grads(&mut g, want).await?;
         Ok((loss, g))
     }
@@ -906,7 +906,8 @@ impl Trainer {
                 dense_bias: Some(h.dense.bias.clone()),
                 ln_gamma: Some(h.ln.gamma.clone()),
                 ln_beta: Some(h.ln.beta.clone()),
-                bias: self.cfg.mlm_bias.then(|| h.bias.clone()),
+                // Always: a bias the starting adapter brought stays with the head it trained.
+                bias: Some(h.bias.clone()),
             };
         }
         a.sync_modules_to_save();

@@ -14,23 +14,14 @@ const freePort = () => new Promise((ok) => {
   s.listen(0, () => { const p = s.address().port; s.close(() => ok(p)); });
 });
 
-// Python's static server, adding the headers that make a page cross-origin isolated
-// (SharedArrayBuffer, hence wasm threads) when asked to.
-const ISOLATED_SERVER = `
-import http.server, sys
-class H(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-`;
 
 /** `{ browser, base, origin, close }`: `base` is the demo page's URL; `isolated` serves every
  *  file with COOP/COEP headers. */
 export async function open({ isolated = false } = {}) {
   const port = await freePort();
-  const args = isolated ? ["-c", ISOLATED_SERVER, String(port)] : ["-m", "http.server", String(port), "--bind", "127.0.0.1"];
+  // Python's static server; scripts/isolated_server.py adds the headers that make a page
+  // cross-origin isolated (SharedArrayBuffer, hence wasm threads).
+  const args = isolated ? ["scripts/isolated_server.py", String(port), "127.0.0.1"] : ["-m", "http.server", String(port), "--bind", "127.0.0.1"];
   const server = spawn("python3", args, { cwd: root, stdio: "ignore" });
   let browser;
   try {

@@ -16,18 +16,26 @@ const fail = (m) => {
   process.exitCode = 1;
 };
 
-// Loads every fixture through lorb/worker with `threads`, and returns capabilities and scores.
-async function scoreFixtures(page, threads) {
-  return page.evaluate(async (threads) => {
+// A page call that fails instead of hanging CI (a worker that never answers).
+function evaluate(page, fn, arg, seconds = 600) {
+  let timer;
+  const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from the page within ${seconds} s`)), seconds * 1000)));
+  return Promise.race([page.evaluate(fn, arg), timeout]).finally(() => clearTimeout(timer));
+}
+
+// Loads the fixtures through lorb/worker with `threads` on `backend`, and returns capabilities
+// and scores.
+async function scoreFixtures(page, threads, backend = "cpu", archs = ["bert", "roberta", "distilbert"]) {
+  return evaluate(page, async ([threads, backend, archs]) => {
     const { Rescorer } = await import("/pkg/worker.js");
     const out = {};
-    for (const arch of ["bert", "roberta", "distilbert"]) {
+    for (const arch of archs) {
       const dir = `/tests/fixtures/${arch}/`;
       const expected = await (await fetch(`${dir}expected.json`)).json();
       const texts = expected.sentences.map((s) => s.text);
       const r = await Rescorer.load({
         config: `${dir}config.json`, weights: `${dir}model.safetensors`, tokenizer: `${dir}tokenizer.json`,
-        head: `${dir}cls_head.safetensors`, backend: "cpu", threads,
+        head: `${dir}cls_head.safetensors`, backend, threads,
       });
       try {
         const many = Array.from({ length: 8 }, () => texts).flat();
@@ -40,7 +48,7 @@ async function scoreFixtures(page, threads) {
       }
     }
     return out;
-  }, threads);
+  }, [threads, backend, archs]);
 }
 
 function check(label, got, wantThreads) {
@@ -66,9 +74,15 @@ for (const isolated of [true, false]) {
     if ((await page.evaluate(() => self.crossOriginIsolated)) !== isolated) fail(`the page's crossOriginIsolated is not ${isolated}`);
     const label = isolated ? "isolated page" : "plain page";
     check(`${label}, threads 2,`, await scoreFixtures(page, 2), isolated ? 2 : 1);
-    if (isolated) check(`${label}, threads 1,`, await scoreFixtures(page, 1), 1);
+    if (isolated) {
+      check(`${label}, threads 1,`, await scoreFixtures(page, 1), 1);
+      // The threaded build also drives WebGPU (Chromium's SwiftShader here) when asked to.
+      const gpu = await scoreFixtures(page, 2, "gpu", ["bert"]);
+      if (!gpu.bert.caps.gpu) fail(`backend gpu with threads 2 computed on ${gpu.bert.caps.backend}`);
+      check(`${label}, threads 2, WebGPU,`, gpu, 2);
+    }
     // A bad thread count is a typed error, not a hang.
-    const bad = await page.evaluate(async () => {
+    const bad = await evaluate(page, async () => {
       const { Rescorer } = await import("/pkg/worker.js");
       return Rescorer.load({ config: "/tests/fixtures/bert/config.json", threads: 0.5 }).then(() => null, (e) => e.kind);
     });

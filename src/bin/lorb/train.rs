@@ -191,6 +191,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// Everything the arguments alone decide, checked before any work (the output folder included):
 /// the training configuration (its schedule is set once the steps are known) and fit's options.
 fn check_args(a: &TrainArgs) -> Result<(TrainConfig, FitOptions)> {
+    if a.mlm_bias && (a.objective != Objective::Mlm || a.full) {
+        let why = if a.full { "full fine-tuning trains it already" } else { "it learns only from the MLM objective (--objective mlm)" };
+        return Err(Error::Input(format!("--mlm-bias: {why}")));
+    }
     let cfg = TrainConfig {
         objective: a.objective,
         kappa: a.kappa,

@@ -103,12 +103,12 @@ fn epochs(a: &TrainArgs, t: &mut Trainer, ids: &Ids, dev_batches: &[(Batch, Vec<
     let started = Instant::now();
     let mut budget = a.time_limit.map(|l| TimeBudget::new(l, t.step));
     let texts: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let on_step = |log: &lorb::train::StepLog, b: Option<&TimeBudget>| {
+    let on_step = |log: &lorb::train::StepLog, epoch: usize, b: Option<&TimeBudget>| {
         if let Some(b) = b {
             pb.set_length(b.cap.unwrap_or(total));
         }
         pb.set_position(log.step);
-        pb.set_message(format!("loss {:.4}", log.loss));
+        pb.set_message(format!("epoch {epoch} loss {:.4}", log.loss));
     };
     let on_epoch = |t: &mut Trainer, epoch: usize, train_loss: f64| -> Result<()> {
         let dev_loss = if dev_batches.is_empty() {
