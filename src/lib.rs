@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod layout;
+pub mod lexicon;
 pub mod model;
 pub mod nbest;
 pub mod output;

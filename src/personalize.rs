@@ -7,9 +7,11 @@
 //! the global adapter (the one in use), and after personalising from the global adapter on each
 //! group's first part by one of two methods ([`Adapt`]): LoRB MWER on the corrected lists, scored
 //! by CLS, or MLM on the corrected transcripts (the objective sees the words themselves), scored
-//! by PLL.
+//! by PLL. Either way (or with no training, [`Adapt::None`]) the corrected transcripts' rare words
+//! also boost the hypotheses that use them ([`crate::lexicon`], weight `Options::lexicon_weight`).
 
 use crate::error::{Error, Result};
+use crate::lexicon::Lexicon;
 use crate::nbest::{FirstPass, NBest};
 use crate::rescore::{picks, wer_at};
 use crate::train::fit::seconds;
@@ -116,6 +118,8 @@ pub enum Adapt {
     Mwer,
     /// MLM on the corrected transcripts (LoRA pairs and the MLM head transform); s2 = PLL.
     Mlm,
+    /// No training: the global adapter's CLS score, with the user's words' boost alone.
+    None,
 }
 
 impl std::str::FromStr for Adapt {
@@ -124,7 +128,8 @@ impl std::str::FromStr for Adapt {
         match s {
             "mwer" => Ok(Adapt::Mwer),
             "mlm" => Ok(Adapt::Mlm),
-            _ => Err(Error::Input(format!("{s:?}: expected mwer or mlm"))),
+            "none" => Ok(Adapt::None),
+            _ => Err(Error::Input(format!("{s:?}: expected mwer, mlm or none"))),
         }
     }
 }
@@ -133,7 +138,7 @@ impl Adapt {
     /// The s2 the adapted model is scored with.
     pub fn method(self) -> Method {
         match self {
-            Adapt::Mwer => Method::Cls,
+            Adapt::Mwer | Adapt::None => Method::Cls,
             Adapt::Mlm => Method::Pll,
         }
     }
@@ -150,6 +155,9 @@ pub struct Options {
     pub depth: Option<usize>,
     /// λ of `s1 + λ·s2`, for the global and the personal adapter alike.
     pub weight: f64,
+    /// β of the user's words' boost, `s1 + β·boost + λ·s2` for the lists that come next (0: off;
+    /// in s1's units, so chosen per n-best source on dev chapters, like λ).
+    pub lexicon_weight: f64,
     /// Fresh LoRA pairs when there is no global adapter: rank, α, targets.
     pub r: usize,
     pub alpha: f64,
@@ -167,15 +175,26 @@ pub struct GroupReport {
     pub eval_utterances: Vec<String>,
     pub words: usize,
     pub first_pass_wer: f64,
+    /// The global adapter.
     pub base_wer: f64,
+    /// The global adapter with the user's words' boost (no training).
+    pub lexicon_wer: f64,
+    /// The personal adapter without the boost.
+    pub adapter_wer: f64,
+    /// The personal adapter with the boost: what personalising gives.
     pub personalized_wer: f64,
-    /// The hypothesis the global and the personal adapter rank first in each evaluated list
+    /// The hypothesis the global adapter and personalisation rank first in each evaluated list
     /// (its index).
     pub base_choices: Vec<usize>,
     pub personal_choices: Vec<usize>,
+    /// How many of the corrected transcripts' words are rare enough to weigh.
+    pub lexicon_words: usize,
     /// The personal adapter's s2 of each evaluated hypothesis (not in the JSON).
     #[serde(skip)]
     pub personal_scores: Vec<Vec<f64>>,
+    /// The boost of each evaluated hypothesis, before β (not in the JSON).
+    #[serde(skip)]
+    pub boosts: Vec<Vec<f64>>,
     pub seconds: f64,
 }
 
@@ -188,16 +207,48 @@ pub struct Report {
     pub words: usize,
     pub first_pass_wer: f64,
     pub base_wer: f64,
+    pub lexicon_wer: f64,
+    pub adapter_wer: f64,
     pub personalized_wer: f64,
     pub seconds_per_chapter: f64,
     pub skipped_groups: usize,
     pub ungrouped: usize,
     pub weight: f64,
+    pub lexicon_weight: f64,
     pub adapt: Adapt,
     /// The pooled WERs at other λ (the λ grid around `weight`): for choosing λ on dev chapters,
     /// never on the chapters reported.
     pub weights: Vec<AtWeight>,
+    /// The pooled WERs at other β (multiples of `lexicon_weight`), for choosing β the same way.
+    pub lexicon_weights: Vec<AtLexiconWeight>,
     pub groups: Vec<GroupReport>,
+}
+
+/// The pooled WERs at one β.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtLexiconWeight {
+    pub lexicon_weight: f64,
+    pub lexicon_wer: f64,
+    pub personalized_wer: f64,
+}
+
+/// The β grid of a report: multiples of β0.
+pub fn lexicon_grid(beta0: f64) -> Vec<f64> {
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0].iter().map(|f| f * beta0).collect()
+}
+
+/// `lists` with `β·boost` added to each hypothesis' first-pass score.
+pub fn boosted(lists: &[ListExample], boosts: &[Vec<f64>], beta: f64) -> Vec<ListExample> {
+    lists.iter().zip(boosts).map(|(l, b)| ListExample { s1: l.s1.iter().zip(b).map(|(s, x)| s + beta * x).collect(), ..l.clone() }).collect()
+}
+
+/// β must be finite and not negative.
+pub fn check_lexicon_weight(beta: f64) -> Result<()> {
+    if beta.is_finite() && beta >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Input(format!("lexicon weight {beta}: expected a number ≥ 0 (0 turns the user's words' boost off)")))
+    }
 }
 
 /// The pooled WERs at one λ.
@@ -219,32 +270,54 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     if splits.splits.is_empty() {
         return Err(Error::Input(format!("no group of two or more utterances ({} ungrouped, {} groups of one)", splits.ungrouped, splits.skipped_groups)));
     }
-    // Every group's evaluated lists with their global and personal s2, for the pooled WERs.
-    let (mut groups, mut all_eval, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every group's evaluated lists with their boosts and their global and personal s2, for the
+    // pooled WERs.
+    let (mut groups, mut all_eval, mut all_boosts, mut all_base, mut all_personal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for s in &splits.splits {
         let pick = |idx: &[usize]| idx.iter().map(|&i| lists[i].clone()).collect::<Vec<_>>();
         let run = personalize_group(scorer, o, &s.group, &pick(&s.adapt), &pick(&s.eval)).await?;
         done(&run.report);
         all_eval.extend(run.eval);
+        all_boosts.extend(run.report.boosts.iter().cloned());
         all_base.extend(run.base);
         all_personal.extend(run.report.personal_scores.iter().cloned());
         groups.push(run.report);
     }
     let zero: Vec<Vec<f64>> = all_eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+    let (w, beta) = (o.weight, o.lexicon_weight);
+    let at_beta = |beta: f64| {
+        let b = boosted(&all_eval, &all_boosts, beta);
+        (wer_at(&b, &all_base, w), wer_at(&b, &all_personal, w))
+    };
+    let (lexicon_wer, personalized_wer) = at_beta(beta);
     Ok(Report {
         chapters: groups.len(),
         adapt_utterances: splits.splits.iter().map(|s| s.adapt.len()).sum(),
         eval_utterances: splits.splits.iter().map(|s| s.eval.len()).sum(),
         words: groups.iter().map(|g| g.words).sum(),
         first_pass_wer: wer_at(&all_eval, &zero, 0.0),
-        base_wer: wer_at(&all_eval, &all_base, o.weight),
-        personalized_wer: wer_at(&all_eval, &all_personal, o.weight),
+        base_wer: wer_at(&all_eval, &all_base, w),
+        lexicon_wer,
+        adapter_wer: wer_at(&all_eval, &all_personal, w),
+        personalized_wer,
         seconds_per_chapter: groups.iter().map(|g| g.seconds).sum::<f64>() / groups.len().max(1) as f64,
         skipped_groups: splits.skipped_groups,
         ungrouped: splits.ungrouped,
-        weight: o.weight,
+        weight: w,
+        lexicon_weight: beta,
         adapt: o.adapt,
-        weights: crate::rescore::lambda_grid(o.weight).into_iter().map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), personalized_wer: wer_at(&all_eval, &all_personal, w) }).collect(),
+        weights: {
+            let b = boosted(&all_eval, &all_boosts, beta);
+            crate::rescore::lambda_grid(w).into_iter().map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), personalized_wer: wer_at(&b, &all_personal, w) }).collect()
+        },
+        lexicon_weights: if beta > 0.0 {
+            lexicon_grid(beta).into_iter().map(|b| {
+                let (lexicon_wer, personalized_wer) = at_beta(b);
+                AtLexiconWeight { lexicon_weight: b, lexicon_wer, personalized_wer }
+            }).collect()
+        } else {
+            Vec::new()
+        },
         groups,
     })
 }
@@ -252,8 +325,11 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
 /// One group personalised ([`personalize_group`]).
 pub struct GroupRun {
     pub report: GroupReport,
-    /// The personal adapter (PEFT format; the global adapter's pairs trained on, or fresh ones).
-    pub adapter: crate::Adapter,
+    /// The personal adapter (PEFT format; the global adapter's pairs trained on, or fresh ones);
+    /// none with [`Adapt::None`].
+    pub adapter: Option<crate::Adapter>,
+    /// The user's words, from the corrected transcripts.
+    pub lexicon: Lexicon,
     /// The evaluated lists as examples (at `Options::depth`), and the global adapter's s2 of them.
     pub eval: Vec<ListExample>,
     pub base: Vec<Vec<f64>>,
@@ -275,6 +351,7 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
     if o.train.mlm_bias && o.adapt != Adapt::Mlm {
         return Err(Error::Input("the MLM output bias trains only when personalising by MLM (adapt mlm)".into()));
     }
+    check_lexicon_weight(o.lexicon_weight)?;
     let method = o.adapt.method();
     if method == Method::Pll && scorer.model().mlm.is_none() {
         return Err(Error::NoMlmHead);
@@ -284,37 +361,50 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
     let examples = |l: &[NBest]| -> Result<Vec<ListExample>> { l.iter().map(|nb| ListExample::from_nbest(nb, &o.first_pass, &scorer.encoder, None)).collect() };
     let (adapt_ex, eval_ex) = (examples(&adapt)?, examples(&eval)?);
     let base: Vec<Vec<f64>> = if method == Method::Pll || scorer.cls_head.is_some() { scorer.score_lists(&eval, method, &mut |_| {}).await? } else { eval.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
-    let global = scorer.adapter();
-    let head = scorer.cls_head.clone();
-    scorer.use_adapter(None).await?;
-    let trained = async {
-        let a = personal_adapter(scorer, o, global.as_deref(), head.clone(), &adapt, &adapt_ex).await?;
-        scorer.use_adapter(Some(std::sync::Arc::new(a.clone()))).await?;
-        let s = scorer.score_lists(&eval, method, &mut |_| {}).await?;
-        Ok::<_, Error>((a, s))
-    }
-    .await;
-    // The global adapter and head go back whatever happened; a training error comes first.
-    let restored = scorer.use_adapter(global).await;
-    scorer.cls_head = head;
-    let (adapter, personal) = trained?;
-    restored?;
+    // The user's words: the corrected transcripts' alone.
+    let lexicon = Lexicon::from_transcripts(adapt.iter().filter_map(|nb| nb.reference.as_deref()));
+    let boosts: Vec<Vec<f64>> = eval.iter().map(|nb| nb.hyps.iter().map(|h| lexicon.boost(&h.text)).collect()).collect();
+    let (adapter, personal) = if o.adapt == Adapt::None {
+        (None, base.clone())
+    } else {
+        let global = scorer.adapter();
+        let head = scorer.cls_head.clone();
+        scorer.use_adapter(None).await?;
+        let trained = async {
+            let a = personal_adapter(scorer, o, global.as_deref(), head.clone(), &adapt, &adapt_ex).await?;
+            scorer.use_adapter(Some(std::sync::Arc::new(a.clone()))).await?;
+            let s = scorer.score_lists(&eval, method, &mut |_| {}).await?;
+            Ok::<_, Error>((a, s))
+        }
+        .await;
+        // The global adapter and head go back whatever happened; a training error comes first.
+        let restored = scorer.use_adapter(global).await;
+        scorer.cls_head = head;
+        let (adapter, personal) = trained?;
+        restored?;
+        (Some(adapter), personal)
+    };
     crate::score::ensure_finite(&personal.concat())?;
     let zero: Vec<Vec<f64>> = eval_ex.iter().map(|l| vec![0.0; l.s1.len()]).collect();
+    let (w, boosted_ex) = (o.weight, boosted(&eval_ex, &boosts, o.lexicon_weight));
     let report = GroupReport {
         group: group.to_string(),
         adapt_utterances: adapt.iter().map(|nb| nb.utt.clone()).collect(),
         eval_utterances: eval.iter().map(|nb| nb.utt.clone()).collect(),
         words: eval_ex.iter().map(|l| l.words).sum(),
         first_pass_wer: wer_at(&eval_ex, &zero, 0.0),
-        base_wer: wer_at(&eval_ex, &base, o.weight),
-        personalized_wer: wer_at(&eval_ex, &personal, o.weight),
-        base_choices: picks(&eval_ex, &base, o.weight).collect(),
-        personal_choices: picks(&eval_ex, &personal, o.weight).collect(),
+        base_wer: wer_at(&eval_ex, &base, w),
+        lexicon_wer: wer_at(&boosted_ex, &base, w),
+        adapter_wer: wer_at(&eval_ex, &personal, w),
+        personalized_wer: wer_at(&boosted_ex, &personal, w),
+        base_choices: picks(&eval_ex, &base, w).collect(),
+        personal_choices: picks(&boosted_ex, &personal, w).collect(),
+        lexicon_words: lexicon.len(),
         personal_scores: personal,
+        boosts,
         seconds: seconds() - t0,
     };
-    Ok(GroupRun { report, adapter, eval: eval_ex, base })
+    Ok(GroupRun { report, adapter, lexicon, eval: eval_ex, base })
 }
 
 /// The personal adapter: trained from `global` (its LoRA pairs and heads; fresh pairs without
@@ -339,6 +429,7 @@ async fn personal_adapter(scorer: &Scorer, o: &Options, global: Option<&crate::A
             }
             Ok(a)
         }
+        Adapt::None => Err(Error::Input("adapt none trains no adapter".into())),
     }
 }
 

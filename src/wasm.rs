@@ -116,17 +116,21 @@ export interface TrainResult {
   timeLimitedSteps: number | null;
 }
 /** `Rescorer.personalize`: how the corrected utterances train (default "mwer": LoRB on their
- *  lists, s2 = CLS; "mlm": MLM on their transcripts, s2 = PLL), λ (default: the current one),
- *  and training options as `train`'s (batch default 4; no dev lists). */
+ *  lists, s2 = CLS; "mlm": MLM on their transcripts, s2 = PLL; "none": no training), λ (default:
+ *  the current one), β of the user's words' boost (`lexiconWeight`, default 0.5, in s1's units;
+ *  0: off), and training options as `train`'s (batch default 4; no dev lists). */
 export interface PersonalizeOptions extends Omit<TrainOptions, "dev" | "devFraction" | "patience" | "continueAdapter"> {
-  adapt?: "mwer" | "mlm"; weight?: number;
+  adapt?: "mwer" | "mlm" | "none"; weight?: number; lexiconWeight?: number;
   /** With adapt "mlm": also train the MLM output bias (a logit offset per token). */
   mlmBias?: boolean;
 }
-/** WERs (%) of the evaluated utterances: first pass, the adapter in use before, the personal
- *  adapter; which hypothesis each ranks first (indices into each list's hypotheses). */
+/** WERs (%) of the evaluated utterances: first pass, the adapter in use before (`baseWer`), it
+ *  with the user's words' boost (`lexiconWer`), the personal adapter alone (`adapterWer`) and
+ *  with the boost (`personalizedWer`); which hypothesis the adapter before and personalisation
+ *  rank first (indices into each list's hypotheses); the user's words, heaviest first. */
 export interface PersonalizeResult {
-  adapt: "mwer" | "mlm"; weight: number; words: number; firstPassWer: number; baseWer: number; personalizedWer: number;
+  adapt: "mwer" | "mlm" | "none"; weight: number; lexiconWeight: number; words: number; firstPassWer: number; baseWer: number;
+  lexiconWer: number; adapterWer: number; personalizedWer: number; userWords: string[];
   adaptUtterances: string[]; evalUtterances: string[]; baseChoices: number[]; personalChoices: number[]; seconds: number;
 }
 /** Errors thrown by lorb: a message and a machine-readable kind. */
@@ -593,11 +597,13 @@ impl Rescorer {
     /// `lorb personalize` runs for each chapter: `adapt`'s references are the corrections (the
     /// training targets); `eval`, what comes next, is scored with the adapter in use and with a
     /// personal adapter trained from it on `adapt` alone — `opts.adapt` "mwer" (default: LoRB on
-    /// the corrected lists, s2 = CLS) or "mlm" (MLM on their transcripts, s2 = PLL) — at
-    /// λ = `opts.weight` (default: the current λ). Training options as `train` (epochs default 2
-    /// and batch 4, as the command; no dev lists, no cancelling; `timeLimit` applies). The personal
-    /// adapter is then in use at that λ (`exportAdapter` gives it); after "mlm" it keeps the CLS
-    /// head of the adapter it started from, and PLL is its s2.
+    /// the corrected lists, s2 = CLS), "mlm" (MLM on their transcripts, s2 = PLL) or "none" (no
+    /// training) — at λ = `opts.weight` (default: the current λ), with the corrected transcripts'
+    /// rare words boosting the hypotheses that use them (`opts.lexiconWeight`, default 0.5; 0:
+    /// off). Training options as `train` (epochs default 2 and batch 4, as the command; no dev
+    /// lists, no cancelling; `timeLimit` applies). The personal adapter is then in use at that λ
+    /// (`exportAdapter` gives it); after "mlm" it keeps the CLS head of the adapter it started
+    /// from, and PLL is its s2. `rescore` does not apply the boost (yet): the result reports it.
     #[wasm_bindgen(unchecked_return_type = "PersonalizeResult")]
     pub async fn personalize(
         &mut self,
@@ -609,21 +615,29 @@ impl Rescorer {
         let (adapt, eval) = (nbests(adapt, "adapt")?, nbests(eval, "eval")?);
         let how: Adapt = get(&opts, "adapt").and_then(|v| v.as_string()).as_deref().unwrap_or("mwer").parse().map_err(js_error)?;
         if get(&opts, "objective").is_some() {
-            return Err(js_error(Error::Input("personalize takes `adapt` (\"mwer\" or \"mlm\"), not `objective`".into())));
+            return Err(js_error(Error::Input("personalize takes `adapt` (\"mwer\", \"mlm\" or \"none\"), not `objective`".into())));
         }
         let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
+        let lexicon_weight = match get(&opts, "lexiconWeight") {
+            None => 0.5,
+            Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
+        };
+        crate::personalize::check_lexicon_weight(lexicon_weight).map_err(js_error)?;
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
-        let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
+        let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, lexicon_weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
         let run = personalize_group(&mut self.scorer, &o, "page", &adapt, &eval).await.map_err(js_error)?;
-        self.scorer.set_adapter(run.adapter.clone()).await.map_err(js_error)?;
-        self.trained = Some(run.adapter);
+        if let Some(a) = run.adapter {
+            self.scorer.set_adapter(a.clone()).await.map_err(js_error)?;
+            self.trained = Some(a);
+        }
         self.weight = weight;
         let g = &run.report;
         to_js(&json!({
-            "adapt": how, "weight": weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer, "personalizedWer": g.personalized_wer,
+            "adapt": how, "weight": weight, "lexiconWeight": lexicon_weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer,
+            "lexiconWer": g.lexicon_wer, "adapterWer": g.adapter_wer, "personalizedWer": g.personalized_wer, "userWords": run.lexicon.entries().iter().map(|(w, _)| *w).collect::<Vec<_>>(),
             "adaptUtterances": g.adapt_utterances, "evalUtterances": g.eval_utterances, "baseChoices": g.base_choices, "personalChoices": g.personal_choices, "seconds": g.seconds,
         }))
     }

@@ -61,6 +61,7 @@ fn chapter_lists(eval_ref: &str) -> Vec<NBest> {
 #[test]
 fn evaluated_utterances_never_enter_training() {
     no_leakage(Adapt::Mwer, false);
+    no_leakage(Adapt::None, false);
     let scores = |r: Option<lorb::personalize::Report>| r.expect("personalised").groups.into_iter().map(|g| g.personal_scores).collect::<Vec<_>>();
     let (plain, with_bias) = (scores(no_leakage(Adapt::Mlm, false)), scores(no_leakage(Adapt::Mlm, true)));
     assert_ne!(plain, with_bias, "training the MLM output bias changed no personal score");
@@ -78,6 +79,7 @@ fn no_leakage(adapt: Adapt, mlm_bias: bool) -> Option<lorb::personalize::Report>
         first_pass: FirstPass::default(),
         depth: None,
         weight: 1.0,
+        lexicon_weight: 0.5,
         r: 4,
         alpha: 8.0,
         targets: vec![lorb::adapter::Target::Query, lorb::adapter::Target::Value],
@@ -101,6 +103,7 @@ fn no_leakage(adapt: Adapt, mlm_bias: bool) -> Option<lorb::personalize::Report>
         assert!(ga.adapt_utterances.iter().all(|u| !ga.eval_utterances.contains(u)), "{adapt:?} {}: an utterance both adapts and is evaluated", ga.group);
         assert_eq!(ga.personal_choices, gb.personal_choices, "{adapt:?} {}: the evaluated references changed what the personal adapter chose", ga.group);
         assert_eq!(ga.personal_scores, gb.personal_scores, "{adapt:?} {}: the evaluated references changed the personal scores", ga.group);
+        assert_eq!(ga.boosts, gb.boosts, "{adapt:?} {}: the evaluated references changed the user's words", ga.group);
     }
     assert_ne!(a.groups[0].personalized_wer, b.groups[0].personalized_wer, "the WER is counted against the evaluated references");
     // The adapted halves' references do steer training: other targets, other choices somewhere.
@@ -109,6 +112,51 @@ fn no_leakage(adapt: Adapt, mlm_bias: bool) -> Option<lorb::personalize::Report>
         nb.reference = Some("the quick fox".into());
     }
     let c = run(&steered);
-    assert!(a.groups.iter().zip(&c.groups).any(|(x, y)| x.personal_scores != y.personal_scores), "{adapt:?}: training ignored the adapted references");
+    if adapt != Adapt::None {
+        assert!(a.groups.iter().zip(&c.groups).any(|(x, y)| x.personal_scores != y.personal_scores), "{adapt:?}: training ignored the adapted references");
+    }
+    assert!(a.groups.iter().zip(&c.groups).any(|(x, y)| x.boosts != y.boosts), "{adapt:?}: the user's words ignored the adapted references");
     Some(a)
+}
+
+/// The user's words: a rare word of the corrected transcripts lifts the hypothesis that uses it
+/// by β times its rarity above the floor, a word they never wrote earns nothing, and with no
+/// training (adapt none) the scores are the global adapter's.
+#[test]
+fn corrected_rare_words_lift_the_hypotheses_that_use_them() {
+    let dir = fixture_dir("bert");
+    let hyp = |t: &str, score: f64| Hypothesis { text: t.into(), score, fields: Default::default() };
+    let lists = vec![
+        NBest { utt: "7-8-0000".into(), reference: Some("mister quilter is the apostle".into()), hyps: vec![hyp("mister quilter is the apostle", -1.0)] },
+        NBest { utt: "7-8-0001".into(), reference: Some("mister quilter spoke".into()), hyps: vec![hyp("mister quilder spoke", -1.0), hyp("mister quilter spoke", -1.5), hyp("mister quilter spoke the the", -1.6)] },
+    ];
+    let opts = |beta: f64| Options {
+        grouping: Grouping::Chapter,
+        adapt_fraction: 0.5,
+        adapt: Adapt::None,
+        first_pass: FirstPass::default(),
+        depth: None,
+        weight: 0.0,
+        lexicon_weight: beta,
+        r: 4,
+        alpha: 8.0,
+        targets: vec![lorb::adapter::Target::Query],
+        train: TrainConfig::default(),
+        fit: FitOptions { epochs: 1, lists_per_step: 1, patience: 0, checkpoint: None, time_limit: None },
+    };
+    let run = |beta: f64| block(personalize(&mut scorers(&dir).remove(0), &lists, &opts(beta), |_| {})).unwrap();
+    let (off, on) = (run(0.0), run(0.5));
+    let b = &on.groups[0].boosts[0];
+    let quilter = lorb::lexicon::rarity("quilter") - lorb::lexicon::RARITY_FLOOR;
+    assert!(quilter > 5.0, "quilter is rare: {quilter}");
+    assert!((b[1] - b[0] - quilter).abs() < 1e-9, "boosts {b:?}: quilter {quilter}");
+    // "the" is common: the two extra words earn nothing.
+    assert_eq!(b[2], b[1]);
+    assert_eq!((off.personalized_wer, off.groups[0].personal_choices[0]), (100.0 / 3.0, 0));
+    assert_eq!((on.personalized_wer, on.lexicon_wer, on.groups[0].personal_choices[0]), (0.0, 0.0, 1));
+    assert_eq!(on.base_wer, on.adapter_wer, "adapt none trains nothing");
+    assert_eq!(on.lexicon_weights.iter().map(|x| x.lexicon_weight).collect::<Vec<_>>(), lorb::personalize::lexicon_grid(0.5));
+    for bad in [-1.0, f64::NAN] {
+        assert!(matches!(block(personalize(&mut scorers(&dir).remove(0), &lists, &opts(bad), |_| {})), Err(lorb::Error::Input(_))), "lexicon weight {bad}");
+    }
 }

@@ -18,11 +18,16 @@ pub struct PersonalizeArgs {
     /// The first part of each group (in file order) whose references train
     #[arg(long, default_value_t = 0.5)]
     adapt_fraction: f64,
-    /// How a group's first part personalises: mwer (LoRB on the corrected lists; s2 = CLS) or
+    /// How a group's first part personalises: mwer (LoRB on the corrected lists; s2 = CLS),
     /// mlm (MLM on the corrected transcripts; s2 = PLL, which needs an MLM head, e.g. an
-    /// adapter with one)
+    /// adapter with one) or none (no training: the global adapter and the user's words' boost)
     #[arg(long, default_value = "mwer")]
     adapt: lorb::personalize::Adapt,
+    /// β of the user's words' boost: s1 + β·boost + λ·s2, where boost sums the rarity of the
+    /// hypothesis' words that occur in the group's corrected transcripts (0: off). In s1's
+    /// units: choose it on dev chapters (the JSON's lexicon_weights), like λ
+    #[arg(long, default_value_t = 0.5)]
+    lexicon_weight: f64,
     /// Epochs over each group's first part
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -57,6 +62,7 @@ pub struct PersonalizeArgs {
 
 pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     let grouping: lorb::personalize::Grouping = a.group.parse()?;
+    lorb::personalize::check_lexicon_weight(a.lexicon_weight)?;
     let inputs = list_inputs(a.list)?;
     let (weight, fp) = (inputs.weight()?, inputs.first_pass()?);
     let (l, lists) = (inputs.a, inputs.lists);
@@ -65,11 +71,11 @@ pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     train.validate()?;
     let fit = lorb::train::FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: 0, checkpoint: None, time_limit: a.time_limit };
     fit.validate()?;
-    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, adapt: a.adapt, first_pass: fp, depth: None, weight, r: a.r, alpha: a.alpha, targets, train, fit };
+    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, adapt: a.adapt, first_pass: fp, depth: None, weight, lexicon_weight: a.lexicon_weight, r: a.r, alpha: a.alpha, targets, train, fit };
     let mut scorer = load(&l.m)?;
     let backend = scorer.backend.describe();
     let r = pollster::block_on(lorb::personalize::personalize(&mut scorer, &lists, &o, |g| {
-        eprintln!("{}: {} adapt, {} eval, {} words: first pass {:.2}%, global {:.2}%, personal {:.2}% ({:.1} s)", g.group, g.adapt_utterances.len(), g.eval_utterances.len(), g.words, g.first_pass_wer, g.base_wer, g.personalized_wer, g.seconds);
+        eprintln!("{}: {} adapt, {} eval, {} words: first pass {:.2}%, global {:.2}%, with the user's words {:.2}%, personal adapter {:.2}%, both {:.2}% ({:.1} s)", g.group, g.adapt_utterances.len(), g.eval_utterances.len(), g.words, g.first_pass_wer, g.base_wer, g.lexicon_wer, g.adapter_wer, g.personalized_wer, g.seconds);
     }))?;
     let mut v = serde_json::to_value(&r).map_err(|e| Error::Input(e.to_string()))?;
     v["backend"] = json!(backend);
@@ -79,7 +85,7 @@ pub fn personalize(a: PersonalizeArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!("{} groups ({} skipped), {} utterances adapted, {} evaluated ({} words)", r.chapters, r.skipped_groups, r.adapt_utterances, r.eval_utterances, r.words);
-        println!("first pass {:.2}%, global adapter {:.2}%, personalised {:.2}% (λ = {}, {:.1} s per group, {backend})", r.first_pass_wer, r.base_wer, r.personalized_wer, r.weight, r.seconds_per_chapter);
+        println!("first pass {:.2}%, global adapter {:.2}%, with the user's words {:.2}%, personal adapter {:.2}%, personalised (both) {:.2}% (λ = {}, β = {}, {:.1} s per group, {backend})", r.first_pass_wer, r.base_wer, r.lexicon_wer, r.adapter_wer, r.personalized_wer, r.weight, r.lexicon_weight, r.seconds_per_chapter);
     }
     Ok(())
 }
