@@ -12,7 +12,10 @@ pub struct RescoredHyp {
     pub s1: f64,
     /// Second-pass score s2.
     pub s2: f64,
-    /// `s1 + λ·s2`
+    /// The user's words' boost, β·Σ rarity ([`crate::lexicon`]); absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub boost: f64,
+    /// `s1 + boost + λ·s2`
     pub score: f64,
     /// Rank in the first pass (0-based, the input order).
     pub first_rank: usize,
@@ -172,13 +175,21 @@ pub fn check_weight(weight: f64) -> Result<()> {
     }
 }
 
-/// Re-ranks one list by `s1 + λ·s2` (stable: ties keep first-pass order).
-pub fn rescore_list(nb: &NBest, s1: &[f64], s2: &[f64], weight: f64) -> Rescored {
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Re-ranks one list by `s1 + boost + λ·s2` (stable: ties keep first-pass order). `boost`: the
+/// user's words' boost of each hypothesis, β included (none: 0).
+pub fn rescore_list(nb: &NBest, s1: &[f64], s2: &[f64], weight: f64, boost: Option<&[f64]>) -> Rescored {
     let mut hyps: Vec<RescoredHyp> = nb
         .hyps
         .iter()
         .enumerate()
-        .map(|(i, h)| RescoredHyp { text: h.text.clone(), s1: s1[i], s2: s2[i], score: s1[i] + weight * s2[i], first_rank: i })
+        .map(|(i, h)| {
+            let b = boost.map_or(0.0, |b| b[i]);
+            RescoredHyp { text: h.text.clone(), s1: s1[i], s2: s2[i], boost: b, score: s1[i] + b + weight * s2[i], first_rank: i }
+        })
         .collect();
     hyps.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
     Rescored { utt: nb.utt.clone(), reference: nb.reference.clone(), hyps }

@@ -57,8 +57,11 @@ export interface RescoreOptions {
   /** The first-pass score s1 as a weighted sum of hypothesis fields, e.g. "0.6*decoder+0.4*ctc"
    *  (default "score"), as the command line's --s1. */
   s1?: string;
+  /** β of the user's words' boost from the last `personalize` (default: its β; 0: off). */
+  lexiconWeight?: number;
 }
-export interface RescoredHypothesis { text: string; s1: number; s2: number; total: number; firstRank: number; errors: number | null }
+/** `total` = s1 + boost + weight·s2; `boost`: the user's words' (0 without). */
+export interface RescoredHypothesis { text: string; s1: number; s2: number; boost: number; total: number; firstRank: number; errors: number | null }
 export interface Rescored {
   utt: string; ref: string | null; weight: number; method: string; hyps: RescoredHypothesis[];
   words: number | null; firstPassErrors: number | null; rescoredErrors: number | null;
@@ -295,6 +298,8 @@ pub struct Rescorer {
     weight: f64,
     /// The adapter trained last (kept after a cancelled run: the last completed step's).
     trained: Option<Adapter>,
+    /// The user's words from the last `personalize`, and their β: `rescore` adds the boost.
+    lexicon: Option<(crate::lexicon::Lexicon, f64)>,
 }
 
 /// Stops a running `Rescorer.train` after its current step: `const c = new CancelToken();
@@ -373,7 +378,7 @@ impl Rescorer {
             }
             scorer.max_hyps = n as usize;
         }
-        let mut r = Rescorer { scorer, weight, trained: None };
+        let mut r = Rescorer { scorer, weight, trained: None, lexicon: None };
         if let Some((a, weight)) = adapter {
             r.use_adapter(a, weight).await?;
         }
@@ -446,12 +451,18 @@ impl Rescorer {
         let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
         let s2 = self.scorer.score_list(&texts, method).await.map_err(|e| js_error(e.in_list(&nb.utt)))?;
         let s1 = crate::rescore::first_pass_scores(&nb, &first_pass_of(&opts)?).map_err(|e| js_error(e.in_list(&nb.utt)))?;
-        let r = rescore_list(&nb, &s1, &s2, weight);
+        let beta = match get(&opts, "lexiconWeight") {
+            None => self.lexicon.as_ref().map_or(0.0, |l| l.1),
+            Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
+        };
+        crate::personalize::check_lexicon_weight(beta).map_err(js_error)?;
+        let boost: Option<Vec<f64>> = self.lexicon.as_ref().filter(|_| beta > 0.0).map(|(l, _)| nb.hyps.iter().map(|h| beta * l.boost(&h.text)).collect());
+        let r = rescore_list(&nb, &s1, &s2, weight, boost.as_deref());
         let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
         let hyps: Vec<Value> = r
             .hyps
             .iter()
-            .map(|h| json!({"text": h.text, "s1": h.s1, "s2": h.s2, "total": h.score, "firstRank": h.first_rank, "errors": errs(&h.text)}))
+            .map(|h| json!({"text": h.text, "s1": h.s1, "s2": h.s2, "boost": h.boost, "total": h.score, "firstRank": h.first_rank, "errors": errs(&h.text)}))
             .collect();
         let out = json!({
             "utt": nb.utt,
@@ -603,7 +614,8 @@ impl Rescorer {
     /// off). Training options as `train` (epochs default 2 and batch 4, as the command; no dev
     /// lists, no cancelling; `timeLimit` applies). The personal adapter is then in use at that λ
     /// (`exportAdapter` gives it); after "mlm" it keeps the CLS head of the adapter it started
-    /// from, and PLL is its s2. `rescore` does not apply the boost (yet): the result reports it.
+    /// from, and PLL is its s2. `rescore` then adds the boost of these words (its option
+    /// `lexiconWeight` overrides β; 0 turns it off).
     #[wasm_bindgen(unchecked_return_type = "PersonalizeResult")]
     pub async fn personalize(
         &mut self,
@@ -634,6 +646,7 @@ impl Rescorer {
             self.trained = Some(a);
         }
         self.weight = weight;
+        self.lexicon = (lexicon_weight > 0.0).then(|| (run.lexicon.clone(), lexicon_weight));
         let g = &run.report;
         to_js(&json!({
             "adapt": how, "weight": weight, "lexiconWeight": lexicon_weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer,

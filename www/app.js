@@ -470,25 +470,28 @@ async function personalize() {
   const seen = evaluated.filter((i) => trainedOn.has(lists[i].utt)).length;
   const depth = options().depth;
   const strip = (i) => { const { corrected, ...l } = lists[i]; return { ...l, hyps: l.hyps.slice(0, depth) }; };
-  const opts = { adapt: $("p-adapt").value, epochs: Number($("p-epochs").value), lr: Number($("p-lr").value), kappa: Number($("t-kappa").value), weight: options().weight, depth };
+  const opts = { adapt: $("p-adapt").value, epochs: Number($("p-epochs").value), lr: Number($("p-lr").value), kappa: Number($("t-kappa").value), weight: options().weight, lexiconWeight: Number($("p-lexicon").value), depth };
   status.textContent = `training on ${adapt.length} corrected utterances, then rescoring ${evaluated.length}…`;
   status.dataset.state = "running";
   $("p-run").disabled = true;
   try {
     const r = await exclusive(() => rescorer.personalize(adapt.map(strip), evaluated.map(strip), opts));
     const res = $("p-result");
-    Object.assign(res.dataset, { firstPassWer: r.firstPassWer, baseWer: r.baseWer, personalizedWer: r.personalizedWer, adaptUtterances: JSON.stringify(r.adaptUtterances), evalUtterances: JSON.stringify(r.evalUtterances) });
+    Object.assign(res.dataset, { firstPassWer: r.firstPassWer, baseWer: r.baseWer, lexiconWer: r.lexiconWer, adapterWer: r.adapterWer, personalizedWer: r.personalizedWer, userWords: JSON.stringify(r.userWords), adaptUtterances: JSON.stringify(r.adaptUtterances), evalUtterances: JSON.stringify(r.evalUtterances) });
     const rows = evaluated.map((li, k) => ({ l: lists[li], before: lists[li].hyps[r.baseChoices[k]].text, after: lists[li].hyps[r.personalChoices[k]].text }))
       .filter((x) => x.before !== x.after)
       .map((x) => `<tr><td>${escape(x.l.utt || "")}</td><td>${escape(x.l.ref || "")}</td><td>${markChanges(x.after, x.before)}</td><td>${markChanges(x.before, x.after)}</td></tr>`).join("");
     res.innerHTML = `<div class="ref">the rest of ${escape($("p-chapter").value)}: ${r.evalUtterances.length} utterances, ${r.words} words — first pass WER ${r.firstPassWer.toFixed(2)}%,
-      with the adapter in use <b id="p-before">${r.baseWer.toFixed(2)}%</b>, personalised <b id="p-after">${r.personalizedWer.toFixed(2)}%</b> (λ = ${r.weight})</div>` +
+      with the adapter in use <b id="p-before">${r.baseWer.toFixed(2)}%</b>, personalised <b id="p-after">${r.personalizedWer.toFixed(2)}%</b> (λ = ${r.weight}, β = ${r.lexiconWeight}:
+      your words alone ${r.lexiconWer.toFixed(2)}%${r.adapt === "none" ? "" : `, the personal adapter alone ${r.adapterWer.toFixed(2)}%`})</div>
+      <div class="ref">your words (rarest first): ${r.userWords.length ? escape(r.userWords.slice(0, 30).join(", ")) + (r.userWords.length > 30 ? ", …" : "") : "none rare enough"}</div>` +
       (rows ? `<table><thead><tr><th>utterance</th><th>transcript</th><th>before</th><th>after</th></tr></thead><tbody>${rows}</tbody></table>` : "<p>No evaluated utterance changed its choice.</p>");
-    status.textContent = `personalised in ${r.seconds.toFixed(1)} s on ${r.adaptUtterances.length} corrected utterances; the personal adapter is now in use ("Download adapter" above saves it).` +
+    status.textContent = `personalised in ${r.seconds.toFixed(1)} s on ${r.adaptUtterances.length} corrected utterances` +
+      (r.adapt === "none" ? " (no training)." : `; the personal adapter is now in use ("Download adapter" above saves it).`) +
       (seen ? ` Note: the adapter it started from was trained above on ${seen} of the ${evaluated.length} evaluated utterances, so both WERs flatter it.` : "");
     status.dataset.seen = seen;
     status.dataset.state = "done";
-    $("download").disabled = false;
+    if (r.adapt !== "none") $("download").disabled = false;
     setMethods(await exclusive(() => rescorer.capabilities()));
     $("method").value = r.adapt === "mlm" ? "pll" : "cls";
     results = new Map();

@@ -47,7 +47,7 @@ enum Cmd {
     /// Score texts (one per argument, or one per line of --file) with s2
     Score(score::ScoreArgs),
     /// Rescore n-best lists and write them re-ranked (JSON Lines)
-    Rescore(common::ListArgs),
+    Rescore(rescore::RescoreArgs),
     /// WER of the first pass, the rescored lists and the oracle
     Eval(common::ListArgs),
     /// Grid-search the weight λ on a dev set

@@ -2,12 +2,32 @@
 
 use crate::common::{load, ListArgs};
 use crate::lists::{list_inputs, second_pass};
+use clap::Args;
 use lorb::rescore::rescore_list;
 use lorb::{Error, Result};
 use std::io::Write;
+use std::path::PathBuf;
 
-pub fn rescore(a: ListArgs) -> Result<()> {
-    let inputs = list_inputs(a)?;
+#[derive(Args)]
+pub struct RescoreArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// The user's corrected transcripts (one per line): their rare words boost the hypotheses
+    /// that use them (s1 + β·boost + λ·s2; `lorb personalize` measures it)
+    #[arg(long)]
+    user_words: Option<PathBuf>,
+    /// β of that boost, in s1's units (choose it on dev chapters with `lorb personalize`)
+    #[arg(long, default_value_t = 0.5, requires = "user_words")]
+    lexicon_weight: f64,
+}
+
+pub fn rescore(r: RescoreArgs) -> Result<()> {
+    lorb::personalize::check_lexicon_weight(r.lexicon_weight)?;
+    let lexicon = match &r.user_words {
+        Some(p) => Some(lorb::lexicon::Lexicon::from_transcripts(std::fs::read_to_string(p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?.lines())),
+        None => None,
+    };
+    let inputs = list_inputs(r.list)?;
     let (a, lists) = (&inputs.a, &inputs.lists);
     let lambda = inputs.weight()?;
     let mut scorer = load(&a.m)?;
@@ -18,8 +38,9 @@ pub fn rescore(a: ListArgs) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
-        let r = rescore_list(nb, a1, b2, lambda);
-        writeln!(w, "{}", serde_json::to_string(&r).map_err(|e| Error::Input(e.to_string()))?)
+        let boost: Option<Vec<f64>> = lexicon.as_ref().map(|l| nb.hyps.iter().map(|h| r.lexicon_weight * l.boost(&h.text)).collect());
+        let out = rescore_list(nb, a1, b2, lambda, boost.as_deref());
+        writeln!(w, "{}", serde_json::to_string(&out).map_err(|e| Error::Input(e.to_string()))?)
             .map_err(|e| Error::Io { path: "output".into(), source: e })?;
     }
     Ok(())
