@@ -93,4 +93,24 @@ fn rescore_tune_and_eval_on_a_fixture_model() {
     let hyps = first["hyps"].as_array().unwrap();
     assert_eq!(hyps.len(), 100);
     assert!(hyps.windows(2).all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()), "sorted best first");
+    assert!(hyps.iter().all(|h| h.get("boost").is_none()), "no user's words, no boost");
+    // With the user's words (the first list's reference as their correction): each hypothesis'
+    // boost is β times the lexicon's, and it is in the total.
+    let reference = first["ref"].as_str().unwrap();
+    let words = std::env::temp_dir().join(format!("lorb-user-words-{}.txt", std::process::id()));
+    std::fs::write(&words, format!("{reference}\n")).unwrap();
+    let lines = run(&["rescore", "--weight", "0.1", "--limit", "1", "--user-words", words.to_str().unwrap(), "--lexicon-weight", "0.25"]);
+    std::fs::remove_file(&words).ok();
+    let lex = lorb::lexicon::Lexicon::from_transcripts([reference]);
+    let v: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let mut boosted = 0;
+    for h in v["hyps"].as_array().unwrap() {
+        let want = 0.25 * lex.boost(h["text"].as_str().unwrap());
+        let got = h.get("boost").map_or(0.0, |b| b.as_f64().unwrap());
+        assert!((got - want).abs() < 1e-9, "{h}: boost {got}, expected {want}");
+        let (s1, s2, score) = (h["s1"].as_f64().unwrap(), h["s2"].as_f64().unwrap(), h["score"].as_f64().unwrap());
+        assert!((score - (s1 + got + 0.1 * s2)).abs() < 1e-9, "{h}");
+        boosted += (got > 0.0) as usize;
+    }
+    assert!(boosted > 0, "no hypothesis used a rare word of the reference");
 }

@@ -73,7 +73,7 @@ class Pll(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, positions, targets):
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = torch.arange(h.shape[0])
+        rows = torch.arange(h.shape[0], device=h.device)
         t = self.ln(torch.nn.functional.gelu(self.dense(h[rows, positions])))
         logits = t @ self.bert.embeddings.word_embeddings.weight.T + self.bias
         lp = torch.log_softmax(logits, dim=-1)
