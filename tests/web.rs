@@ -130,6 +130,26 @@ async fn rescorer_api_rescores_a_list() {
     assert_eq!(kind_of(e), "input");
     let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
     assert_eq!(caps["gpu"], true);
+    // The user's words: personalising with no training on a corrected transcript with a rare
+    // word ("quilter") picks the later hypothesis that uses it, and later `rescore` calls add
+    // the same boost (`lexiconWeight` 0 turns it off; a non-number is an input error).
+    let adapt = serde_json::json!([{"utt": "7-8-0000", "ref": "mister quilter spoke", "hyps": [{"text": "mister quilter spoke", "score": -1.0}]}]);
+    let later = serde_json::json!({"utt": "7-8-0001", "ref": "quilter came", "hyps": [{"text": "quilder came", "score": -1.0}, {"text": "quilter came", "score": -1.5}]});
+    let p: serde_json::Value = serde_wasm_bindgen::from_value(
+        r.personalize(js(&adapt), js(&serde_json::json!([later])), opts(&[("adapt", "none".into()), ("weight", 0.0.into()), ("lexiconWeight", 0.5.into())])).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!((p["baseWer"].as_f64(), p["personalizedWer"].as_f64(), p["lexiconWer"].as_f64()), (Some(50.0), Some(0.0), Some(0.0)), "{p}");
+    assert!(p["userWords"].as_array().unwrap().iter().any(|w| w == "quilter"), "{p}");
+    let quilter = 0.5 * (lorb::lexicon::rarity("quilter") - lorb::lexicon::RARITY_FLOOR);
+    let out: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(js(&later), JsValue::UNDEFINED).await.unwrap()).unwrap();
+    let top = &out["hyps"][0];
+    assert_eq!(top["text"], "quilter came", "{out}");
+    assert!((top["boost"].as_f64().unwrap() - quilter).abs() < 1e-9 && (top["total"].as_f64().unwrap() - (-1.5 + quilter)).abs() < 1e-9, "{out}");
+    let off: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(js(&later), opts(&[("lexiconWeight", 0.0.into())])).await.unwrap()).unwrap();
+    assert_eq!(off["hyps"][0]["text"], "quilder came", "{off}");
+    let e = r.rescore(js(&later), opts(&[("lexiconWeight", "high".into())])).await.err().unwrap();
+    assert_eq!(kind_of(e), "input");
 }
 
 /// The WebGPU probe works before any model is loaded and describes the adapter.
