@@ -11,6 +11,7 @@
 // workgroup-memory reads are conflict-free and stores coalesce). A and W tiles of depth BK are
 // staged in workgroup memory. TM and TN are set per pipeline by the launcher (src/gpu/ops/
 // matmul.rs): 4×4 (64×64 tiles) for small products, 8×8 (128×128 tiles) for large ones.
+// matmul_vec4.wgsl is the forward's A·Wᵀ with 16-byte loads.
 
 const TM: u32 = 4u;
 const TN: u32 = 4u;
@@ -31,6 +32,7 @@ var<workgroup> a_tile: array<f32, BK * BM>; // [BK][BM]
 var<workgroup> w_tile: array<f32, BK * BN>; // [BK][BN]
 
 // #include "gelu_fn.wgsl"
+// #include "matmul_store.wgsl"
 
 // op(A)[row, kk], zero outside [m, k].
 fn a_at(row: u32, kk: u32) -> f32 {
@@ -87,22 +89,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         workgroupBarrier();
     }
     for (var i = 0u; i < TM; i = i + 1u) {
-        let r = row0 + lid.y + 16u * i;
         for (var j = 0u; j < TN; j = j + 1u) {
-            let col = col0 + lid.x + 16u * j;
-            if (r < p.m && col < p.n) {
-                var v = p.alpha * acc[i][j] + bias[col];
-                if (p.act == 1u) {
-                    v = gelu(v);
-                }
-                let idx = p.c_off + r * p.ldc + col;
-                if (p.has_res == 1u) {
-                    v = v + res[r * p.n + col];
-                } else if (p.has_res == 2u) {
-                    v = v + c[idx];
-                }
-                c[idx] = v;
-            }
+            store(row0 + lid.y + 16u * i, col0 + lid.x + 16u * j, acc[i][j]);
         }
     }
 }

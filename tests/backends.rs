@@ -128,12 +128,66 @@ fn gpu_trusted_shaders_match_cpu() {
     }
 }
 
-/// Both matmul tile shapes (64×64 and 128×128), whichever the automatic choice would take.
+/// Every matmul tile variant (64×64, 128×128, and the forward's 16-byte loads), whichever the
+/// automatic choice would take.
 #[test]
 fn gpu_matmul_tile_variants_match_cpu() {
     use lorb::gpu::ops::matmul::Tiles;
     compare_tiles("bert", None, Tiles::Small);
     compare_tiles("distilbert", None, Tiles::Wide);
+    compare_tiles("roberta", None, Tiles::Vec4);
+    compare_tiles("bert", Some(48 << 10), Tiles::Vec4);
+}
+
+/// The matmul kernels alone against a product in f64 written here: `A·Wᵀ + bias` with A at an
+/// offset, on shapes that leave partial tiles in every direction (k not a multiple of 16, m and
+/// n not of 64), with a residual and with GELU; each tile variant (vec4: 16-byte loads along k,
+/// when k is a multiple of 4), checked and trusted shaders. Tolerance 1e-4 relative to the
+/// largest |C|.
+#[test]
+fn gpu_matmul_kernels_match_a_plain_product() {
+    use lorb::gpu::context::{GpuContext, Plan};
+    use lorb::gpu::ops::matmul::{record, Act, Add, In, Out, Tiles};
+    let mut rng = Lcg(5);
+    let mut val = || (rng.next(2001) as f32 - 1000.0) / 1000.0;
+    for trusted in [false, true] {
+        let opts = GpuOptions { allow_software: true, trusted_shaders: trusted, ..Default::default() };
+        let mut ctx = match block(GpuContext::new(&opts)) {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(std::env::var("LORB_REQUIRE_GPU").as_deref() != Ok("1"), "GPU required: {e}");
+                return;
+            }
+        };
+        for (m, n, k, off, gelu, residual) in [(1, 1, 4, 0, false, false), (5, 7, 20, 4, true, false), (70, 65, 36, 8, false, true), (130, 129, 100, 0, true, true), (3, 9, 6, 2, false, false)] {
+            let a: Vec<f32> = (0..off + m * k).map(|_| val()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| val()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| val()).collect();
+            let r: Vec<f32> = (0..m * n).map(|_| val()).collect();
+            let erf_gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            let want: Vec<f64> = (0..m * n)
+                .map(|e| {
+                    let (i, j) = (e / n, e % n);
+                    let dot: f64 = (0..k).map(|t| a[off + i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() + bias[j] as f64;
+                    (if gelu { erf_gelu(dot) } else { dot }) + if residual { r[e] as f64 } else { 0.0 }
+                })
+                .collect();
+            let scale = want.iter().fold(1f64, |x, v| x.max(v.abs()));
+            for tiles in [Tiles::Small, Tiles::Wide, Tiles::Vec4] {
+                let (ab, wb, bb, rb) = (ctx.upload("a", &a).unwrap(), ctx.upload("w", &w).unwrap(), ctx.upload("bias", &bias).unwrap(), ctx.upload("r", &r).unwrap());
+                let cb = ctx.upload("c", &vec![0.0; m * n]).unwrap();
+                let dummy = ctx.upload("dummy", &[0.0; 4]).unwrap();
+                let mut plan = Plan::default();
+                plan.tiles = tiles;
+                let add = if residual { Add::Residual(&rb) } else { Add::Nothing };
+                let act = if gelu { Act::Gelu } else { Act::None };
+                record(&mut plan, In { buf: &ab, offset: off as u32 }, &wb, &bb, add, Out { buf: &cb, ldc: n as u32, offset: 0 }, m as u32, n as u32, k as u32, act, &dummy);
+                let got = block(ctx.run(plan, &cb, (m * n * 4) as u64)).unwrap();
+                let d = got.iter().zip(&want).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+                assert!(d <= 1e-4 * scale, "{tiles:?} (trusted {trusted}) {m}×{n}×{k}, A at {off}: differs by {d} (largest |C| {scale})");
+            }
+        }
+    }
 }
 
 /// A sequence that cannot fit the binding budget is a typed GPU-limit error, not a panic.

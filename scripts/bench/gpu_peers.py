@@ -14,7 +14,8 @@ Writes {"gpu", "driver", "date", "workloads": [{"name", "dtype", "lorb_ms", "tor
 - sgemm_4096: one 4096³ product (f32, TF32 off).
 - bert_base_30x32, bert_base_960x32: BERT-base shape (random weights) forward, 30 and 960
   sequences of 32 tokens.
-lorb's figures come from `lorb bench` (its own JSON is kept under "lorb_raw"); a workload lorb
+lorb's figures come from `lorb bench` (its own JSON is kept under "lorb_raw"; lorb_ms_vec4: with
+`--tiles vec4`, the forward's products with 16-byte loads); a workload lorb
 cannot run yet has lorb_ms null and says why. `--device cpu` runs the whole thing tiny on the CPU
 (a dry run of the plumbing; its times mean nothing).
 """
@@ -163,17 +164,18 @@ def main():
 
     raw = {
         "score": lorb("--lists", str(args.lists)),
+        "score_vec4": lorb("--lists", str(args.lists), "--tiles", "vec4"),
         "profile": lorb("--lists", str(min(args.lists, 3)), "--profile"),
         "train_b8": lorb("--train", "--batch", "8", *(["--lists", "8", "--no-full"] if quick else ["--lists", "16"])),
     }
-    sc, tr = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {})
+    sc, tr, v4 = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {}), raw["score_vec4"] or {}
 
     models, lists, batches = prepare(args.model, args.nbest, args.lists + 1, attn="sdpa")
     for m in models.values():
         m.to(dev)
     cls_f32, pll_f32 = per_list(dev, models, batches, "cls", "f32"), per_list(dev, models, batches, "pll", "f32")
-    add("cls_30best", "f32", sc.get("cls_ms_per_list"), cls_f32)
-    add("pll_30best", "f32", sc.get("pll_ms_per_list"), pll_f32)
+    add("cls_30best", "f32", sc.get("cls_ms_per_list"), cls_f32, lorb_ms_vec4=v4.get("cls_ms_per_list"))
+    add("pll_30best", "f32", sc.get("pll_ms_per_list"), pll_f32, lorb_ms_vec4=v4.get("pll_ms_per_list"))
     if dev.type == "cuda":
         for m in models.values():
             m.half()

@@ -22,7 +22,8 @@ pub struct BenchArgs {
     /// Skip PLL (slow on CPU)
     #[arg(long)]
     no_pll: bool,
-    /// GPU matmul tiles: auto, small (64×64) or wide (128×128)
+    /// GPU matmul tiles: auto, small (64×64), wide (128×128) or vec4 (the forward's products
+    /// with 16-byte loads, 64×64)
     #[arg(long, default_value = "auto")]
     tiles: lorb::gpu::ops::matmul::Tiles,
     /// Keep wgpu's injected bounds checks in the kernels (slower; the default trusts them)

@@ -4,6 +4,7 @@ use super::Kernel;
 use crate::gpu::context::{Buf, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/matmul.wgsl");
+pub(super) const VEC4: &str = include_str!("../../../shaders/matmul_vec4.wgsl");
 
 super::uniform! {
     Params {
@@ -53,6 +54,10 @@ pub enum Tiles {
     Auto,
     Small,
     Wide,
+    /// The forward's products (`A·Wᵀ`, k a multiple of 4) with 16-byte loads along k
+    /// (matmul_vec4.wgsl, 64×64 tiles); the rest as `Small`. Not timed on a hardware GPU yet
+    /// (issue 16), so `Auto` does not pick it.
+    Vec4,
 }
 
 impl std::str::FromStr for Tiles {
@@ -62,7 +67,8 @@ impl std::str::FromStr for Tiles {
             "auto" => Ok(Tiles::Auto),
             "small" => Ok(Tiles::Small),
             "wide" => Ok(Tiles::Wide),
-            _ => Err(crate::Error::Input(format!("matmul tiles {s:?}: expected auto, small or wide"))),
+            "vec4" => Ok(Tiles::Vec4),
+            _ => Err(crate::Error::Input(format!("matmul tiles {s:?}: expected auto, small, wide or vec4"))),
         }
     }
 }
@@ -85,6 +91,10 @@ pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out
         Add::Previous => (2, None),
     };
     let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
+    if plan.tiles == Tiles::Vec4 && k % 4 == 0 && a.offset % 4 == 0 {
+        plan.dispatch(Kernel::MatmulVec4, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(64), m.div_ceil(64), 1]);
+        return;
+    }
     dispatch(plan, &p, a.buf, w, bias, res, out.buf, dummy);
 }
 
@@ -116,9 +126,8 @@ pub fn record_general(plan: &mut Plan, a: Operand<'_>, b: Operand<'_>, alpha: f3
 fn dispatch(plan: &mut Plan, p: &Params, a: &Buf, w: &Buf, bias: &Buf, res: Option<&Buf>, out: &Buf, dummy: &Buf) {
     let (m, n) = (p.m, p.n);
     let wide = match plan.tiles {
-        Tiles::Small => false,
+        Tiles::Small | Tiles::Vec4 | Tiles::Auto => false,
         Tiles::Wide => true,
-        Tiles::Auto => false,
     };
     let (kernel, t) = if wide { (Kernel::MatmulWide, 128) } else { (Kernel::Matmul, 64) };
     plan.dispatch(kernel, p, &[a, w, bias, res.unwrap_or(dummy), out], [n.div_ceil(t), m.div_ceil(t), 1]);

@@ -65,11 +65,12 @@ pub mod lora;
 pub mod matmul;
 
 /// Shared WGSL, pasted where a shader says `// #include "NAME"`.
-const INCLUDES: [(&str, &str); 4] = [
+const INCLUDES: [(&str, &str); 5] = [
     ("reduce.wgsl", include_str!("../../../shaders/reduce.wgsl")),
     ("gelu_fn.wgsl", include_str!("../../../shaders/gelu_fn.wgsl")),
     ("ln_stats.wgsl", include_str!("../../../shaders/ln_stats.wgsl")),
     ("grid.wgsl", include_str!("../../../shaders/grid.wgsl")),
+    ("matmul_store.wgsl", include_str!("../../../shaders/matmul_store.wgsl")),
 ];
 
 /// Everything about one kernel: a pipeline is made from it, and launchers dispatch it with
@@ -92,6 +93,8 @@ pub enum Kernel {
     Matmul,
     /// The same shader with 128×128 tiles (8×8 per invocation), for large products.
     MatmulWide,
+    /// The forward's A·Wᵀ with 16-byte loads along k (64×64 tiles; k a multiple of 4).
+    MatmulVec4,
     Attention,
     Gather,
     LogSoftmax,
@@ -113,11 +116,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
         Kernel::MatmulWide,
+        Kernel::MatmulVec4,
         Kernel::Attention,
         Kernel::Gather,
         Kernel::LogSoftmax,
@@ -143,6 +147,7 @@ impl Kernel {
             LayerNorm => main("layernorm", layernorm::SOURCE, layernorm::Params::LAYOUT),
             Matmul => main("matmul", matmul::SOURCE, matmul::Params::LAYOUT),
             MatmulWide => Spec { defines: &[("TM", "8u"), ("TN", "8u")], ..main("matmul_wide", matmul::SOURCE, matmul::Params::LAYOUT) },
+            MatmulVec4 => main("matmul_vec4", matmul::VEC4, matmul::Params::LAYOUT),
             Attention => main("attention", attention::SOURCE, attention::Params::LAYOUT),
             Gather => main("gather", gather::SOURCE, gather::Params::LAYOUT),
             LogSoftmax => main("logsoftmax", logsoftmax::SOURCE, logsoftmax::Params::LAYOUT),
