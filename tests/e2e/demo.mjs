@@ -191,9 +191,9 @@ try {
   if (!pwers.every((w) => Number.isFinite(w) && w >= 0)) fail(`personalisation WERs ${pwers}`);
   // The user's words come from the corrected transcripts alone.
   const sample = readFileSync(`${root}www/sample/librispeech-blstm-dev_clean-20.jsonl`, "utf8").split("\n").filter((l) => l.trim()).slice(0, 6).map((l) => JSON.parse(l).ref.toLowerCase());
-  const corrected = new Set(sample.join(" ").split(/[^\p{L}\p{N}']+/u));
+  const correctedWords = new Set(sample.join(" ").split(/[^\p{L}\p{N}']+/u));
   const userWords = JSON.parse(pr.userWords || "null");
-  if (!Array.isArray(userWords) || !userWords.length || !userWords.every((w) => corrected.has(w))) fail(`user's words ${pr.userWords}: expected some, all from the corrected transcripts`);
+  if (!Array.isArray(userWords) || !userWords.length || !userWords.every((w) => correctedWords.has(w))) fail(`user's words ${pr.userWords}: expected some, all from the corrected transcripts`);
   console.log(`e2e: personalising: your words ${userWords.slice(0, 8).join(", ")}…; WERs first pass, base, words alone, adapter alone, both: ${pwers}`);
   await tp.screenshot({ path: `${out}/personalise.png`, fullPage: true });
   const [pdl] = await Promise.all([tp.waitForEvent("download"), tp.click("#download")]);
