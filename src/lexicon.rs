@@ -76,11 +76,9 @@ impl Lexicon {
         let mut weights = HashMap::new();
         for t in transcripts {
             for w in words(t) {
-                if !weights.contains_key(&w) {
-                    let r = rarity(&w) - RARITY_FLOOR;
-                    if r > 0.0 {
-                        weights.insert(w, r);
-                    }
+                let r = rarity(&w) - RARITY_FLOOR;
+                if r > 0.0 {
+                    weights.insert(w, r);
                 }
             }
         }

@@ -168,15 +168,21 @@ def time_lorb(args, threads):
     return {"cls": v["cls_ms_per_list"], "pll": v["pll_ms_per_list"]}
 
 
-def main():
+def parser(lists):
+    """The arguments every peer bench takes: the lists, the model, lorb's binary, how many lists."""
     p = argparse.ArgumentParser()
     p.add_argument("--nbest", default=os.path.join(ROOT, "..", "shared", "data", "librispeech-espnet-30best", "dev_clean.jsonl.gz"))
     p.add_argument("--model", default=os.path.join(ROOT, "models", "all-MiniLM-L6-v2"))
     p.add_argument("--lorb", default=os.path.join(ROOT, "target", "release", "lorb"))
-    p.add_argument("--lists", type=int, default=5)
+    p.add_argument("--lists", type=int, default=lists)
+    p.add_argument("--out")
+    return p
+
+
+def main():
+    p = parser(5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out")
     args = p.parse_args()
 
     import onnxruntime as ort

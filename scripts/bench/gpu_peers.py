@@ -19,7 +19,6 @@ lorb's figures come from `lorb bench` (its own JSON is kept under "lorb_raw"; lo
 cannot run yet has lorb_ms null and says why. `--device cpu` runs the whole thing tiny on the CPU
 (a dry run of the plumbing; its times mean nothing).
 """
-import argparse
 import datetime
 import json
 import os
@@ -32,7 +31,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cpu_peers import ROOT, prepare  # noqa: E402  (the same models and batches as the CPU bench)
+from cpu_peers import parser, prepare  # noqa: E402  (the same models, batches and arguments as the CPU bench)
 
 
 def sync(dev):
@@ -134,14 +133,9 @@ def train_step_ms(dev, models, batches, lora, reps):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--nbest", default=os.path.join(ROOT, "..", "shared", "data", "librispeech-espnet-30best", "dev_clean.jsonl.gz"))
-    p.add_argument("--model", default=os.path.join(ROOT, "models", "all-MiniLM-L6-v2"))
-    p.add_argument("--lorb", default=os.path.join(ROOT, "target", "release", "lorb"))
-    p.add_argument("--lists", type=int, default=10)
+    p = parser(10)
     p.add_argument("--device", default="cuda")
     p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--out")
     args = p.parse_args()
     dev = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -91,7 +91,7 @@ pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out
         Add::Previous => (2, None),
     };
     let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
-    if plan.tiles == Tiles::Vec4 && k % 4 == 0 && a.offset % 4 == 0 {
+    if plan.tiles == Tiles::Vec4 && k.is_multiple_of(4) && a.offset.is_multiple_of(4) {
         plan.dispatch(Kernel::MatmulVec4, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(64), m.div_ceil(64), 1]);
         return;
     }
