@@ -44,17 +44,22 @@ fn counts() -> &'static Counts {
     })
 }
 
-/// The words of `text` as the counts were made: lower-cased runs of letters and digits, inner
-/// apostrophes kept ("don't"); everything else separates.
-pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+/// The words of `text` as the counts were made: the text lower-cased, ’ read as ', then runs of
+/// letters and digits with inner apostrophes kept ("don't"); everything else separates. (The
+/// same as the counting script's pattern on ASCII text, which is all the counts hold; beyond
+/// ASCII, Rust's and Python's letter classes differ slightly, and such words are unseen either
+/// way.)
+pub fn words(text: &str) -> impl Iterator<Item = String> {
+    let text = text.to_lowercase().replace('\u{2019}', "'");
+    let words: Vec<String> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        // "a''b" is two words, as the counting script's pattern splits it.
+        .flat_map(|w| w.split("''"))
         .map(|w| w.trim_matches('\''))
         .filter(|w| !w.is_empty())
-        .flat_map(|w| {
-            // "a''b" is two words, as the counting script's pattern splits it.
-            w.split("''").filter(|p| !p.is_empty()).map(|p| p.trim_matches('\'').to_lowercase()).collect::<Vec<_>>()
-        })
-        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    words.into_iter()
 }
 
 /// How rare `word` (already as [`words`] gives it) is: `ln(N / (c + 1))`.
@@ -88,6 +93,11 @@ impl Lexicon {
     /// The sum, over the words of `text` (each time one occurs), of their weight in the lexicon.
     pub fn boost(&self, text: &str) -> f64 {
         words(text).filter_map(|w| self.weights.get(&w)).sum()
+    }
+
+    /// `beta` times the boost of each text (one per hypothesis of a list).
+    pub fn boosts<'a>(&self, texts: impl IntoIterator<Item = &'a str>, beta: f64) -> Vec<f64> {
+        texts.into_iter().map(|t| beta * self.boost(t)).collect()
     }
 
     /// The words and their weights, the heaviest first.
@@ -124,8 +134,8 @@ mod tests {
 
     #[test]
     fn words_split_as_the_counting_script() {
-        let w: Vec<String> = words("Mister QUILTER's 'gospel', don't--o'clock 42nd ''tis").collect();
-        assert_eq!(w, ["mister", "quilter's", "gospel", "don't", "o'clock", "42nd", "tis"]);
+        let w: Vec<String> = words("Mister QUILTER's 'gospel', don’t--o'clock 42nd ''tis a'''b").collect();
+        assert_eq!(w, ["mister", "quilter's", "gospel", "don't", "o'clock", "42nd", "tis", "a", "b"]);
     }
 
     #[test]

@@ -255,7 +255,10 @@ pub fn check_lexicon_weight(beta: f64) -> Result<()> {
 #[derive(Debug, Clone, Serialize)]
 pub struct AtWeight {
     pub weight: f64,
+    /// The global adapter, without and with the user's words.
     pub base_wer: f64,
+    pub lexicon_wer: f64,
+    /// The personal adapter with the user's words.
     pub personalized_wer: f64,
 }
 
@@ -290,6 +293,7 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
         (wer_at(&b, &all_base, w), wer_at(&b, &all_personal, w))
     };
     let (lexicon_wer, personalized_wer) = at_beta(beta);
+    let with_words = boosted(&all_eval, &all_boosts, beta);
     Ok(Report {
         chapters: groups.len(),
         adapt_utterances: splits.splits.iter().map(|s| s.adapt.len()).sum(),
@@ -306,10 +310,10 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
         weight: w,
         lexicon_weight: beta,
         adapt: o.adapt,
-        weights: {
-            let b = boosted(&all_eval, &all_boosts, beta);
-            crate::rescore::lambda_grid(w).into_iter().map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), personalized_wer: wer_at(&b, &all_personal, w) }).collect()
-        },
+        weights: crate::rescore::lambda_grid(w)
+            .into_iter()
+            .map(|w| AtWeight { weight: w, base_wer: wer_at(&all_eval, &all_base, w), lexicon_wer: wer_at(&with_words, &all_base, w), personalized_wer: wer_at(&with_words, &all_personal, w) })
+            .collect(),
         lexicon_weights: if beta > 0.0 {
             lexicon_grid(beta).into_iter().map(|b| {
                 let (lexicon_wer, personalized_wer) = at_beta(b);
@@ -363,7 +367,7 @@ pub async fn personalize_group(scorer: &mut Scorer, o: &Options, group: &str, ad
     let base: Vec<Vec<f64>> = if method == Method::Pll || scorer.cls_head.is_some() { scorer.score_lists(&eval, method, &mut |_| {}).await? } else { eval.iter().map(|nb| vec![0.0; nb.hyps.len()]).collect() };
     // The user's words: the corrected transcripts' alone.
     let lexicon = Lexicon::from_transcripts(adapt.iter().filter_map(|nb| nb.reference.as_deref()));
-    let boosts: Vec<Vec<f64>> = eval.iter().map(|nb| nb.hyps.iter().map(|h| lexicon.boost(&h.text)).collect()).collect();
+    let boosts: Vec<Vec<f64>> = eval.iter().map(|nb| lexicon.boosts(nb.hyps.iter().map(|h| h.text.as_str()), 1.0)).collect();
     let (adapter, personal) = if o.adapt == Adapt::None {
         (None, base.clone())
     } else {

@@ -257,6 +257,16 @@ fn first_pass_of(opts: &JsValue) -> Result<crate::nbest::FirstPass, JsValue> {
     }
 }
 
+/// β of the user's words' boost: `opts.lexiconWeight` (a number ≥ 0), else `default`.
+fn lexicon_weight_of(opts: &JsValue, default: f64) -> Result<f64, JsValue> {
+    let beta = match get(opts, "lexiconWeight") {
+        None => default,
+        Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
+    };
+    crate::personalize::check_lexicon_weight(beta).map_err(js_error)?;
+    Ok(beta)
+}
+
 fn to_js(v: &Value) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| js_error(Error::Input(e.to_string())))
 }
@@ -298,7 +308,8 @@ pub struct Rescorer {
     weight: f64,
     /// The adapter trained last (kept after a cancelled run: the last completed step's).
     trained: Option<Adapter>,
-    /// The user's words from the last `personalize`, and their β: `rescore` adds the boost.
+    /// The user's words from the last `personalize`, and their β: `rescore` adds the boost (its
+    /// `lexiconWeight` overrides β, also after a `personalize` with β 0).
     lexicon: Option<(crate::lexicon::Lexicon, f64)>,
 }
 
@@ -440,6 +451,7 @@ impl Rescorer {
         let method = method_of(&opts)?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
+        let beta = lexicon_weight_of(&opts, self.lexicon.as_ref().map_or(0.0, |l| l.1))?;
         let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
         if v.get("utt").is_none() {
             v["utt"] = "".into();
@@ -451,12 +463,7 @@ impl Rescorer {
         let texts: Vec<&str> = nb.hyps.iter().map(|h| h.text.as_str()).collect();
         let s2 = self.scorer.score_list(&texts, method).await.map_err(|e| js_error(e.in_list(&nb.utt)))?;
         let s1 = crate::rescore::first_pass_scores(&nb, &first_pass_of(&opts)?).map_err(|e| js_error(e.in_list(&nb.utt)))?;
-        let beta = match get(&opts, "lexiconWeight") {
-            None => self.lexicon.as_ref().map_or(0.0, |l| l.1),
-            Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
-        };
-        crate::personalize::check_lexicon_weight(beta).map_err(js_error)?;
-        let boost: Option<Vec<f64>> = self.lexicon.as_ref().filter(|_| beta > 0.0).map(|(l, _)| nb.hyps.iter().map(|h| beta * l.boost(&h.text)).collect());
+        let boost = self.lexicon.as_ref().filter(|_| beta > 0.0).map(|(l, _)| l.boosts(nb.hyps.iter().map(|h| h.text.as_str()), beta));
         let r = rescore_list(&nb, &s1, &s2, weight, boost.as_deref());
         let errs = |t: &str| nb.reference.as_deref().map(|rf| word_errors(rf, t));
         let hyps: Vec<Value> = r
@@ -632,11 +639,7 @@ impl Rescorer {
         let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let lexicon_weight = match get(&opts, "lexiconWeight") {
-            None => 0.5,
-            Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
-        };
-        crate::personalize::check_lexicon_weight(lexicon_weight).map_err(js_error)?;
+        let lexicon_weight = lexicon_weight_of(&opts, 0.5)?;
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
         let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, lexicon_weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
@@ -646,7 +649,7 @@ impl Rescorer {
             self.trained = Some(a);
         }
         self.weight = weight;
-        self.lexicon = (lexicon_weight > 0.0).then(|| (run.lexicon.clone(), lexicon_weight));
+        self.lexicon = Some((run.lexicon.clone(), lexicon_weight));
         let g = &run.report;
         to_js(&json!({
             "adapt": how, "weight": weight, "lexiconWeight": lexicon_weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer,

@@ -173,6 +173,7 @@ fn gpu_matmul_kernels_match_a_plain_product() {
                 })
                 .collect();
             let scale = want.iter().fold(1f64, |x, v| x.max(v.abs()));
+            assert_eq!(lorb::gpu::ops::matmul::uses_vec4(Tiles::Vec4, k as u32, off as u32), k % 4 == 0 && off % 4 == 0, "{m}×{n}×{k} at {off}");
             for tiles in [Tiles::Small, Tiles::Wide, Tiles::Vec4] {
                 let (ab, wb, bb, rb) = (ctx.upload("a", &a).unwrap(), ctx.upload("w", &w).unwrap(), ctx.upload("bias", &bias).unwrap(), ctx.upload("r", &r).unwrap());
                 let cb = ctx.upload("c", &vec![0.0; m * n]).unwrap();

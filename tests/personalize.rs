@@ -40,7 +40,9 @@ fn utterances_are_grouped_by_chapter_speaker_or_pattern_and_split_in_order() {
 /// Lists of the BERT fixture's vocabulary in two chapters; the references of the evaluated
 /// halves are `eval_ref`.
 fn chapter_lists(eval_ref: &str) -> Vec<NBest> {
-    let texts = ["the quick brown fox", "the quick brown dog", "a quick brown fox", "the quick fox"];
+    // "zebra" is in a hypothesis and in one variant of the evaluated references, never in a
+    // corrected one: it must not become one of the user's words.
+    let texts = ["the quick brown fox", "the quick brown dog", "a quick brown fox", "the quick fox", "the quick brown zebra"];
     let mut out = Vec::new();
     for ch in ["10-20", "10-21"] {
         for k in 0..4 {
@@ -97,7 +99,7 @@ fn no_leakage(adapt: Adapt, mlm_bias: bool) -> Option<lorb::personalize::Report>
         return None;
     }
     let a = run(&chapter_lists("the quick brown fox"));
-    let b = run(&chapter_lists("a quick brown fox"));
+    let b = run(&chapter_lists("the quick brown zebra"));
     assert_eq!((a.chapters, a.adapt), (2, adapt));
     for (ga, gb) in a.groups.iter().zip(&b.groups) {
         assert!(ga.adapt_utterances.iter().all(|u| !ga.eval_utterances.contains(u)), "{adapt:?} {}: an utterance both adapts and is evaluated", ga.group);

@@ -52,7 +52,7 @@ def timed(dev, fn, reps):
     return statistics.median(out)
 
 
-def per_list(dev, models, batches, work, dtype):
+def per_list(dev, models, batches, work):
     """Milliseconds per list for work ("cls" or "pll") over batches[1:], every shape run once first."""
     moved = [[torch.from_numpy(x).to(dev) for x in b[work]] for b in batches]
     model = models[work]
@@ -95,7 +95,7 @@ def train_step_ms(dev, models, batches, lora, reps):
         for layer in bert.encoder.layer:
             att = layer.attention.self
             att.query, att.value = LoRA(att.query), LoRA(att.value)
-    cls.to(dev).train()
+    cls.to(dev).eval()  # no dropout, as lorb; gradients flow all the same
     params = [p for p in cls.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     lists = batches[1:9]
@@ -167,14 +167,14 @@ def main():
     models, lists, batches = prepare(args.model, args.nbest, args.lists + 1, attn="sdpa")
     for m in models.values():
         m.to(dev)
-    cls_f32, pll_f32 = per_list(dev, models, batches, "cls", "f32"), per_list(dev, models, batches, "pll", "f32")
+    cls_f32, pll_f32 = per_list(dev, models, batches, "cls"), per_list(dev, models, batches, "pll")
     add("cls_30best", "f32", sc.get("cls_ms_per_list"), cls_f32, lorb_ms_vec4=v4.get("cls_ms_per_list"))
     add("pll_30best", "f32", sc.get("pll_ms_per_list"), pll_f32, lorb_ms_vec4=v4.get("pll_ms_per_list"))
     if dev.type == "cuda":
         for m in models.values():
             m.half()
-        add("cls_30best", "f16", None, per_list(dev, models, batches, "cls", "f16"), lorb_note="lorb has no f16 path yet")
-        add("pll_30best", "f16", None, per_list(dev, models, batches, "pll", "f16"), lorb_note="lorb has no f16 path yet")
+        add("cls_30best", "f16", None, per_list(dev, models, batches, "cls"), lorb_note="lorb has no f16 path yet")
+        add("pll_30best", "f16", None, per_list(dev, models, batches, "pll"), lorb_note="lorb has no f16 path yet")
     for lora, name, key in ((True, "train_lora_8lists", "lora_gpu"), (False, "train_full_8lists", "full_gpu")):
         models, _, _ = prepare(args.model, args.nbest, 1, attn="sdpa")
         ms, n = train_step_ms(dev, models, batches, lora, 3 if quick else args.reps)

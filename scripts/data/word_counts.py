@@ -3,8 +3,9 @@
 is, so that the user's rare words can be boosted and common ones not).
 
 Source: the two public-domain book corpora in ../shared/data/corpus (Jane Austen's six novels and
-Moby-Dick, 0.94 M words). Words are what `lorb::lexicon::words` splits a text into: lower-cased
-runs of letters and digits, with inner apostrophes kept ("don't", "o'clock"). The file's first
+Moby-Dick, 0.94 M words). Words are what `lorb::lexicon::words` splits a text into: in the
+lower-cased text (’ read as '), runs of letters and digits, with inner apostrophes kept ("don't",
+"o'clock"). The file's first
 line is `# total N` (every word counted, hapaxes included); then `word count` lines, most frequent
 first, for the words seen at least twice (a word seen once is as rare as an unseen one, to within
 ln 2, and leaving them out halves the file).
@@ -24,7 +25,7 @@ counts = collections.Counter()
 for name in ("austen-6-novels.txt.gz", "moby-dick.txt.gz"):
     with gzip.open(os.path.join(CORPUS, name), "rt", encoding="utf-8", errors="replace") as f:
         for line in f:
-            counts.update(WORD.findall(line.lower()))
+            counts.update(WORD.findall(line.lower().replace("\u2019", "'")))
 total = sum(counts.values())
 rows = sorted(((w, c) for w, c in counts.items() if c >= 2), key=lambda x: (-x[1], x[0]))
 out = os.path.join(ROOT, "assets", "word-counts.txt.gz")

@@ -38,7 +38,7 @@ pub fn rescore(r: RescoreArgs) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     for ((nb, a1), b2) in lists.iter().zip(&s1).zip(&s2) {
-        let boost: Option<Vec<f64>> = lexicon.as_ref().map(|l| nb.hyps.iter().map(|h| r.lexicon_weight * l.boost(&h.text)).collect());
+        let boost = lexicon.as_ref().map(|l| l.boosts(nb.hyps.iter().map(|h| h.text.as_str()), r.lexicon_weight));
         let out = rescore_list(nb, a1, b2, lambda, boost.as_deref());
         writeln!(w, "{}", serde_json::to_string(&out).map_err(|e| Error::Input(e.to_string()))?)
             .map_err(|e| Error::Io { path: "output".into(), source: e })?;

@@ -91,10 +91,6 @@ pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out
         Add::Previous => (2, None),
     };
     let p = Params { m, n, k, act: act as u32, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
-    if plan.tiles == Tiles::Vec4 && k.is_multiple_of(4) && a.offset.is_multiple_of(4) {
-        plan.dispatch(Kernel::MatmulVec4, &p, &[a.buf, w, bias, res.unwrap_or(dummy), out.buf], [n.div_ceil(64), m.div_ceil(64), 1]);
-        return;
-    }
     dispatch(plan, &p, a.buf, w, bias, res, out.buf, dummy);
 }
 
@@ -125,10 +121,22 @@ pub fn record_general(plan: &mut Plan, a: Operand<'_>, b: Operand<'_>, alpha: f3
 #[allow(clippy::too_many_arguments)]
 fn dispatch(plan: &mut Plan, p: &Params, a: &Buf, w: &Buf, bias: &Buf, res: Option<&Buf>, out: &Buf, dummy: &Buf) {
     let (m, n) = (p.m, p.n);
-    let wide = match plan.tiles {
-        Tiles::Small | Tiles::Vec4 | Tiles::Auto => false,
-        Tiles::Wide => true,
-    };
-    let (kernel, t) = if wide { (Kernel::MatmulWide, 128) } else { (Kernel::Matmul, 64) };
+    let (kernel, t) = kernel_for(plan.tiles, p);
     plan.dispatch(kernel, p, &[a, w, bias, res.unwrap_or(dummy), out], [n.div_ceil(t), m.div_ceil(t), 1]);
+}
+
+/// The kernel a product runs with under `tiles`, and its square tile's side: vec4 for the
+/// forward's `A·Wᵀ` (`trans` 2, α 1) when k and A's offset are multiples of 4.
+fn kernel_for(tiles: Tiles, p: &Params) -> (Kernel, u32) {
+    match tiles {
+        Tiles::Vec4 if p.trans == 2 && p.alpha == 1.0 && p.lda == p.k && p.ldb == p.k && p.k.is_multiple_of(4) && p.a_off.is_multiple_of(4) => (Kernel::MatmulVec4, 64),
+        Tiles::Wide => (Kernel::MatmulWide, 128),
+        Tiles::Small | Tiles::Vec4 | Tiles::Auto => (Kernel::Matmul, 64),
+    }
+}
+
+/// Whether `record` runs `A [m, k]` (A at element `a_offset`) with the vec4 kernel under `tiles`.
+pub fn uses_vec4(tiles: Tiles, k: u32, a_offset: u32) -> bool {
+    let p = Params { m: 1, n: 1, k, act: 0, has_res: 0, ldc: 1, c_off: 0, a_off: a_offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
+    kernel_for(tiles, &p).0 == Kernel::MatmulVec4
 }
