@@ -288,12 +288,9 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
     }
     let zero: Vec<Vec<f64>> = all_eval.iter().map(|l| vec![0.0; l.s1.len()]).collect();
     let (w, beta) = (o.weight, o.lexicon_weight);
-    let at_beta = |beta: f64| {
-        let b = boosted(&all_eval, &all_boosts, beta);
-        (wer_at(&b, &all_base, w), wer_at(&b, &all_personal, w))
-    };
-    let (lexicon_wer, personalized_wer) = at_beta(beta);
     let with_words = boosted(&all_eval, &all_boosts, beta);
+    let wers = |b: &[ListExample]| (wer_at(b, &all_base, w), wer_at(b, &all_personal, w));
+    let (lexicon_wer, personalized_wer) = wers(&with_words);
     Ok(Report {
         chapters: groups.len(),
         adapt_utterances: splits.splits.iter().map(|s| s.adapt.len()).sum(),
@@ -316,7 +313,7 @@ pub async fn personalize(scorer: &mut Scorer, lists: &[NBest], o: &Options, mut 
             .collect(),
         lexicon_weights: if beta > 0.0 {
             lexicon_grid(beta).into_iter().map(|b| {
-                let (lexicon_wer, personalized_wer) = at_beta(b);
+                let (lexicon_wer, personalized_wer) = wers(&boosted(&all_eval, &all_boosts, b));
                 AtLexiconWeight { lexicon_weight: b, lexicon_wer, personalized_wer }
             }).collect()
         } else {

@@ -649,11 +649,12 @@ impl Rescorer {
             self.trained = Some(a);
         }
         self.weight = weight;
-        self.lexicon = Some((run.lexicon.clone(), lexicon_weight));
+        let user_words: Vec<String> = run.lexicon.entries().iter().map(|(w, _)| w.to_string()).collect();
+        self.lexicon = Some((run.lexicon, lexicon_weight));
         let g = &run.report;
         to_js(&json!({
             "adapt": how, "weight": weight, "lexiconWeight": lexicon_weight, "words": g.words, "firstPassWer": g.first_pass_wer, "baseWer": g.base_wer,
-            "lexiconWer": g.lexicon_wer, "adapterWer": g.adapter_wer, "personalizedWer": g.personalized_wer, "userWords": run.lexicon.entries().iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+            "lexiconWer": g.lexicon_wer, "adapterWer": g.adapter_wer, "personalizedWer": g.personalized_wer, "userWords": user_words,
             "adaptUtterances": g.adapt_utterances, "evalUtterances": g.eval_utterances, "baseChoices": g.base_choices, "personalChoices": g.personal_choices, "seconds": g.seconds,
         }))
     }
