@@ -11,19 +11,21 @@
 // workgroup-memory reads are conflict-free and stores coalesce). A and W tiles of depth BK are
 // staged in workgroup memory. TM and TN are set per pipeline by the launcher (src/gpu/ops/
 // matmul.rs): 4×4 (64×64 tiles) for small products, 8×8 (128×128 tiles) for large ones.
-// matmul_vec4.wgsl is the forward's A·Wᵀ with 16-byte loads.
+// matmul_vec4.wgsl is the forward's A·Wᵀ with 16-byte loads. W's element type WT is f16 in the
+// f16 twin (matmul_f16), which converts W to f32 as it stages the tile.
 
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 const BN: u32 = 16u * TN;
+alias WT = f32;
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/matmul.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<WT>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
@@ -51,9 +53,9 @@ fn w_at(col: u32, kk: u32) -> f32 {
         return 0.0;
     }
     if ((p.trans & 2u) != 0u) {
-        return w[col * p.ldb + kk];
+        return f32(w[col * p.ldb + kk]);
     }
-    return w[kk * p.ldb + col];
+    return f32(w[kk * p.ldb + col]);
 }
 
 @compute @workgroup_size(16, 16)

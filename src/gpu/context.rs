@@ -26,6 +26,45 @@ pub struct GpuOptions {
     pub trusted_shaders: bool,
     /// Time every dispatch with timestamp queries (one compute pass each), for `lorb bench`.
     pub profile: bool,
+    /// The weights' storage type ([`Dtype`]; f32 unless asked).
+    pub dtype: Dtype,
+}
+
+/// How the GPU stores the encoder's large weights (the layers' linear weights and the word
+/// embeddings, which the tied MLM decoder reads too), as transformers.js's `dtype` names it.
+/// Activations between kernels, biases, LayerNorm and softmax statistics stay f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dtype {
+    /// Exact: the reference the tests hold the GPU to.
+    #[default]
+    F32,
+    /// Half the weight memory and bandwidth: products multiply in f16 and accumulate in f32.
+    /// Needs the adapter's `shader-f16` feature.
+    F16,
+    /// f16 where the adapter offers `shader-f16`, else f32.
+    Auto,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "fp32" => Ok(Dtype::F32),
+            "f16" | "fp16" => Ok(Dtype::F16),
+            "auto" => Ok(Dtype::Auto),
+            _ => Err(Error::Input(format!("dtype {s:?}: expected f32, f16 or auto"))),
+        }
+    }
 }
 
 pub struct GpuContext {
@@ -33,7 +72,10 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter_name: String,
     pub limits: wgpu::Limits,
-    pipelines: Vec<wgpu::ComputePipeline>,
+    /// Weights are stored in f16 ([`Dtype`] resolved against the adapter).
+    pub half: bool,
+    /// By `Kernel as usize`; the f16 kernels exist only with `half`.
+    pipelines: Vec<Option<wgpu::ComputePipeline>>,
     pool: HashMap<Work, wgpu::Buffer>,
     params: Option<wgpu::Buffer>,
     staging: Option<wgpu::Buffer>,
@@ -56,12 +98,27 @@ const MAX_TIMED: u32 = 2048;
 /// A whole buffer bound to one binding slot.
 pub type Buf = wgpu::Buffer;
 
+/// A weight matrix on the GPU: its buffer, and whether it holds f16 (`Dtype::F16`) or f32.
+/// Kernels that read weights pick their f16 twin from `half`.
+#[derive(Clone)]
+pub struct Matrix {
+    pub buf: Buf,
+    pub half: bool,
+}
+
+impl std::ops::Deref for Matrix {
+    type Target = Buf;
+    fn deref(&self) -> &Buf {
+        &self.buf
+    }
+}
+
 /// Rows `lo..hi` of a matrix too large for one binding, in a buffer of their own.
 #[derive(Clone)]
 pub struct Shard {
     pub lo: u32,
     pub hi: u32,
-    pub buf: Buf,
+    pub buf: Matrix,
     /// The matching slice of a bias vector, when the matrix has one.
     pub bias: Option<Buf>,
 }
@@ -101,6 +158,15 @@ impl Plan {
 pub fn grid(n: u32) -> [u32; 3] {
     let x = n.clamp(1, 65535);
     [x, n.div_ceil(x).max(1), 1]
+}
+
+/// `data` as f16 bytes (rounded to nearest), padded to a multiple of 4 bytes.
+pub fn f16_bytes(data: &[f32]) -> Vec<u8> {
+    let mut h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+    if h.len() % 2 == 1 || h.is_empty() {
+        h.push(half::f16::ZERO);
+    }
+    bytemuck::cast_slice(&h).to_vec()
 }
 
 fn align(n: u64, a: u64) -> u64 {
@@ -303,10 +369,24 @@ impl GpuContext {
         }
         let limits = Self::required_limits(&info, &adapter.limits())?;
         let profile = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let half = match opts.dtype {
+            Dtype::F32 => false,
+            Dtype::Auto => has_f16,
+            Dtype::F16 if has_f16 => true,
+            Dtype::F16 => return Err(Error::Gpu(format!("dtype f16: the adapter {} has no shader-f16 feature; use dtype f32 or auto", info.name))),
+        };
+        let mut features = wgpu::Features::empty();
+        if profile {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if half {
+            features |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lorb"),
-                required_features: if profile { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
+                required_features: features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -318,6 +398,9 @@ impl GpuContext {
         let pipelines = Kernel::ALL
             .iter()
             .map(|k| {
+                if k.half() && !half {
+                    return None;
+                }
                 let desc = wgpu::ShaderModuleDescriptor { label: Some(k.name()), source: wgpu::ShaderSource::Wgsl(k.source().into()) };
                 let module = if opts.trusted_shaders && !cfg!(target_arch = "wasm32") {
                     // SAFETY: every kernel bounds-checks its own indices against its parameters,
@@ -326,14 +409,14 @@ impl GpuContext {
                 } else {
                     device.create_shader_module(desc)
                 };
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                Some(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(k.name()),
                     layout: None,
                     module: &module,
                     entry_point: Some(k.entry()),
                     compilation_options: Default::default(),
                     cache: None,
-                })
+                }))
             })
             .collect();
         if let Some(e) = scope.pop().await {
@@ -368,6 +451,7 @@ impl GpuContext {
             queue,
             adapter_name: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
             limits: limits.clone(),
+            half,
             pipelines,
             pool: HashMap::new(),
             params: None,
@@ -405,11 +489,33 @@ impl GpuContext {
         }))
     }
 
-    /// Uploads a `[rows, cols]` matrix (and optionally its `[rows]` bias) as row shards that
-    /// each fit one binding.
+    /// A weight matrix, stored in f16 when the context's dtype is (then rounded to nearest).
+    pub fn upload_matrix(&self, label: &str, data: &[f32]) -> Result<Matrix> {
+        if !self.half {
+            return Ok(Matrix { buf: self.upload(label, data)?, half: false });
+        }
+        let bytes = data.len() as u64 * 2;
+        if bytes > self.binding_budget() {
+            return Err(Error::GpuLimit(format!("tensor {label} needs {bytes} bytes, more than one storage binding allows here ({})", self.binding_budget())));
+        }
+        Ok(Matrix { buf: self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &f16_bytes(data), usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST }), half: true })
+    }
+
+    /// Overwrites a weight matrix with `data`, converted to its storage type.
+    pub fn write_matrix(&self, m: &Matrix, data: &[f32]) {
+        if m.half {
+            self.queue.write_buffer(m, 0, &f16_bytes(data));
+        } else {
+            self.queue.write_buffer(m, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Uploads a `[rows, cols]` weight matrix ([`GpuContext::upload_matrix`]; its optional `[rows]`
+    /// bias in f32) as row shards that each fit one binding.
     pub fn upload_sharded(&self, label: &str, data: &[f32], cols: usize, bias: Option<&[f32]>) -> Result<Vec<Shard>> {
         let rows = data.len() / cols;
-        let per = ((self.budget / (cols as u64 * 4)) as usize).min(rows).max(1);
+        let elem = if self.half { 2 } else { 4 };
+        let per = ((self.budget / (cols as u64 * elem)) as usize).min(rows).max(1);
         (0..rows)
             .step_by(per)
             .map(|lo| {
@@ -417,7 +523,7 @@ impl GpuContext {
                 Ok(Shard {
                     lo: lo as u32,
                     hi: hi as u32,
-                    buf: self.upload(&format!("{label}[{lo}..{hi}]"), &data[lo * cols..hi * cols])?,
+                    buf: self.upload_matrix(&format!("{label}[{lo}..{hi}]"), &data[lo * cols..hi * cols])?,
                     bias: match bias {
                         Some(b) => Some(self.upload(&format!("{label}.bias[{lo}..{hi}]"), &b[lo..hi])?),
                         None => None,
@@ -525,7 +631,7 @@ impl GpuContext {
                     while let Some(Step::Dispatch { kernel, params: p, bufs, groups }) = plan.steps.get(i) {
                         let off = slot * stride;
                         arena[off as usize..off as usize + p.len()].copy_from_slice(p);
-                        let pipeline = &self.pipelines[*kernel as usize];
+                        let pipeline = self.pipelines[*kernel as usize].as_ref().ok_or_else(|| Error::Gpu(format!("kernel {} needs dtype f16", kernel.name())))?;
                         let mut entries = vec![wgpu::BindGroupEntry {
                             binding: 0,
                             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

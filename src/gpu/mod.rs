@@ -12,15 +12,15 @@ mod train;
 use crate::batch::{Batch, Slot};
 use crate::error::{Error, Result};
 use crate::model::{ClsHead, LayerNorm, Linear, Model, Weight};
-use context::{Buf, GpuContext, Plan, Shard, Work};
-pub use context::GpuOptions;
+use context::{Buf, GpuContext, Matrix, Plan, Shard, Work};
+pub use context::{Dtype, GpuOptions};
 use ops::matmul::{Act, Add, In, Out};
 use crate::adapter::{Adapter, Target};
 use ops::{attention, embed, gather, gelu, layernorm, logsoftmax, lora, matmul};
 use std::sync::Arc;
 
 struct GLinear {
-    w: Buf,
+    w: Matrix,
     b: Buf,
 }
 
@@ -49,7 +49,7 @@ impl GLayer {
     }
 
     /// The weight a LoRA target lives in.
-    fn weight(&self, target: Target) -> &Buf {
+    fn weight(&self, target: Target) -> &Matrix {
         &self.linear(target.weight()).w
     }
 }
@@ -161,8 +161,13 @@ impl GpuBackend {
         if let Some(b) = opts.binding_budget {
             ctx.set_binding_budget(b);
         }
+        // The layers' weights in the context's dtype; the small MLM transform in f32 (training
+        // writes it).
         let lin = |name: &str, l: &Linear| -> Result<GLinear> {
-            Ok(GLinear { w: ctx.upload(&format!("{name}.weight"), &l.weight.data)?, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
+            Ok(GLinear { w: ctx.upload_matrix(&format!("{name}.weight"), &l.weight.data)?, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
+        };
+        let lin32 = |name: &str, l: &Linear| -> Result<GLinear> {
+            Ok(GLinear { w: Matrix { buf: ctx.upload(&format!("{name}.weight"), &l.weight.data)?, half: false }, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
         };
         let ln = |name: &str, l: &LayerNorm| -> Result<GLn> {
             Ok(GLn { g: ctx.upload(&format!("{name}.weight"), &l.gamma.data)?, b: ctx.upload(&format!("{name}.bias"), &l.beta.data)? })
@@ -181,7 +186,7 @@ impl GpuBackend {
         }
         let mlm = match &model.mlm {
             Some(m) => Some(GMlm {
-                dense: lin("mlm.dense", &m.dense)?,
+                dense: lin32("mlm.dense", &m.dense)?,
                 ln: ln("mlm.ln", &m.ln)?,
                 decoder: {
                     let mut shards = Vec::new();
@@ -228,6 +233,23 @@ impl GpuBackend {
         self.ctx.adapter_name.clone()
     }
 
+    /// The weights' storage type: f16 or f32 (`Dtype::Auto` resolved).
+    pub fn dtype(&self) -> Dtype {
+        if self.ctx.half {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        }
+    }
+
+    /// Training reads and writes the weights in f32: an f16 backend refuses it.
+    fn require_f32(&self, what: &str) -> Result<()> {
+        if self.ctx.half {
+            return Err(Error::Input(format!("{what} needs a GPU backend with dtype f32 (this one stores its weights in f16)")));
+        }
+        Ok(())
+    }
+
     /// Per kernel: (dispatches, GPU milliseconds), when created with `profile`.
     pub fn profile(&self) -> Vec<(&'static str, u64, f64)> {
         self.ctx.profile.iter().map(|(k, (n, ns))| (*k, *n, ns / 1e6)).collect()
@@ -240,6 +262,9 @@ impl GpuBackend {
     /// Removes the merged adapter (if any) and merges `adapter` (if any), in place on the GPU
     /// with the lora_merge kernel: hot-swap without reloading the base weights.
     pub async fn set_adapter(&mut self, adapter: Option<Arc<Adapter>>) -> Result<()> {
+        if self.ctx.half {
+            return self.set_adapter_half(adapter).await;
+        }
         let mut plan = Plan::default();
         if let Some(old) = self.adapter.take() {
             self.record_merge(&mut plan, &old, -1.0)?;
@@ -249,6 +274,33 @@ impl GpuBackend {
         }
         self.write_mlm_head(adapter.as_deref());
         self.ctx.submit(plan).await?;
+        self.adapter = adapter;
+        self.unmerged = None;
+        Ok(())
+    }
+
+    /// [`GpuBackend::set_adapter`] for f16 weights: merging and removing in place would round
+    /// twice and drift with every swap, so each weight an adapter (old or new) touches is merged
+    /// on the host from the model's f32 weights and written once, rounded to f16 once.
+    async fn set_adapter_half(&mut self, adapter: Option<Arc<Adapter>>) -> Result<()> {
+        let c = &self.model.config;
+        let mut touched: Vec<(usize, Weight)> = self.adapter.iter().chain(adapter.iter()).flat_map(|a| a.pairs.iter().map(|p| (p.layer, p.target.weight()))).collect();
+        touched.sort_by_key(|&(l, w)| (l, w as usize));
+        touched.dedup();
+        for (layer, w) in touched {
+            let mut data = self.model.layers[layer].linear(w).weight.data.clone();
+            if let Some(a) = &adapter {
+                for p in a.pairs.iter().filter(|p| p.layer == layer && p.target.weight() == w) {
+                    let (rows, cols) = p.target.shape(c);
+                    let at = p.target.row_offset(c) * cols;
+                    for (x, d) in data[at..at + rows * cols].iter_mut().zip(p.delta(a.scale())) {
+                        *x += d;
+                    }
+                }
+            }
+            self.ctx.write_matrix(&self.layers[layer].linear(w).w, &data);
+        }
+        self.write_mlm_head(adapter.as_deref());
         self.adapter = adapter;
         self.unmerged = None;
         Ok(())
@@ -319,14 +371,23 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Reads a weight back (tests: merge/unmerge round trips).
+    /// Reads back the block of a weight a LoRA target adds to (as `Model::lora_block`), as f32
+    /// (tests: merge/unmerge round trips).
     pub async fn read_weight(&mut self, layer: usize, target: Target) -> Result<Vec<f32>> {
+        let c = &self.model.config;
+        let (rows, cols) = target.shape(c);
+        let at = target.row_offset(c) * cols;
         let w = self.layers[layer].weight(target).clone();
         let n = w.size();
         let out = self.ctx.work(Work::WeightCopy, n)?;
         let mut plan = Plan::default();
         plan.copy(&w, 0, &out, 0, n);
-        self.ctx.run(plan, &out, n).await
+        let raw = self.ctx.run(plan, &out, n).await?;
+        Ok(if w.half {
+            bytemuck::cast_slice::<f32, half::f16>(&raw)[at..at + rows * cols].iter().map(|x| x.to_f32()).collect()
+        } else {
+            raw[at..at + rows * cols].to_vec()
+        })
     }
 
     pub async fn hidden_states(&mut self, batch: &Batch) -> Result<Vec<f32>> {
@@ -339,7 +400,7 @@ impl GpuBackend {
 
     pub async fn cls_scores(&mut self, batch: &Batch, head: &ClsHead) -> Result<Vec<f32>> {
         if self.head.as_ref().map(|(h, _)| h != head).unwrap_or(true) {
-            let g = GLinear { w: self.ctx.upload("cls_head.weight", &head.weight)?, b: self.ctx.upload("cls_head.bias", &[head.bias])? };
+            let g = GLinear { w: Matrix { buf: self.ctx.upload("cls_head.weight", &head.weight)?, half: false }, b: self.ctx.upload("cls_head.bias", &[head.bias])? };
             self.head = Some((head.clone(), g));
         }
         self.run(batch, Job::ClsScores).await

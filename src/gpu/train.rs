@@ -140,6 +140,7 @@ impl GpuBackend {
     /// (the encoder's tensors, in the order of [`crate::Model::layout`]), in one buffer each (a
     /// GPU limit error when that exceeds one binding).
     pub fn enable_full_grads(&mut self, layout: &Layout) -> Result<()> {
+        self.require_f32("full fine-tuning")?;
         let off = layout.floats() as u64;
         if u32::try_from(off).is_err() {
             return Err(Error::GpuLimit("too many parameters for one gradient buffer".into()));
@@ -178,7 +179,7 @@ impl GpuBackend {
         let h = m.config.hidden;
         let whole = |b: &'a Buf, t: &'a crate::model::Tensor| vec![(b, 0..t.data.len(), &t.data[..])];
         let pair = |b: &'a super::GLn, n: &'a crate::model::LayerNorm| [whole(&b.g, &n.gamma), whole(&b.b, &n.beta)];
-        let mut v = vec![self.word.iter().map(|s| (&s.buf, s.lo as usize * h..s.hi as usize * h, &m.word_emb.data[s.lo as usize * h..s.hi as usize * h])).collect(), whole(&self.pos, &m.pos_emb)];
+        let mut v = vec![self.word.iter().map(|s| (&s.buf.buf, s.lo as usize * h..s.hi as usize * h, &m.word_emb.data[s.lo as usize * h..s.hi as usize * h])).collect(), whole(&self.pos, &m.pos_emb)];
         if m.config.type_vocab_size > 0 {
             v.push(whole(&self.typ, &m.type_emb));
         }
@@ -194,6 +195,7 @@ impl GpuBackend {
     /// Writes every encoder weight of `m` (same shapes as the model this backend was made for)
     /// to the GPU (full fine-tuning: a checkpoint or the best epoch restored).
     pub fn update_weights(&mut self, m: &crate::model::Model) -> Result<()> {
+        self.require_f32("full fine-tuning")?;
         for (buf, _, data) in self.weight_pieces(m).into_iter().flatten() {
             self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
         }
@@ -306,6 +308,7 @@ impl GpuBackend {
     /// MLM head at `slots`, the cross-entropy `Σ w·(−log P(target))` (returned), and gradients
     /// into the MLM head transform (when `head_grads`) and the LoRA pairs.
     pub async fn train_mlm(&mut self, batch: &Batch, slots: &[crate::batch::Slot], w: f32, head_grads: bool, bias_grads: bool) -> Result<f64> {
+        self.require_f32("training")?;
         let v = self.model.config.vocab_size as u32;
         let ns = slots.len() as u32;
         if ns == 0 {
@@ -434,6 +437,7 @@ impl GpuBackend {
     /// The training forward: final [CLS] vectors `[rows, H]`, with the tape kept for
     /// [`GpuBackend::train_backward`]. The batch must fit one chunk.
     pub async fn train_forward(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.require_f32("training")?;
         let mut tape = self.ensure_tape(batch.rows() as u32, batch.seq as u32)?;
         let res = self.record_train_forward(batch, &mut tape).await;
         self.tape = Some(tape);

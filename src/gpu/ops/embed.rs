@@ -29,7 +29,8 @@ pub fn record(plan: &mut Plan, ids: &Buf, word: &[Shard], pos: &Buf, typ: &Buf, 
     let n = tokens * hidden;
     for s in word {
         let p = Params { n, hidden, seq, pos_offset, tok_offset, vocab_lo: s.lo, vocab_hi: s.hi, _p: 0 };
-        plan.dispatch(Kernel::Embed, &p, &[ids, &s.buf, pos, typ, out], grid(n.div_ceil(256)));
+        let kernel = if s.buf.half { Kernel::EmbedF16 } else { Kernel::Embed };
+        plan.dispatch(kernel, &p, &[ids, &s.buf.buf, pos, typ, out], grid(n.div_ceil(256)));
     }
 }
 

@@ -1,7 +1,7 @@
 //! `C = act(α·op(A)·op(B) + b) (+ R)` (shaders/matmul.wgsl): every linear layer and both heads
 //! (`A·Wᵀ`, [`record`]), and the backward's products (`dY·W`, `dYᵀ·X`, [`record_general`]).
 use super::Kernel;
-use crate::gpu::context::{Buf, Plan};
+use crate::gpu::context::{Buf, Matrix, Plan};
 
 pub(super) const SOURCE: &str = include_str!("../../../shaders/matmul.wgsl");
 pub(super) const VEC4: &str = include_str!("../../../shaders/matmul_vec4.wgsl");
@@ -35,6 +35,25 @@ pub enum Act {
 pub struct In<'a> {
     pub buf: &'a Buf,
     pub offset: u32,
+}
+
+/// The weight operand of [`record`], `W [n, k]`: its buffer and whether it holds f16.
+#[derive(Clone, Copy)]
+pub struct W<'a> {
+    pub buf: &'a Buf,
+    pub half: bool,
+}
+
+impl<'a> From<&'a Buf> for W<'a> {
+    fn from(buf: &'a Buf) -> Self {
+        W { buf, half: false }
+    }
+}
+
+impl<'a> From<&'a Matrix> for W<'a> {
+    fn from(m: &'a Matrix) -> Self {
+        W { buf: &m.buf, half: m.half }
+    }
 }
 
 /// Where C goes: buffer, row stride and element offset.
@@ -82,9 +101,10 @@ pub enum Add<'a> {
     Previous,
 }
 
-/// `A [m, k]`, `W [n, k]`, `bias [n]`.
+/// `A [m, k]`, `W [n, k]` (f32 or f16), `bias [n]`.
 #[allow(clippy::too_many_arguments)]
-pub fn record(plan: &mut Plan, a: In<'_>, w: &Buf, bias: &Buf, add: Add<'_>, out: Out<'_>, m: u32, n: u32, k: u32, act: Act, dummy: &Buf) {
+pub fn record<'w>(plan: &mut Plan, a: In<'_>, w: impl Into<W<'w>>, bias: &Buf, add: Add<'_>, out: Out<'_>, m: u32, n: u32, k: u32, act: Act, dummy: &Buf) {
+    let w = w.into();
     let (has_res, res) = match add {
         Add::Nothing => (0, None),
         Add::Residual(r) => (1, Some(r)),
@@ -115,28 +135,33 @@ pub fn record_general(plan: &mut Plan, a: Operand<'_>, b: Operand<'_>, alpha: f3
     };
     let trans = a.trans as u32 | (b.trans as u32) << 1;
     let p = Params { m, n, k, act: 0, has_res, ldc: out.ldc, c_off: out.offset, a_off: a.offset, lda: a.ld, ldb: b.ld, trans, alpha };
-    dispatch(plan, &p, a.buf, b.buf, zeros, res, out.buf, dummy);
+    dispatch(plan, &p, a.buf, W::from(b.buf), zeros, res, out.buf, dummy);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn dispatch(plan: &mut Plan, p: &Params, a: &Buf, w: &Buf, bias: &Buf, res: Option<&Buf>, out: &Buf, dummy: &Buf) {
+fn dispatch(plan: &mut Plan, p: &Params, a: &Buf, w: W<'_>, bias: &Buf, res: Option<&Buf>, out: &Buf, dummy: &Buf) {
     let (m, n) = (p.m, p.n);
-    let (kernel, t) = kernel_for(plan.tiles, p);
-    plan.dispatch(kernel, p, &[a, w, bias, res.unwrap_or(dummy), out], [n.div_ceil(t), m.div_ceil(t), 1]);
+    let (kernel, t) = kernel_for(plan.tiles, p, w.half);
+    plan.dispatch(kernel, p, &[a, w.buf, bias, res.unwrap_or(dummy), out], [n.div_ceil(t), m.div_ceil(t), 1]);
 }
 
-/// The kernel a product runs with under `tiles`, and its square tile's side: vec4 for the
-/// forward's `A·Wᵀ` (`trans` 2, α 1) when k and A's offset are multiples of 4.
-fn kernel_for(tiles: Tiles, p: &Params) -> (Kernel, u32) {
+/// The kernel a product runs with under `tiles` (W in f16 or not), and its square tile's side:
+/// vec4 for the forward's `A·Wᵀ` (`trans` 2, α 1) when k and A's offset are multiples of 4. f16
+/// weights always take it then, and the scalar 64×64 kernel otherwise.
+fn kernel_for(tiles: Tiles, p: &Params, half: bool) -> (Kernel, u32) {
+    let vec4 = p.trans == 2 && p.alpha == 1.0 && p.lda == p.k && p.ldb == p.k && p.k.is_multiple_of(4) && p.a_off.is_multiple_of(4);
     match tiles {
-        Tiles::Vec4 if p.trans == 2 && p.alpha == 1.0 && p.lda == p.k && p.ldb == p.k && p.k.is_multiple_of(4) && p.a_off.is_multiple_of(4) => (Kernel::MatmulVec4, 64),
+        _ if half && vec4 => (Kernel::MatmulVec4F16, 64),
+        _ if half => (Kernel::MatmulF16, 64),
+        Tiles::Vec4 if vec4 => (Kernel::MatmulVec4, 64),
         Tiles::Wide => (Kernel::MatmulWide, 128),
         Tiles::Small | Tiles::Vec4 | Tiles::Auto => (Kernel::Matmul, 64),
     }
 }
 
-/// Whether `record` runs `A [m, k]` (A at element `a_offset`) with the vec4 kernel under `tiles`.
-pub fn uses_vec4(tiles: Tiles, k: u32, a_offset: u32) -> bool {
+/// The kernel `record` runs `A [m, k]` (A at element `a_offset`) with, under `tiles` and with W
+/// in f16 or not.
+pub fn kernel_of(tiles: Tiles, k: u32, a_offset: u32, half: bool) -> Kernel {
     let p = Params { m: 1, n: 1, k, act: 0, has_res: 0, ldc: 1, c_off: 0, a_off: a_offset, lda: k, ldb: k, trans: 2, alpha: 1.0 };
-    kernel_for(tiles, &p).0 == Kernel::MatmulVec4
+    kernel_for(tiles, &p, half).0
 }

@@ -80,10 +80,17 @@ pub struct Spec {
     pub name: &'static str,
     source: &'static str,
     pub entry: &'static str,
-    /// `const NAME: T = VALUE;` declarations of the source given another value (e.g. a tile size).
+    /// `const NAME: T = VALUE;` and `alias NAME = T;` declarations of the source given another
+    /// value (a tile size, an element type).
     defines: &'static [(&'static str, &'static str)],
+    /// Stores weights in f16 (`enable f16;`; made only on devices with SHADER_F16).
+    pub half: bool,
     pub uniform: Layout,
 }
+
+/// The defines that make a weight-reading kernel its f16 twin: the shader reads its weights
+/// through `alias WT = f32;`.
+const F16_WEIGHTS: &[(&str, &str)] = &[("WT", "f16")];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -95,6 +102,13 @@ pub enum Kernel {
     MatmulWide,
     /// The forward's A·Wᵀ with 16-byte loads along k (64×64 tiles; k a multiple of 4).
     MatmulVec4,
+    /// `Matmul` with W in f16 (f32 tiles and accumulators).
+    MatmulF16,
+    /// `MatmulVec4` with W in f16: A rounded to f16 in the tiles, 4-term f16 dot products
+    /// accumulated in f32.
+    MatmulVec4F16,
+    /// `Embed` reading f16 word embeddings.
+    EmbedF16,
     Attention,
     Gather,
     LogSoftmax,
@@ -116,12 +130,15 @@ pub enum Kernel {
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
         Kernel::MatmulWide,
         Kernel::MatmulVec4,
+        Kernel::MatmulF16,
+        Kernel::MatmulVec4F16,
+        Kernel::EmbedF16,
         Kernel::Attention,
         Kernel::Gather,
         Kernel::LogSoftmax,
@@ -141,13 +158,17 @@ impl Kernel {
     /// The kernel's one description.
     pub fn spec(self) -> Spec {
         use Kernel::*;
-        let main = |name, source, uniform| Spec { name, source, entry: "main", defines: &[], uniform };
+        let main = |name, source, uniform| Spec { name, source, entry: "main", defines: &[], half: false, uniform };
+        let half = |spec: Spec| Spec { defines: F16_WEIGHTS, half: true, ..spec };
         match self {
             Embed => main("embed", embed::SOURCE, embed::Params::LAYOUT),
             LayerNorm => main("layernorm", layernorm::SOURCE, layernorm::Params::LAYOUT),
             Matmul => main("matmul", matmul::SOURCE, matmul::Params::LAYOUT),
             MatmulWide => Spec { defines: &[("TM", "8u"), ("TN", "8u")], ..main("matmul_wide", matmul::SOURCE, matmul::Params::LAYOUT) },
             MatmulVec4 => main("matmul_vec4", matmul::VEC4, matmul::Params::LAYOUT),
+            MatmulF16 => half(main("matmul_f16", matmul::SOURCE, matmul::Params::LAYOUT)),
+            MatmulVec4F16 => half(main("matmul_vec4_f16", matmul::VEC4, matmul::Params::LAYOUT)),
+            EmbedF16 => half(main("embed_f16", embed::SOURCE, embed::Params::LAYOUT)),
             Attention => main("attention", attention::SOURCE, attention::Params::LAYOUT),
             Gather => main("gather", gather::SOURCE, gather::Params::LAYOUT),
             LogSoftmax => main("logsoftmax", logsoftmax::SOURCE, logsoftmax::Params::LAYOUT),
@@ -174,11 +195,18 @@ impl Kernel {
         self.spec().entry
     }
 
+    /// Whether the kernel needs SHADER_F16 (it reads f16 weights).
+    pub fn half(self) -> bool {
+        self.spec().half
+    }
+
     /// The WGSL: `// #include "…"` lines replaced by the shared files, the `// #uniform` line by
-    /// the parameters' struct ([`Layout::wgsl`]), and the spec's defines given their values.
+    /// the parameters' struct ([`Layout::wgsl`]), the spec's defines given their values, and
+    /// `enable f16;` first for the f16 kernels.
     pub fn source(self) -> String {
         let spec = self.spec();
-        spec.source
+        let enable = if spec.half { "enable f16;\n" } else { "" };
+        let body = spec.source
             .lines()
             .map(|l| {
                 let t = l.trim();
@@ -188,13 +216,17 @@ impl Kernel {
                 if t.starts_with("// #uniform") {
                     return spec.uniform.wgsl();
                 }
+                if let Some((n, v)) = spec.defines.iter().find(|(n, _)| t.strip_prefix("alias ").and_then(|r| r.strip_prefix(n)).is_some_and(|r| r.trim_start().starts_with('='))) {
+                    return format!("alias {n} = {v};");
+                }
                 match spec.defines.iter().find(|(n, _)| t.strip_prefix("const ").and_then(|r| r.strip_prefix(n)).is_some_and(|r| r.starts_with(':'))) {
                     Some((_, v)) => format!("{} = {v};", l.split('=').next().unwrap_or(l).trim_end()),
                     None => l.to_string(),
                 }
             })
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        format!("{enable}{body}")
     }
 }
 
@@ -248,8 +280,10 @@ mod tests {
         for k in Kernel::ALL {
             let spec = k.spec();
             for (n, v) in spec.defines {
-                assert!(k.source().lines().any(|l| l.trim() == format!("const {n}: u32 = {v};")), "{}: define {n} did not apply", spec.name);
+                let applied = |l: &str| l.trim() == format!("const {n}: u32 = {v};") || l.trim() == format!("alias {n} = {v};");
+                assert!(k.source().lines().any(applied), "{}: define {n} did not apply", spec.name);
             }
+            assert_eq!(k.source().starts_with("enable f16;"), spec.half, "{}", spec.name);
         }
         assert!(Kernel::MatmulWide.source().contains("const TM: u32 = 8u;") && Kernel::Matmul.source().contains("const TM: u32 = 4u;"));
     }
