@@ -3,7 +3,9 @@
 // Workgroup = (32 queries, one head, one sequence). Keys/values stream through workgroup memory
 // in tiles of 16; each invocation keeps its query and an online-softmax accumulator (running
 // max and sum in f32). Keys at or beyond the sequence's length are masked out; padding query rows
-// are written as zeros.
+// are written as zeros. Entry `rows`: the same attention at n chosen query rows only (the last
+// layer, where only the [CLS] rows or the masked slots are read), one invocation per (row,
+// head), keys and values read straight from qkv.
 
 const QT: u32 = 32u;    // queries per workgroup
 const KT: u32 = 16u;    // keys per tile
@@ -15,6 +17,7 @@ const MAXD: u32 = 64u;  // largest supported head dimension
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> lens: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ctx: array<f32>;
+@group(0) @binding(4) var<storage, read> idx: array<u32>;
 
 var<workgroup> k_tile: array<f32, 1024>; // [KT][MAXD]
 var<workgroup> v_tile: array<f32, 1024>;
@@ -74,5 +77,53 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         for (var d = 0u; d < dh; d = d + 1u) {
             ctx[ob + d] = select(0.0, acc[d] / l, q_ok);
         }
+    }
+}
+
+@compute @workgroup_size(64)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let head = gid.y;
+    if (r >= p.n) {
+        return;
+    }
+    let t = idx[p.idx_off + r];
+    let b = t / p.seq;
+    let i = t % p.seq;
+    let len = lens[p.row_offset + b];
+    let dh = p.head_dim;
+    let h3 = 3u * p.hidden;
+    let ob = r * p.hidden + head * dh;
+    if (i >= len) {
+        for (var d = 0u; d < dh; d = d + 1u) {
+            ctx[ob + d] = 0.0;
+        }
+        return;
+    }
+    var q: array<f32, MAXD>;
+    var acc: array<f32, MAXD>;
+    let qb = t * h3 + head * dh;
+    for (var d = 0u; d < dh; d = d + 1u) {
+        q[d] = qkv[qb + d] * p.scale;
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = 0u; j < len; j = j + 1u) {
+        let kb = (b * p.seq + j) * h3 + head * dh + p.hidden;
+        var s = 0.0;
+        for (var d = 0u; d < dh; d = d + 1u) {
+            s = fma(q[d], qkv[kb + d], s);
+        }
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * corr + e;
+        for (var d = 0u; d < dh; d = d + 1u) {
+            acc[d] = acc[d] * corr + e * qkv[kb + p.hidden + d];
+        }
+        m = m_new;
+    }
+    for (var d = 0u; d < dh; d = d + 1u) {
+        ctx[ob + d] = acc[d] / l;
     }
 }

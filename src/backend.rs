@@ -4,7 +4,7 @@
 use crate::batch::{validate_slots, Batch, Slot};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::gpu::GpuBackend;
+use crate::gpu::{Dtype, GpuBackend};
 use crate::model::{ClsHead, Model};
 use std::sync::Arc;
 
@@ -35,14 +35,23 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend `kind` says, f32 throughout.
     pub async fn new(model: Arc<Model>, kind: BackendKind) -> Result<Self> {
+        Self::with_dtype(model, kind, Dtype::F32).await
+    }
+
+    /// The backend `kind` says, the GPU storing its weights in `dtype`. The CPU computes in f32:
+    /// asking it for f16 is an input error, while `Auto` falling back to it logs the f32.
+    pub async fn with_dtype(model: Arc<Model>, kind: BackendKind, dtype: Dtype) -> Result<Self> {
         match kind {
+            BackendKind::Cpu if dtype == Dtype::F16 => Err(Error::Input("dtype f16 needs the GPU backend; the CPU backend computes in f32".into())),
             BackendKind::Cpu => Ok(Backend::Cpu(CpuBackend::new(model))),
-            BackendKind::Gpu => Ok(Backend::Gpu(Box::new(GpuBackend::new(model).await?))),
-            BackendKind::Auto => match GpuBackend::new_hardware(model.clone()).await {
+            BackendKind::Gpu => Ok(Backend::Gpu(Box::new(GpuBackend::open(model, true, dtype).await?))),
+            BackendKind::Auto => match GpuBackend::open(model.clone(), false, dtype).await {
                 Ok(g) => Ok(Backend::Gpu(Box::new(g))),
                 Err(e) => {
-                    log::warn!("no usable GPU ({e}); using the CPU backend");
+                    let f32_note = if dtype == Dtype::F32 { "" } else { " (in f32)" };
+                    log::warn!("no usable GPU ({e}); using the CPU backend{f32_note}");
                     Ok(Backend::Cpu(CpuBackend::new(model)))
                 }
             },
@@ -56,11 +65,19 @@ impl Backend {
         }
     }
 
-    /// A short description, e.g. `cpu` or `gpu: llvmpipe (Vulkan)`.
+    /// A short description, e.g. `cpu` or `gpu: llvmpipe (Vulkan, Cpu), f16`.
     pub fn describe(&self) -> String {
         match self {
             Backend::Cpu(_) => "cpu".into(),
-            Backend::Gpu(g) => format!("gpu: {}", g.adapter_name()),
+            Backend::Gpu(g) => format!("gpu: {}, {}", g.adapter_name(), g.dtype().as_str()),
+        }
+    }
+
+    /// The weights' type: always f32 on the CPU.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Backend::Cpu(_) => Dtype::F32,
+            Backend::Gpu(g) => g.dtype(),
         }
     }
 

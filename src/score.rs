@@ -104,13 +104,14 @@ impl Scorer {
     /// when the folder has one) from a model folder.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn load_dir(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind) -> Result<Self> {
-        Self::load_dir_with(dir, kind, None).await
+        Self::load_dir_with(dir, kind, crate::gpu::Dtype::F32, None).await
     }
 
-    /// [`Scorer::load_dir`] with an adapter folder applied; an adapter with a trained MLM head
-    /// gives an encoder-only model that head ([`Model::add_mlm_head_from`]).
+    /// [`Scorer::load_dir`] with the GPU's weights in `dtype` and an adapter folder applied; an
+    /// adapter with a trained MLM head gives an encoder-only model that head
+    /// ([`Model::add_mlm_head_from`]).
     #[cfg(not(target_arch = "wasm32"))]
-    pub async fn load_dir_with(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind, adapter: Option<&std::path::Path>) -> Result<Self> {
+    pub async fn load_dir_with(dir: impl AsRef<std::path::Path>, kind: crate::BackendKind, dtype: crate::gpu::Dtype, adapter: Option<&std::path::Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let mut model = Model::load_dir(dir)?;
         let adapter = adapter.map(|a| crate::adapter::Adapter::load_dir(a, &model.config)).transpose()?;
@@ -120,7 +121,7 @@ impl Scorer {
         let encoder = TextEncoder::load(dir.join("tokenizer.json"), &model.config)?;
         let head_path = dir.join("cls_head.safetensors");
         let head = if head_path.exists() { Some(ClsHead::load(&head_path, model.config.hidden)?) } else { None };
-        let backend = Backend::new(std::sync::Arc::new(model), kind).await?;
+        let backend = Backend::with_dtype(std::sync::Arc::new(model), kind, dtype).await?;
         let mut s = Scorer::new(encoder, backend, head);
         if let Some(a) = adapter {
             s.set_adapter(a).await?;

@@ -43,6 +43,10 @@ export interface LoadOptions {
   /** "auto" (default): a hardware WebGPU adapter, else the CPU backend (faster than a software
    * adapter such as SwiftShader); "gpu": WebGPU, software adapters included; "cpu". */
   backend?: "auto" | "gpu" | "cpu";
+  /** The GPU's weights: "f32" (default, exact), "f16" (half the memory and download; needs the
+   * adapter's shader-f16, else an error) or "auto" (f16 where the adapter has it). "fp32" and
+   * "fp16" are accepted too. The CPU backend computes in f32. */
+  dtype?: "auto" | "f32" | "f16" | "fp32" | "fp16";
   /** Cut hypotheses longer than the model's positions instead of refusing them. */
   truncate?: boolean;
   /** Default λ for rescore(). */
@@ -67,7 +71,7 @@ export interface Rescored {
   words: number | null; firstPassErrors: number | null; rescoredErrors: number | null;
 }
 export interface Capabilities {
-  backend: string; gpu: boolean; arch: string; layers: number; hidden: number; vocab: number;
+  backend: string; gpu: boolean; dtype: "f32" | "f16"; arch: string; layers: number; hidden: number; vocab: number;
   maxTokens: number; maxHyps: number; mlmHead: boolean; clsHead: boolean; weight: number;
   /** Threads the CPU backend computes on: 1, or the pool `lorb/worker` started (its `threads`). */
   threads: number;
@@ -366,12 +370,16 @@ impl Rescorer {
             None => None,
         };
         let model = std::sync::Arc::new(model);
+        let dtype: crate::gpu::Dtype = match get(&opts, "dtype") {
+            None => crate::gpu::Dtype::F32,
+            Some(v) => v.as_string().ok_or_else(|| js_error(Error::Input("dtype must be a string: \"f32\", \"f16\" or \"auto\"".into())))?.parse().map_err(js_error)?,
+        };
         let backend = match get(&opts, "backend").and_then(|v| v.as_string()).as_deref() {
-            Some("cpu") => Backend::new(model, BackendKind::Cpu).await.map_err(js_error)?,
-            Some("gpu") => Backend::new(model, BackendKind::Gpu).await.map_err(js_error)?,
+            Some("cpu") => Backend::with_dtype(model, BackendKind::Cpu, dtype).await.map_err(js_error)?,
+            Some("gpu") => Backend::with_dtype(model, BackendKind::Gpu, dtype).await.map_err(js_error)?,
             // A hardware GPU, else the CPU: a software WebGPU adapter (SwiftShader) took 195 s
             // per 30-best list where the CPU backend in wasm takes about a second.
-            None | Some("auto") => match Backend::new(model.clone(), BackendKind::Auto).await.map_err(js_error)? {
+            None | Some("auto") => match Backend::with_dtype(model.clone(), BackendKind::Auto, dtype).await.map_err(js_error)? {
                 Backend::Cpu(c) => {
                     web_sys::console::info_1(&"lorb: no hardware WebGPU adapter; using the CPU backend".into());
                     Backend::Cpu(c)
@@ -678,6 +686,7 @@ impl Rescorer {
         to_js(&json!({
             "backend": self.scorer.backend.describe(),
             "gpu": self.scorer.backend.is_gpu(),
+            "dtype": self.scorer.backend.dtype().as_str(),
             "arch": format!("{:?}", c.arch).to_lowercase(),
             "layers": c.layers,
             "hidden": c.hidden,

@@ -132,3 +132,37 @@ fn eval_uses_the_shipped_adapter_trained_on_lists_like_the_input() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("warning: adapters/minilm-blstm-lorb was trained on lists unlike") && err.contains("fields score against ctc,decoder,lm,score") && err.contains("lorb tune"), "{err}");
 }
+
+/// `--dtype f16` (weights in f16, where the GPU has shader-f16) rescoring the sample with the
+/// shipped adapter: every hypothesis's s2 within 1e-2 of f32's (CLS scores of about ±10), the same
+/// order in every list, so the same WER.
+#[test]
+fn f16_rescoring_matches_f32_on_the_sample() {
+    let Some(_) = model_dir() else { return };
+    if !block(lorb::gpu::context::GpuContext::probe()).map(|r| r.f16).unwrap_or(false) {
+        eprintln!("note: no GPU with shader-f16; skipping");
+        return;
+    }
+    let run = |dtype: &str| -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .current_dir(root())
+            .args(["rescore", "--backend", "gpu", "--dtype", dtype, "--limit", "3", "--nbest", "www/sample/librispeech-blstm-dev_clean-20.jsonl"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains(&format!(", {dtype}")), "{err}");
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (f32s, f16s) = (run("f32"), run("f16"));
+    assert_eq!(f32s.len(), 3);
+    let mut worst = 0f64;
+    for (a, b) in f32s.iter().zip(&f16s) {
+        let (ha, hb) = (a["hyps"].as_array().unwrap(), b["hyps"].as_array().unwrap());
+        assert_eq!(ha.iter().map(|h| &h["text"]).collect::<Vec<_>>(), hb.iter().map(|h| &h["text"]).collect::<Vec<_>>(), "{}: the order changed", a["utt"]);
+        for (x, y) in ha.iter().zip(hb) {
+            worst = worst.max((x["s2"].as_f64().unwrap() - y["s2"].as_f64().unwrap()).abs());
+        }
+    }
+    eprintln!("f16 against f32: s2 within {worst:.1e}");
+    assert!(worst <= 1e-2 && worst > 0.0, "s2 differs by {worst}");
+}

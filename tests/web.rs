@@ -163,6 +163,41 @@ async fn webgpu_info_describes_the_adapter() {
     assert!(a["f16"].is_boolean() && a["problem"].is_null(), "{v}");
 }
 
+/// `dtype`: "auto" takes f16 where the adapter has shader-f16 (SwiftShader has not), "f16"
+/// scores within 1e-2 of transformers there and is a `gpu` error naming shader-f16 elsewhere,
+/// and anything but f32, f16, fp32, fp16 or auto is an input error.
+#[wasm_bindgen_test]
+async fn dtype_in_the_browser() {
+    let f = fixture!("bert");
+    let info: serde_json::Value = serde_wasm_bindgen::from_value(lorb::wasm::webgpu_info().await.unwrap()).unwrap();
+    let has_f16 = info["adapter"]["f16"] == true;
+    let load = |dtype: JsValue| lorb::wasm::Rescorer::load(opts(&[("config", bytes(f.config)), ("weights", bytes(f.weights)), ("tokenizer", bytes(f.tokenizer)), ("head", bytes(f.head)), ("backend", "gpu".into()), ("dtype", dtype)]));
+    let r = load("auto".into()).await.unwrap();
+    let caps: serde_json::Value = serde_wasm_bindgen::from_value(r.capabilities().unwrap()).unwrap();
+    assert_eq!(caps["dtype"], if has_f16 { "f16" } else { "f32" }, "{caps}");
+    match load("fp16".into()).await {
+        Ok(mut r) => {
+            assert!(has_f16);
+            let exp: serde_json::Value = serde_json::from_str(f.expected).unwrap();
+            let s = &exp["sentences"];
+            let nbest = serde_json::json!({"hyps": [{"text": s[0]["text"], "score": 0.0}]});
+            let out: serde_json::Value = serde_wasm_bindgen::from_value(r.rescore(nbest.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap(), JsValue::UNDEFINED).await.unwrap()).unwrap();
+            let d = (out["hyps"][0]["s2"].as_f64().unwrap() - s[0]["cls_score"].as_f64().unwrap()).abs();
+            assert!(d <= 1e-2, "f16 CLS score off by {d}");
+        }
+        Err(e) => {
+            assert!(!has_f16, "the adapter has shader-f16");
+            let msg = e.dyn_ref::<js_sys::Error>().unwrap().message().as_string().unwrap();
+            assert!(kind_of(e) == "gpu" && msg.contains("shader-f16"), "{msg}");
+            web_sys::console::log_1(&format!("f16 skipped: {msg}").into());
+        }
+    }
+    for bad in [JsValue::from("f8"), JsValue::from(16.0)] {
+        let e = load(bad).await.err().unwrap();
+        assert_eq!(kind_of(e), "input");
+    }
+}
+
 use serde::Serialize;
 
 fn training_lists(exp: &serde_json::Value) -> JsValue {

@@ -7,7 +7,8 @@
 Writes {"gpu", "driver", "date", "workloads": [{"name", "dtype", "lorb_ms", "torch_ms", ...}]}:
 - cls_30best, pll_30best: milliseconds per ESPnet 30-best list (lists 1..N; list 0 and every
   shape once warm up), as scripts/bench/cpu_peers.py defines them (random heads, PyTorch's MLM
-  head at the masked slot only). f32 with TF32 off, and f16 (PyTorch: weights in half).
+  head at the masked slot only). f32 with TF32 off, and f16 (PyTorch: weights in half; lorb:
+  `--dtype f16`, weights in f16, products in f16 accumulated in f32).
 - train_lora_8lists, train_full_8lists: milliseconds per optimiser step of 8 lists (all their
   hypotheses in one padded batch): MWER over each list of κ·s1 + CLS score, backward, AdamW;
   LoRA r 4, α 8 on query and value plus the CLS head (as `lorb bench --train`), or every weight.
@@ -159,10 +160,12 @@ def main():
     raw = {
         "score": lorb("--lists", str(args.lists)),
         "score_vec4": lorb("--lists", str(args.lists), "--tiles", "vec4"),
+        "score_f16": lorb("--lists", str(args.lists), "--dtype", "f16"),
         "profile": lorb("--lists", str(min(args.lists, 3)), "--profile"),
+        "profile_f16": lorb("--lists", str(min(args.lists, 3)), "--profile", "--dtype", "f16"),
         "train_b8": lorb("--train", "--batch", "8", *(["--lists", "8", "--no-full"] if quick else ["--lists", "16"])),
     }
-    sc, tr, v4 = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {}), raw["score_vec4"] or {}
+    sc, tr, v4, h16 = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {}), raw["score_vec4"] or {}, raw["score_f16"] or {}
 
     models, lists, batches = prepare(args.model, args.nbest, args.lists + 1, attn="sdpa")
     for m in models.values():
@@ -173,8 +176,8 @@ def main():
     if dev.type == "cuda":
         for m in models.values():
             m.half()
-        add("cls_30best", "f16", None, per_list(dev, models, batches, "cls"), lorb_note="lorb has no f16 path yet")
-        add("pll_30best", "f16", None, per_list(dev, models, batches, "pll"), lorb_note="lorb has no f16 path yet")
+        add("cls_30best", "f16", h16.get("cls_ms_per_list"), per_list(dev, models, batches, "cls"))
+        add("pll_30best", "f16", h16.get("pll_ms_per_list"), per_list(dev, models, batches, "pll"))
     for lora, name, key in ((True, "train_lora_8lists", "lora_gpu"), (False, "train_full_8lists", "full_gpu")):
         models, _, _ = prepare(args.model, args.nbest, 1, attn="sdpa")
         ms, n = train_step_ms(dev, models, batches, lora, 3 if quick else args.reps)

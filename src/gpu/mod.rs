@@ -103,6 +103,7 @@ struct Unmerged {
 
 /// Where `x·Aᵀ` of the unmerged LoRA branches goes: one shared scratch buffer (inference) or
 /// one buffer per pair, kept for the backward (training).
+#[derive(Clone, Copy)]
 enum LoraT<'a> {
     Shared(&'a Buf),
     PerPair(&'a [Buf]),
@@ -110,6 +111,7 @@ enum LoraT<'a> {
 
 /// Activations the backward needs beyond the layer's buffers: the two LayerNorm inputs and the
 /// FFN pre-activation.
+#[derive(Clone, Copy)]
 struct Keep<'a> {
     y0: &'a Buf,
     z0: &'a Buf,
@@ -117,6 +119,7 @@ struct Keep<'a> {
 }
 
 /// The buffers one encoder layer reads and writes. Inference passes `out == x` and no `keep`.
+#[derive(Clone, Copy)]
 struct LayerIo<'a> {
     x: &'a Buf,
     out: &'a Buf,
@@ -141,12 +144,17 @@ impl GpuBackend {
     /// [`GpuOptions::trusted_shaders`]: wgpu's injected bounds checks made the forward 14×
     /// slower on an H200).
     pub async fn new(model: Arc<Model>) -> Result<Self> {
-        Self::with_options(model, &GpuOptions { allow_software: true, trusted_shaders: true, ..Default::default() }).await
+        Self::open(model, true, Dtype::F32).await
     }
 
     /// A hardware adapter only, kernels trusted.
     pub async fn new_hardware(model: Arc<Model>) -> Result<Self> {
-        Self::with_options(model, &GpuOptions { trusted_shaders: true, ..Default::default() }).await
+        Self::open(model, false, Dtype::F32).await
+    }
+
+    /// Kernels trusted, software adapters allowed or not, weights in `dtype`.
+    pub async fn open(model: Arc<Model>, allow_software: bool, dtype: Dtype) -> Result<Self> {
+        Self::with_options(model, &GpuOptions { allow_software, trusted_shaders: true, dtype, ..Default::default() }).await
     }
 
     pub async fn with_options(model: Arc<Model>, opts: &GpuOptions) -> Result<Self> {
@@ -418,58 +426,93 @@ impl GpuBackend {
     #[allow(clippy::too_many_arguments)]
     fn record_layer(&self, plan: &mut Plan, li: usize, io: &LayerIo<'_>, lens: &Buf, n_rows: u32, seq: u32, b0: u32) {
         let c = &self.model.config;
+        let (h, tokens) = (c.hidden as u32, n_rows * seq);
+        self.record_qkv(plan, li, io.x, io.qkv, &io.lora_t, tokens);
+        attention::record(plan, io.qkv, lens, io.ctx, n_rows, seq, h, c.heads as u32, b0);
+        self.record_tail(plan, li, io, tokens);
+    }
+
+    /// The last layer where only some rows of its output are read (the [CLS] rows, the masked
+    /// slots): keys and values for every token, then attention, the output projection, the FFN
+    /// and both LayerNorms at those `n` rows alone (`idx[idx_off..]`, chunk-local token indices),
+    /// written in order to `out [n, H]`. `x` is the layer's input for the whole chunk; `io`'s
+    /// `ctx`, `y` and `ffn` hold the n rows.
+    #[allow(clippy::too_many_arguments)]
+    fn record_last_rows(&self, plan: &mut Plan, io: &LayerIo<'_>, lens: &Buf, idx: &Buf, idx_off: u32, n: u32, n_rows: u32, seq: u32, b0: u32) {
+        let c = &self.model.config;
+        let li = self.layers.len() - 1;
+        let h = c.hidden as u32;
+        self.record_qkv(plan, li, io.x, io.qkv, &io.lora_t, n_rows * seq);
+        attention::record_rows(plan, io.qkv, lens, io.ctx, idx, idx_off, n, seq, h, c.heads as u32, b0);
+        gather::record(plan, io.x, idx, io.out, n, h, idx_off, 0);
+        self.record_tail(plan, li, &LayerIo { x: io.out, ..*io }, n);
+    }
+
+    /// Unmerged LoRA: `s·(input·Aᵀ)·Bᵀ` of layer `li`'s pairs on `targets`, accumulated onto the
+    /// base product's columns in `dest` (`rows` rows, row stride `ldc`).
+    #[allow(clippy::too_many_arguments)]
+    fn record_branch(&self, plan: &mut Plan, li: usize, targets: &[Target], input: &Buf, dest: &Buf, ldc: u32, lora_t: &LoraT<'_>, rows: u32) {
+        let Some(u) = &self.unmerged else { return };
+        let c = &self.model.config;
+        for (pi, p) in u.pairs.iter().enumerate().filter(|(_, p)| p.layer == li && targets.contains(&p.target)) {
+            let (out, inp) = p.target.shape(c);
+            let tb = match lora_t {
+                LoraT::Shared(b) => *b,
+                LoraT::PerPair(v) => &v[pi],
+            };
+            let t = Out { buf: tb, ldc: u.r, offset: 0 };
+            matmul::record(plan, In { buf: input, offset: 0 }, &p.a, &self.zeros, Add::Nothing, t, rows, u.r, inp as u32, Act::None, &self.ctx.dummy);
+            let o = Out { buf: dest, ldc, offset: p.target.row_offset(c) as u32 };
+            matmul::record(plan, In { buf: tb, offset: 0 }, &p.sb, &self.zeros, Add::Previous, o, rows, out as u32, u.r, Act::None, &self.ctx.dummy);
+        }
+    }
+
+    /// The fused Q|K|V projection of `tokens` rows of `x` into `qkv`.
+    fn record_qkv(&self, plan: &mut Plan, li: usize, x: &Buf, qkv: &Buf, lora_t: &LoraT<'_>, tokens: u32) {
+        let h = self.model.config.hidden as u32;
+        let l = &self.layers[li];
+        matmul::record(plan, In { buf: x, offset: 0 }, &l.qkv.w, &l.qkv.b, Add::Nothing, Out { buf: qkv, ldc: 3 * h, offset: 0 }, tokens, 3 * h, h, Act::None, &self.ctx.dummy);
+        self.record_branch(plan, li, &[Target::Query, Target::Key, Target::Value], x, qkv, 3 * h, lora_t, tokens);
+    }
+
+    /// After attention, for `rows` rows: the output projection with the residual `io.x`, its
+    /// LayerNorm, the FFN with the residual, and the last LayerNorm, into `io.out`.
+    fn record_tail(&self, plan: &mut Plan, li: usize, io: &LayerIo<'_>, rows: u32) {
+        let c = &self.model.config;
         let (h, im) = (c.hidden as u32, c.intermediate as u32);
-        let tokens = n_rows * seq;
         let l = &self.layers[li];
         let dummy = &self.ctx.dummy;
         let to = |buf, ldc| Out { buf, ldc, offset: 0 };
         let from = |buf| In { buf, offset: 0 };
-        // Unmerged LoRA: s·(input·Aᵀ)·Bᵀ accumulated onto the base product's columns.
-        let branch = |plan: &mut Plan, targets: &[Target], input: &Buf, dest: &Buf, ldc: u32| {
-            let Some(u) = &self.unmerged else { return };
-            for (pi, p) in u.pairs.iter().enumerate().filter(|(_, p)| p.layer == li && targets.contains(&p.target)) {
-                let (out, inp) = p.target.shape(c);
-                let tb = match &io.lora_t {
-                    LoraT::Shared(b) => *b,
-                    LoraT::PerPair(v) => &v[pi],
-                };
-                let t = Out { buf: tb, ldc: u.r, offset: 0 };
-                matmul::record(plan, In { buf: input, offset: 0 }, &p.a, &self.zeros, Add::Nothing, t, tokens, u.r, inp as u32, Act::None, dummy);
-                let o = Out { buf: dest, ldc, offset: p.target.row_offset(c) as u32 };
-                matmul::record(plan, In { buf: tb, offset: 0 }, &p.sb, &self.zeros, Add::Previous, o, tokens, out as u32, u.r, Act::None, dummy);
-            }
-        };
+        let branch = |plan: &mut Plan, t: Target, input: &Buf, dest: &Buf, ldc: u32| self.record_branch(plan, li, &[t], input, dest, ldc, &io.lora_t, rows);
         let has = |t: Target| self.unmerged.as_ref().is_some_and(|u| u.pairs.iter().any(|p| p.layer == li && p.target == t));
-        let bytes = |n: u32| tokens as u64 * n as u64 * 4;
-        matmul::record(plan, from(io.x), &l.qkv.w, &l.qkv.b, Add::Nothing, to(io.qkv, 3 * h), tokens, 3 * h, h, Act::None, dummy);
-        branch(plan, &[Target::Query, Target::Key, Target::Value], io.x, io.qkv, 3 * h);
-        attention::record(plan, io.qkv, lens, io.ctx, n_rows, seq, h, c.heads as u32, b0);
-        matmul::record(plan, from(io.ctx), &l.attn_out.w, &l.attn_out.b, Add::Residual(io.x), to(io.y, h), tokens, h, h, Act::None, dummy);
-        branch(plan, &[Target::AttnOut], io.ctx, io.y, h);
+        let bytes = |n: u32| rows as u64 * n as u64 * 4;
+        matmul::record(plan, from(io.ctx), &l.attn_out.w, &l.attn_out.b, Add::Residual(io.x), to(io.y, h), rows, h, h, Act::None, dummy);
+        branch(plan, Target::AttnOut, io.ctx, io.y, h);
         if let Some(k) = &io.keep {
             plan.copy(io.y, 0, k.y0, 0, bytes(h));
         }
-        layernorm::record(plan, io.y, &l.attn_ln.g, &l.attn_ln.b, tokens, h, c.layer_norm_eps);
+        layernorm::record(plan, io.y, &l.attn_ln.g, &l.attn_ln.b, rows, h, c.layer_norm_eps);
         if let Some(k) = &io.keep {
             // Keep the pre-activation; GELU runs on a copy.
-            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(k.f0, im), tokens, im, h, Act::None, dummy);
-            branch(plan, &[Target::FfnIn], io.y, k.f0, im);
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(k.f0, im), rows, im, h, Act::None, dummy);
+            branch(plan, Target::FfnIn, io.y, k.f0, im);
             plan.copy(k.f0, 0, io.ffn, 0, bytes(im));
-            gelu::record(plan, io.ffn, tokens * im);
+            gelu::record(plan, io.ffn, rows * im);
         } else if has(Target::FfnIn) {
             // The branch must join the product before the activation.
-            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), tokens, im, h, Act::None, dummy);
-            branch(plan, &[Target::FfnIn], io.y, io.ffn, im);
-            gelu::record(plan, io.ffn, tokens * im);
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), rows, im, h, Act::None, dummy);
+            branch(plan, Target::FfnIn, io.y, io.ffn, im);
+            gelu::record(plan, io.ffn, rows * im);
         } else {
-            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), tokens, im, h, Act::Gelu, dummy);
+            matmul::record(plan, from(io.y), &l.ffn_in.w, &l.ffn_in.b, Add::Nothing, to(io.ffn, im), rows, im, h, Act::Gelu, dummy);
         }
-        matmul::record(plan, from(io.ffn), &l.ffn_out.w, &l.ffn_out.b, Add::Residual(io.y), to(io.out, h), tokens, h, im, Act::None, dummy);
-        branch(plan, &[Target::FfnOut], io.ffn, io.out, h);
+        matmul::record(plan, from(io.ffn), &l.ffn_out.w, &l.ffn_out.b, Add::Residual(io.y), to(io.out, h), rows, h, im, Act::None, dummy);
+        branch(plan, Target::FfnOut, io.ffn, io.out, h);
         if let Some(k) = &io.keep {
             plan.copy(io.out, 0, k.z0, 0, bytes(h));
         }
-        layernorm::record(plan, io.out, &l.ffn_ln.g, &l.ffn_ln.b, tokens, h, c.layer_norm_eps);
+        layernorm::record(plan, io.out, &l.ffn_ln.g, &l.ffn_ln.b, rows, h, c.layer_norm_eps);
     }
 
     /// Long on purpose: it records one submission in order (inputs, every layer, the head, one
@@ -549,6 +592,7 @@ impl GpuBackend {
             _ => ctx.dummy.clone(),
         };
         let dummy = ctx.dummy.clone();
+        let prune_last = !matches!(job, Job::Hidden) && most_slots <= max_tokens;
 
         let mut plan = Plan::default();
         plan.tiles = self.tiles;
@@ -556,29 +600,41 @@ impl GpuBackend {
         for (ci, &(b0, b1)) in chunks.iter().enumerate() {
             let n_rows = (b1 - b0) as u32;
             let tokens = n_rows * seq as u32;
-            embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, &x, tokens, h, seq as u32, c.position_offset as u32, (b0 * seq) as u32);
-            layernorm::record(&mut plan, &x, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
-            for li in 0..self.layers.len() {
-                let io = LayerIo { x: &x, out: &x, qkv: &qkv, ctx: &ctxb, y: &y, ffn: &ffn, lora_t: LoraT::Shared(&lora_t), keep: None };
-                self.record_layer(&mut plan, li, &io, &lens, n_rows, seq as u32, b0 as u32);
-            }
             let (s0, s1) = chunk_slots[ci];
             let ns = (s1 - s0) as u32;
+            if matches!(job, Job::Mlm { .. }) && ns == 0 {
+                continue;
+            }
+            embed::record(&mut plan, &ids, &self.word, &self.pos, &self.typ, &x, tokens, h, seq as u32, c.position_offset as u32, (b0 * seq) as u32);
+            layernorm::record(&mut plan, &x, &self.emb_ln.g, &self.emb_ln.b, tokens, h, c.layer_norm_eps);
+            // Every layer at every token, but the last only at the rows read, into g (unless the
+            // whole hidden states are read, or more rows than the chunk has tokens: slots that
+            // repeat a position).
+            let io = LayerIo { x: &x, out: &x, qkv: &qkv, ctx: &ctxb, y: &y, ffn: &ffn, lora_t: LoraT::Shared(&lora_t), keep: None };
+            let layers = self.layers.len();
+            if prune_last {
+                for li in 0..layers - 1 {
+                    self.record_layer(&mut plan, li, &io, &lens, n_rows, seq as u32, b0 as u32);
+                }
+                self.record_last_rows(&mut plan, &LayerIo { out: &g, ..io }, &lens, &idx_buf, s0 as u32, ns, n_rows, seq as u32, b0 as u32);
+            } else {
+                for li in 0..layers {
+                    self.record_layer(&mut plan, li, &io, &lens, n_rows, seq as u32, b0 as u32);
+                }
+                if !matches!(job, Job::Hidden) {
+                    gather::record(&mut plan, &x, &idx_buf, &g, ns, h, s0 as u32, 0);
+                }
+            }
             match &job {
                 Job::Hidden => plan.copy(&x, 0, &out, (b0 * seq * c.hidden * 4) as u64, tokens as u64 * h as u64 * 4),
-                Job::ClsVectors => gather::record(&mut plan, &x, &idx_buf, &out, n_rows, h, s0 as u32, b0 as u32 * h),
+                Job::ClsVectors => plan.copy(&g, 0, &out, (b0 * c.hidden * 4) as u64, n_rows as u64 * h as u64 * 4),
                 Job::ClsScores => {
                     let head = &self.head.as_ref().expect("cls_scores uploads the head").1;
-                    gather::record(&mut plan, &x, &idx_buf, &g, n_rows, h, s0 as u32, 0);
                     let o = Out { buf: &out, ldc: 1, offset: b0 as u32 };
                     matmul::record(&mut plan, In { buf: &g, offset: 0 }, &head.w, &head.b, Add::Nothing, o, n_rows, 1, h, Act::None, &dummy);
                 }
                 Job::Mlm { full, .. } => {
-                    if ns == 0 {
-                        continue;
-                    }
                     let mlm = self.mlm.as_ref().ok_or(Error::NoMlmHead)?;
-                    gather::record(&mut plan, &x, &idx_buf, &g, ns, h, s0 as u32, 0);
                     let o = Out { buf: &t, ldc: h, offset: 0 };
                     matmul::record(&mut plan, In { buf: &g, offset: 0 }, &mlm.dense.w, &mlm.dense.b, Add::Nothing, o, ns, h, h, Act::Gelu, &dummy);
                     layernorm::record(&mut plan, &t, &mlm.ln.g, &mlm.ln.b, ns, h, c.layer_norm_eps);

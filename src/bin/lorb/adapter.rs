@@ -21,7 +21,7 @@ pub enum AdapterCmd {
 }
 
 pub fn adapter_info(dir: &Path, model: Option<PathBuf>, as_json: bool) -> Result<()> {
-    let m = ModelArgs { model, head: None, adapter: None, backend: BackendKind::Cpu, method: Method::Cls, truncate: false, max_hyps: lorb::score::DEFAULT_MAX_HYPS };
+    let m = ModelArgs { model, head: None, adapter: None, backend: BackendKind::Cpu, dtype: lorb::gpu::Dtype::F32, method: Method::Cls, truncate: false, max_hyps: lorb::score::DEFAULT_MAX_HYPS };
     let mdir = model_dir(&m);
     let bytes = std::fs::read(mdir.join("config.json")).map_err(|e| Error::Io { path: mdir.join("config.json").display().to_string(), source: e })?;
     let config = lorb::ModelConfig::from_json(&bytes)?;

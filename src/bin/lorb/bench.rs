@@ -71,6 +71,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let c = &scorer.model().config;
     let v = json!({
         "backend": scorer.backend.describe(),
+        "dtype": scorer.backend.dtype().as_str(),
         "model": model_dir(&a.m).display().to_string(),
         "shape": {"layers": c.layers, "hidden": h, "heads": c.heads, "intermediate": c.intermediate, "vocab": c.vocab_size},
         "nbest": path.display().to_string(),
@@ -92,7 +93,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 /// tiles.
 fn gpu_options(a: &BenchArgs, scorer: &mut Scorer) -> Result<()> {
     if scorer.backend.is_gpu() && (a.checked_shaders || a.profile) {
-        let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, ..Default::default() };
+        let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, dtype: scorer.backend.dtype(), ..Default::default() };
         let model = std::sync::Arc::new(scorer.model().clone());
         scorer.backend = lorb::Backend::Gpu(Box::new(pollster::block_on(lorb::gpu::GpuBackend::with_options(model, &opts))?));
     }

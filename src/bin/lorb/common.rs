@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// gpu, cpu or auto (GPU when an adapter is found)
     #[arg(long, default_value = "auto")]
     pub backend: BackendKind,
+    /// The GPU's weights: f32, f16 (needs shader-f16; products multiply in f16 and accumulate in
+    /// f32) or auto (f16 where the GPU has it)
+    #[arg(long, default_value = "f32")]
+    pub dtype: lorb::gpu::Dtype,
     /// cls, pll or pll-word (whole-word masking, word-l2r)
     #[arg(long, default_value = "cls")]
     pub method: Method,
@@ -126,7 +130,7 @@ pub fn load(m: &ModelArgs) -> Result<Scorer> {
             dir.display()
         )));
     }
-    let mut s = pollster::block_on(Scorer::load_dir_with(&dir, m.backend, m.adapter.as_deref()))?;
+    let mut s = pollster::block_on(Scorer::load_dir_with(&dir, m.backend, m.dtype, m.adapter.as_deref()))?;
     if let Some(h) = &m.head {
         s.cls_head = Some(ClsHead::load(h, s.model().config.hidden)?);
     }

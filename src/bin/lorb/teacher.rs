@@ -55,7 +55,7 @@ impl TeacherCache {
 /// from --teacher-cache when it has them, else scored by --teacher and added to the cache.
 pub fn teacher_scores(a: &TrainArgs, scorer: &Scorer, lists: &[NBest], train_ex: &mut [ListExample], dev_lists: &[NBest], dev_ex: &mut [ListExample]) -> Result<()> {
     let dir = a.teacher.as_ref().ok_or_else(|| Error::Input("md needs --teacher MODEL_DIR (a model with an MLM head)".into()))?;
-    let mut teacher = pollster::block_on(Scorer::load_dir_with(dir, a.m.backend, a.teacher_adapter.as_deref()))?;
+    let mut teacher = pollster::block_on(Scorer::load_dir_with(dir, a.m.backend, a.m.dtype, a.teacher_adapter.as_deref()))?;
     teacher.encoder.policy = scorer.encoder.policy;
     let mut cache = TeacherCache::open(a.teacher_cache.as_deref())?;
     let pb = progress(lists.len() + dev_lists.len(), "teacher PLL");

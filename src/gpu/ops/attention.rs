@@ -1,4 +1,5 @@
-//! Masked multi-head self-attention from fused QKV (shaders/attention.wgsl) and its backward
+//! Masked multi-head self-attention from fused QKV (shaders/attention.wgsl; at chosen query rows
+//! only, for the last layer, with its entry `rows`) and its backward
 //! (attention_backward.wgsl: dQ with the softmax statistics, then dK and dV).
 use super::Kernel;
 use crate::gpu::context::{Buf, Plan};
@@ -17,7 +18,10 @@ super::uniform! {
         /// index of this chunk's first sequence in `lens`
         row_offset: u32,
         scale: f32,
-        _p: [u32; 3],
+        /// [`record_rows`]: the query rows, and where their indices start in `idx`
+        n: u32,
+        idx_off: u32,
+        _p: u32,
     }
 }
 
@@ -25,8 +29,17 @@ super::uniform! {
 #[allow(clippy::too_many_arguments)]
 pub fn record(plan: &mut Plan, qkv: &Buf, lens: &Buf, ctx: &Buf, rows: u32, seq: u32, hidden: u32, heads: u32, row_offset: u32) {
     let head_dim = hidden / heads;
-    let p = Params { seq, hidden, head_dim, row_offset, scale: 1.0 / (head_dim as f32).sqrt(), _p: [0; 3] };
+    let p = Params { seq, hidden, head_dim, row_offset, scale: 1.0 / (head_dim as f32).sqrt(), n: 0, idx_off: 0, _p: 0 };
     plan.dispatch(Kernel::Attention, &p, &[qkv, lens, ctx], [seq.div_ceil(32), heads, rows]);
+}
+
+/// Attention at `n` query rows only, `idx[idx_off + r]` = `b·seq + i` (query i of sequence b of
+/// the chunk): `ctx [n, H]`, row r for query r, over all of its sequence's keys.
+#[allow(clippy::too_many_arguments)]
+pub fn record_rows(plan: &mut Plan, qkv: &Buf, lens: &Buf, ctx: &Buf, idx: &Buf, idx_off: u32, n: u32, seq: u32, hidden: u32, heads: u32, row_offset: u32) {
+    let head_dim = hidden / heads;
+    let p = Params { seq, hidden, head_dim, row_offset, scale: 1.0 / (head_dim as f32).sqrt(), n, idx_off, _p: 0 };
+    plan.dispatch(Kernel::AttentionRows, &p, &[qkv, lens, ctx, idx], [n.div_ceil(64), heads, 1]);
 }
 
 super::uniform! {

@@ -110,6 +110,8 @@ pub enum Kernel {
     /// `Embed` reading f16 word embeddings.
     EmbedF16,
     Attention,
+    /// Attention at gathered query rows (entry `rows` of attention.wgsl).
+    AttentionRows,
     Gather,
     LogSoftmax,
     LoraMerge,
@@ -130,7 +132,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -140,6 +142,7 @@ impl Kernel {
         Kernel::MatmulVec4F16,
         Kernel::EmbedF16,
         Kernel::Attention,
+        Kernel::AttentionRows,
         Kernel::Gather,
         Kernel::LogSoftmax,
         Kernel::LoraMerge,
@@ -170,6 +173,7 @@ impl Kernel {
             MatmulVec4F16 => half(main("matmul_vec4_f16", matmul::VEC4, matmul::Params::LAYOUT)),
             EmbedF16 => half(main("embed_f16", embed::SOURCE, embed::Params::LAYOUT)),
             Attention => main("attention", attention::SOURCE, attention::Params::LAYOUT),
+            AttentionRows => Spec { entry: "rows", ..main("attention_rows", attention::SOURCE, attention::Params::LAYOUT) },
             Gather => main("gather", gather::SOURCE, gather::Params::LAYOUT),
             LogSoftmax => main("logsoftmax", logsoftmax::SOURCE, logsoftmax::Params::LAYOUT),
             LoraMerge => main("lora_merge", lora::SOURCE, lora::Params::LAYOUT),
