@@ -10,6 +10,11 @@
 const QT: u32 = 32u;    // queries per workgroup
 const KT: u32 = 16u;    // keys per tile
 const MAXD: u32 = 64u;  // largest supported head dimension
+// The head dimension when a pipeline fixes it (attention_32, attention_64: loops of constant
+// length over per-invocation arrays of that length, which the compiler can keep in registers);
+// 0 reads it from the parameters, with arrays of MAXD.
+const HD: u32 = 0u;
+const QD: u32 = 64u;
 
 // #uniform: `struct Params`, generated from the launcher's `Params` (src/gpu/ops/attention.rs).
 
@@ -28,11 +33,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let head = wid.y;
     let i = wid.x * QT + lid;
     let len = lens[p.row_offset + b];
-    let dh = p.head_dim;
+    let dh = select(p.head_dim, HD, HD != 0u);
     let h3 = 3u * p.hidden;
     let q_ok = i < len;
-    var q: array<f32, MAXD>;
-    var acc: array<f32, MAXD>;
+    var q: array<f32, QD>;
+    var acc: array<f32, QD>;
     if (q_ok) {
         let qb = (b * p.seq + i) * h3 + head * dh;
         for (var d = 0u; d < dh; d = d + 1u) {
@@ -100,8 +105,8 @@ fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         return;
     }
-    var q: array<f32, MAXD>;
-    var acc: array<f32, MAXD>;
+    var q: array<f32, QD>;
+    var acc: array<f32, QD>;
     let qb = t * h3 + head * dh;
     for (var d = 0u; d < dh; d = d + 1u) {
         q[d] = qkv[qb + d] * p.scale;

@@ -367,3 +367,67 @@ fn gpu_f16_matmul_matches_a_plain_product() {
         assert!(d <= 2e-3 * scale, "{kernel:?} {m}×{n}×{k}, A at {off}: differs by {d} (largest |C| {scale})");
     }
 }
+
+/// The attention kernels against a softmax in f64 written here: head dimensions 12 (read from
+/// the parameters), 32 and 64 (fixed per pipeline), padded sequences (padding query rows are
+/// zeros), and the last layer's attention at chosen query rows (repeats included). Tolerance 1e-5
+/// of the largest |value|.
+#[test]
+fn gpu_attention_kernels_match_a_plain_softmax() {
+    use lorb::gpu::context::{GpuContext, Plan, Work};
+    use lorb::gpu::ops::attention::{kernel_for, record, record_rows};
+    use lorb::gpu::ops::Kernel;
+    let opts = GpuOptions { allow_software: true, trusted_shaders: true, ..Default::default() };
+    let mut ctx = match block(GpuContext::new(&opts)) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(std::env::var("LORB_REQUIRE_GPU").as_deref() != Ok("1"), "GPU required: {e}");
+            return;
+        }
+    };
+    let mut rng = Lcg(3);
+    for (heads, dh, kernel) in [(2usize, 12usize, Kernel::Attention), (3, 32, Kernel::Attention32), (2, 64, Kernel::Attention64)] {
+        assert_eq!(kernel_for(dh as u32), kernel);
+        let (rows, seq, h) = (3usize, 37usize, heads * dh);
+        let lens: Vec<u32> = vec![37, 1, 20];
+        let qkv: Vec<f32> = (0..rows * seq * 3 * h).map(|_| (rng.next(2001) as f32 - 1000.0) / 500.0).collect();
+        let at = |b: usize, i: usize, part: usize, head: usize, d: usize| qkv[(b * seq + i) * 3 * h + part * h + head * dh + d] as f64;
+        // want[b][i][head·dh + d]
+        let want = |b: usize, i: usize| -> Vec<f64> {
+            let mut out = vec![0f64; h];
+            if i >= lens[b] as usize {
+                return out;
+            }
+            for head in 0..heads {
+                let s: Vec<f64> = (0..lens[b] as usize).map(|j| (0..dh).map(|d| at(b, i, 0, head, d) * at(b, j, 1, head, d)).sum::<f64>() / (dh as f64).sqrt()).collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..dh {
+                    out[head * dh + d] = (0..e.len()).map(|j| e[j] / z * at(b, j, 2, head, d)).sum();
+                }
+            }
+            out
+        };
+        let qb = ctx.upload("qkv", &qkv).unwrap();
+        let lb = ctx.work_with(Work::Lens, &lens).unwrap();
+        let out = ctx.upload("ctx", &vec![7.0; rows * seq * h]).unwrap();
+        let mut plan = Plan::default();
+        record(&mut plan, &qb, &lb, &out, rows as u32, seq as u32, h as u32, heads as u32, 0);
+        let got = block(ctx.run(plan, &out, (rows * seq * h * 4) as u64)).unwrap();
+        let expect: Vec<f64> = (0..rows).flat_map(|b| (0..seq).flat_map(move |i| want(b, i))).collect();
+        let scale = expect.iter().fold(1f64, |x, v| x.max(v.abs()));
+        let d = got.iter().zip(&expect).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+        assert!(d <= 1e-5 * scale, "{kernel:?}, head dim {dh}: differs by {d}");
+        let picks: Vec<(usize, usize)> = vec![(0, 36), (1, 0), (2, 19), (0, 0), (2, 19), (2, 5)];
+        let idx: Vec<u32> = [9, 9].into_iter().chain(picks.iter().map(|&(b, i)| (b * seq + i) as u32)).collect();
+        let ib = ctx.work_with(Work::GatherIdx, &idx).unwrap();
+        let out = ctx.upload("ctx_rows", &vec![7.0; picks.len() * h]).unwrap();
+        let mut plan = Plan::default();
+        record_rows(&mut plan, &qb, &lb, &out, &ib, 2, picks.len() as u32, seq as u32, h as u32, heads as u32, 0);
+        let got = block(ctx.run(plan, &out, (picks.len() * h * 4) as u64)).unwrap();
+        let expect: Vec<f64> = picks.iter().flat_map(|&(b, i)| want(b, i)).collect();
+        let d = got.iter().zip(&expect).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+        assert!(d <= 1e-5 * scale, "attention at rows, head dim {dh}: differs by {d}");
+    }
+}

@@ -134,8 +134,9 @@ fn eval_uses_the_shipped_adapter_trained_on_lists_like_the_input() {
 }
 
 /// `--dtype f16` (weights in f16, where the GPU has shader-f16) rescoring the sample with the
-/// shipped adapter: every hypothesis's s2 within 1e-2 of f32's (CLS scores of about ±10), the same
-/// order in every list, so the same WER.
+/// shipped adapter: the same order in every list, so the same WER, and every hypothesis's s2
+/// within 5e-2 of f32's (CLS scores of about ±6; the whole sample, 20 lists, 2.4e-2 at worst on
+/// lavapipe: activations are rounded to f16 in the products, as PyTorch's fp16 does).
 #[test]
 fn f16_rescoring_matches_f32_on_the_sample() {
     let Some(_) = model_dir() else { return };
@@ -164,5 +165,5 @@ fn f16_rescoring_matches_f32_on_the_sample() {
         }
     }
     eprintln!("f16 against f32: s2 within {worst:.1e}");
-    assert!(worst <= 1e-2 && worst > 0.0, "s2 differs by {worst}");
+    assert!(worst <= 5e-2 && worst > 0.0, "s2 differs by {worst}");
 }

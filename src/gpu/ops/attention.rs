@@ -30,7 +30,16 @@ super::uniform! {
 pub fn record(plan: &mut Plan, qkv: &Buf, lens: &Buf, ctx: &Buf, rows: u32, seq: u32, hidden: u32, heads: u32, row_offset: u32) {
     let head_dim = hidden / heads;
     let p = Params { seq, hidden, head_dim, row_offset, scale: 1.0 / (head_dim as f32).sqrt(), n: 0, idx_off: 0, _p: 0 };
-    plan.dispatch(Kernel::Attention, &p, &[qkv, lens, ctx], [seq.div_ceil(32), heads, rows]);
+    plan.dispatch(kernel_for(head_dim), &p, &[qkv, lens, ctx], [seq.div_ceil(32), heads, rows]);
+}
+
+/// The attention kernel for a head dimension: fixed at 32 or 64 where it is one of those.
+pub fn kernel_for(head_dim: u32) -> Kernel {
+    match head_dim {
+        32 => Kernel::Attention32,
+        64 => Kernel::Attention64,
+        _ => Kernel::Attention,
+    }
 }
 
 /// Attention at `n` query rows only, `idx[idx_off + r]` = `b·seq + i` (query i of sequence b of

@@ -110,6 +110,9 @@ pub enum Kernel {
     /// `Embed` reading f16 word embeddings.
     EmbedF16,
     Attention,
+    /// `Attention` with the head dimension fixed at 32 (all-MiniLM-L6-v2) or 64 (BERT-base).
+    Attention32,
+    Attention64,
     /// Attention at gathered query rows (entry `rows` of attention.wgsl).
     AttentionRows,
     Gather,
@@ -132,7 +135,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// In pipeline order (`Kernel as usize` indexes the context's pipelines).
-    pub const ALL: [Kernel; 23] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::Embed,
         Kernel::LayerNorm,
         Kernel::Matmul,
@@ -142,6 +145,8 @@ impl Kernel {
         Kernel::MatmulVec4F16,
         Kernel::EmbedF16,
         Kernel::Attention,
+        Kernel::Attention32,
+        Kernel::Attention64,
         Kernel::AttentionRows,
         Kernel::Gather,
         Kernel::LogSoftmax,
@@ -173,6 +178,8 @@ impl Kernel {
             MatmulVec4F16 => half(main("matmul_vec4_f16", matmul::VEC4, matmul::Params::LAYOUT)),
             EmbedF16 => half(main("embed_f16", embed::SOURCE, embed::Params::LAYOUT)),
             Attention => main("attention", attention::SOURCE, attention::Params::LAYOUT),
+            Attention32 => Spec { defines: &[("HD", "32u"), ("QD", "32u")], ..main("attention_32", attention::SOURCE, attention::Params::LAYOUT) },
+            Attention64 => Spec { defines: &[("HD", "64u"), ("QD", "64u")], ..main("attention_64", attention::SOURCE, attention::Params::LAYOUT) },
             AttentionRows => Spec { entry: "rows", ..main("attention_rows", attention::SOURCE, attention::Params::LAYOUT) },
             Gather => main("gather", gather::SOURCE, gather::Params::LAYOUT),
             LogSoftmax => main("logsoftmax", logsoftmax::SOURCE, logsoftmax::Params::LAYOUT),
