@@ -12,9 +12,11 @@ Writes {"gpu", "driver", "date", "workloads": [{"name", "dtype", "lorb_ms", "tor
 - train_lora_8lists, train_full_8lists: milliseconds per optimiser step of 8 lists (all their
   hypotheses in one padded batch): MWER over each list of κ·s1 + CLS score, backward, AdamW;
   LoRA r 4, α 8 on query and value plus the CLS head (as `lorb bench --train`), or every weight.
-- sgemm_4096: one 4096³ product (f32, TF32 off).
+- sgemm_4096: one 4096³ product (f32 with TF32 off, and f16; lorb: `lorb bench --matmul 4096`,
+  its forward kernel A·Wᵀ, 20 products in one submission).
 - bert_base_30x32, bert_base_960x32: BERT-base shape (random weights) forward, 30 and 960
-  sequences of 32 tokens.
+  sequences of 32 tokens, f32 and f16 (`lorb bench --shape bert-base`, which reads back the
+  [CLS] vectors; PyTorch returns the whole last hidden state on the GPU).
 lorb's figures come from `lorb bench` (its own JSON is kept under "lorb_raw"; lorb_ms_vec4: with
 `--tiles vec4`, the forward's products with 16-byte loads); a workload lorb
 cannot run yet has lorb_ms null and says why. `--device cpu` runs the whole thing tiny on the CPU
@@ -164,6 +166,11 @@ def main():
         "profile": lorb("--lists", str(min(args.lists, 3)), "--profile"),
         "profile_f16": lorb("--lists", str(min(args.lists, 3)), "--profile", "--dtype", "f16"),
         "train_b8": lorb("--train", "--batch", "8", *(["--lists", "8", "--no-full"] if quick else ["--lists", "16"])),
+        "bert_base": lorb("--shape", "bert-base", *(["--rows", "1", "--lists", "1"] if quick else ["--lists", "10"])),
+        "bert_base_f16": None if quick else lorb("--shape", "bert-base", "--lists", "10", "--dtype", "f16"),
+        "sgemm": lorb("--matmul", "256" if quick else "4096", "--lists", "3" if quick else "20"),
+        "sgemm_vec4": lorb("--matmul", "256" if quick else "4096", "--lists", "3" if quick else "20", "--tiles", "vec4"),
+        "sgemm_f16": None if quick else lorb("--matmul", "4096", "--lists", "20", "--dtype", "f16"),
     }
     sc, tr, v4, h16 = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {}), raw["score_vec4"] or {}, raw["score_f16"] or {}
 
@@ -185,19 +192,31 @@ def main():
 
     n = 256 if quick else 4096
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    ms = timed(dev, lambda: a @ b, 3 if quick else args.reps)
-    add("sgemm_4096" if not quick else "sgemm_256", "f32", None, ms, torch_tflops=2 * n**3 / ms / 1e9, lorb_note="no standalone matmul bench in lorb yet")
+    for dtype, key in (("f32", "sgemm"), ("f16", "sgemm_f16")) if dev.type == "cuda" else (("f32", "sgemm"),):
+        if dtype == "f16":
+            a, b = a.half(), b.half()
+        ms = timed(dev, lambda: a @ b, 3 if quick else args.reps)
+        lo = raw[key] or {}
+        extra = {"lorb_ms_vec4": (raw["sgemm_vec4"] or {}).get("ms")} if dtype == "f32" else {}
+        add(f"sgemm_{n}", dtype, lo.get("ms"), ms, torch_tflops=2 * n**3 / ms / 1e9, lorb_tflops=lo.get("tflops"), **extra)
 
     cfg = BertConfig()  # BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072
     if quick:
         cfg = BertConfig(num_hidden_layers=2)
     torch.manual_seed(0)
     base = BertModel(cfg, add_pooling_layer=False).to(dev).eval()
-    for rows in (30, 960):
-        x = torch.randint(1000, 20000, (rows if not quick else rows // 30, 32), device=dev)
-        with torch.inference_mode():
-            ms = timed(dev, lambda: base(input_ids=x), 3 if quick else args.reps)
-        add(f"bert_base_{rows}x32", "f32", None, ms, lorb_note="lorb bench has no BERT-base shape yet")
+    def lorb_forward(key, rows):
+        return next((f["ms"] for f in (raw[key] or {}).get("forward", []) if f["rows"] == rows), None)
+
+    for dtype in ("f32", "f16") if dev.type == "cuda" else ("f32",):
+        if dtype == "f16":
+            base.half()
+        for rows in (30, 960):
+            x = torch.randint(1000, 20000, (rows if not quick else rows // 30, 32), device=dev)
+            with torch.inference_mode():
+                ms = timed(dev, lambda: base(input_ids=x), 3 if quick else args.reps)
+            key = "bert_base" if dtype == "f32" else "bert_base_f16"
+            add(f"bert_base_{rows}x32", dtype, lorb_forward(key, rows if not quick else rows // 30), ms, lorb_reads_back="[CLS] vectors (its last layer at the [CLS] rows only)")
 
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu (dry run)"
     driver = None

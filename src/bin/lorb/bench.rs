@@ -43,11 +43,27 @@ pub struct BenchArgs {
     /// With --train: skip full fine-tuning (slow on CPU)
     #[arg(long)]
     no_full: bool,
+    /// Time a forward of random token batches on a model of this shape with random weights
+    /// instead of scoring lists: bert-base (12 layers, hidden 768, FFN 3072)
+    #[arg(long, value_parser = ["bert-base"])]
+    shape: Option<String>,
+    /// Time one N×N×N product (A·Wᵀ, W in --dtype) with the GPU's matmul kernel instead
+    #[arg(long)]
+    matmul: Option<u32>,
+    /// With --shape: sequences per batch, each of 32 tokens (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "30,960")]
+    rows: Vec<usize>,
     #[arg(long)]
     json: bool,
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
+    if a.shape.is_some() {
+        return bench_shape(&a);
+    }
+    if let Some(n) = a.matmul {
+        return bench_matmul(&a, n);
+    }
     let path = a.nbest.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-espnet-30best/dev_clean.jsonl.gz")
     });
@@ -60,7 +76,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         return bench_train(&a, &lists, &scorer, &path);
     }
     let synthetic = lorb::bench::ensure_heads(&mut scorer);
-    gpu_options(&a, &mut scorer)?;
+    gpu_options(&a, &mut scorer.backend)?;
     let mut profiles = serde_json::Map::new();
     let h = scorer.model().config.hidden;
     let texts: Vec<Vec<&str>> = lists.iter().map(|nb| nb.hyps.iter().map(|h| h.text.as_str()).collect()).collect();
@@ -91,15 +107,109 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 
 /// A GPU backend rebuilt with the checked shaders or kernel profiling asked for, and the matmul
 /// tiles.
-fn gpu_options(a: &BenchArgs, scorer: &mut Scorer) -> Result<()> {
-    if scorer.backend.is_gpu() && (a.checked_shaders || a.profile) {
-        let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, dtype: scorer.backend.dtype(), ..Default::default() };
-        let model = std::sync::Arc::new(scorer.model().clone());
-        scorer.backend = lorb::Backend::Gpu(Box::new(pollster::block_on(lorb::gpu::GpuBackend::with_options(model, &opts))?));
+fn gpu_options(a: &BenchArgs, backend: &mut lorb::Backend) -> Result<()> {
+    if backend.is_gpu() && (a.checked_shaders || a.profile) {
+        let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, profile: a.profile, dtype: backend.dtype(), ..Default::default() };
+        let model = std::sync::Arc::new(backend.model().clone());
+        *backend = lorb::Backend::Gpu(Box::new(pollster::block_on(lorb::gpu::GpuBackend::with_options(model, &opts))?));
     }
-    if let lorb::Backend::Gpu(g) = &mut scorer.backend {
+    if let lorb::Backend::Gpu(g) = backend {
         g.tiles = a.tiles;
     }
+    Ok(())
+}
+
+/// `lorb bench --matmul N`: milliseconds and TFLOP/s of one `A·Wᵀ` product of N×N matrices on
+/// the GPU (`--lists` products recorded in one submission, after one warm-up submission).
+fn bench_matmul(a: &BenchArgs, n: u32) -> Result<()> {
+    use lorb::gpu::context::{GpuContext, Plan};
+    use lorb::gpu::ops::matmul::{record, Act, Add, In, Out};
+    if a.m.backend == BackendKind::Cpu {
+        return Err(Error::Input("--matmul times the GPU's kernel; use --backend gpu or auto".into()));
+    }
+    let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, dtype: a.m.dtype, ..Default::default() };
+    let mut ctx = pollster::block_on(GpuContext::new(&opts))?;
+    let len = n as usize * n as usize;
+    let values: Vec<f32> = (0..len).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 1001.0).collect();
+    let (x, w) = (ctx.upload("a", &values)?, ctx.upload_matrix("w", &values)?);
+    let (bias, c) = (ctx.upload("bias", &vec![0.0; n as usize])?, ctx.upload("c", &vec![0.0; len])?);
+    let dummy = ctx.dummy.clone();
+    let reps = a.lists.max(1);
+    let mut time = |count: usize| -> Result<f64> {
+        let mut plan = Plan::default();
+        plan.tiles = a.tiles;
+        for _ in 0..count {
+            record(&mut plan, In { buf: &x, offset: 0 }, &w, &bias, Add::Nothing, Out { buf: &c, ldc: n, offset: 0 }, n, n, n, Act::None, &dummy);
+        }
+        let t0 = Instant::now();
+        pollster::block_on(ctx.run(plan, &c, 16))?;
+        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    };
+    time(1)?;
+    let ms = time(reps)? / reps as f64;
+    let tflops = 2.0 * (n as f64).powi(3) / ms / 1e9;
+    eprintln!("lorb: {n}³ matmul: {ms:.3} ms, {tflops:.2} TFLOP/s");
+    let v = json!({"matmul": n, "ms": ms, "tflops": tflops, "products": reps, "dtype": if ctx.half { "f16" } else { "f32" }, "adapter": ctx.adapter_name, "matmul_tiles": format!("{:?}", a.tiles).to_lowercase()});
+    print_json(&v, a.json);
+    Ok(())
+}
+
+/// `lorb bench --shape bert-base`: milliseconds per forward of `rows` random sequences of 32
+/// tokens on a randomly initialised model of that shape (after one warm-up forward), reading
+/// back the final [CLS] vectors; `--lists` forwards are timed per batch size.
+fn bench_shape(a: &BenchArgs) -> Result<()> {
+    let model = std::sync::Arc::new(lorb::bench::bert_base());
+    let mut backend = pollster::block_on(lorb::Backend::with_dtype(model.clone(), a.m.backend, a.m.dtype))?;
+    gpu_options(a, &mut backend)?;
+    let mut forwards = Vec::new();
+    let mut profiles = serde_json::Map::new();
+    for &rows in &a.rows {
+        let mut s = rows as u64;
+        let seqs: Vec<Vec<u32>> = (0..rows.max(1))
+            .map(|_| {
+                (0..32)
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        1000 + ((s >> 33) % 19000) as u32
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(|x| x.as_slice()).collect();
+        let batch = lorb::Batch::pad(&refs, 0)?;
+        pollster::block_on(backend.cls_vectors(&batch))?;
+        if let lorb::Backend::Gpu(g) = &mut backend {
+            g.reset_profile();
+        }
+        let mut times = Vec::new();
+        for _ in 0..a.lists.max(1) {
+            let t0 = Instant::now();
+            pollster::block_on(backend.cls_vectors(&batch))?;
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        eprintln!("lorb: bert-base {rows}×32: {mean:.2} ms per forward (min {min:.2})");
+        forwards.push(json!({"rows": rows, "tokens_per_row": 32, "ms": mean, "min_ms": min}));
+        if let lorb::Backend::Gpu(g) = &backend {
+            let n = times.len() as f64;
+            let p: serde_json::Map<String, serde_json::Value> = g.profile().into_iter().map(|(k, d, ms)| (k.to_string(), json!({"dispatches": d as f64 / n, "gpu_ms": ms / n}))).collect();
+            if !p.is_empty() {
+                profiles.insert(format!("{rows}x32"), serde_json::Value::Object(p));
+            }
+        }
+    }
+    let c = &model.config;
+    let v = json!({
+        "shape": {"name": "bert-base", "layers": c.layers, "hidden": c.hidden, "heads": c.heads, "intermediate": c.intermediate, "vocab": c.vocab_size},
+        "backend": backend.describe(),
+        "dtype": backend.dtype().as_str(),
+        "reads_back": "the final [CLS] vectors",
+        "matmul_tiles": format!("{:?}", a.tiles).to_lowercase(),
+        "forward": forwards,
+        "profile": profiles,
+    });
+    print_json(&v, a.json);
     Ok(())
 }
 
