@@ -12,8 +12,10 @@ Writes {"gpu", "driver", "date", "workloads": [{"name", "dtype", "lorb_ms", "tor
 - train_lora_8lists, train_full_8lists: milliseconds per optimiser step of 8 lists (all their
   hypotheses in one padded batch): MWER over each list of κ·s1 + CLS score, backward, AdamW;
   LoRA r 4, α 8 on query and value plus the CLS head (as `lorb bench --train`), or every weight.
-- sgemm_4096: one 4096³ product (f32 with TF32 off, and f16; lorb: `lorb bench --matmul 4096`,
-  its forward kernel A·Wᵀ, 20 products in one submission).
+- sgemm_4096, matmul_MxNxK: one 4096³ product and the encoder's own four (26,624 token rows:
+  QKV, attention output, FFN in and out), f32 with TF32 off and f16; PyTorch `F.linear`, lorb
+  `lorb bench --matmul ...` (its forward kernel A·Wᵀ, 20 products in one submission; f32 with the
+  default tiles and with `--tiles vec4`, and `--dtype f16`).
 - bert_base_30x32, bert_base_960x32: BERT-base shape (random weights) forward, 30 and 960
   sequences of 32 tokens, f32 and f16 (`lorb bench --shape bert-base`, which reads back the
   [CLS] vectors; PyTorch returns the whole last hidden state on the GPU).
@@ -150,6 +152,13 @@ def main():
         work.append({"name": name, "dtype": dtype, "lorb_ms": lorb_ms, "torch_ms": torch_ms, **kw})
         print(f"{name} {dtype}: lorb {lorb_ms} ms, torch {torch_ms} ms {kw}", file=sys.stderr)
 
+    # The products timed alone: the square one, then the encoder's own (all-MiniLM-L6-v2, the
+    # PLL copies of a 30-best list: about 26,600 token rows): QKV, attention output, FFN in, out.
+    sq = 256 if quick else 4096
+    tok = 64 if quick else 26624
+    encoder_shapes = [(tok, 1152, 384), (tok, 384, 384), (tok, 1536, 384), (tok, 384, 1536)]
+    MM = ",".join([str(sq)] + [f"{m}x{nn}x{k}" for m, nn, k in encoder_shapes])
+
     # lorb first, alone on the GPU.
     def lorb(*extra):
         cmd = [args.lorb, "bench", "--backend", "gpu", "--model", args.model, "--nbest", args.nbest, "--json", *extra]
@@ -168,9 +177,9 @@ def main():
         "train_b8": lorb("--train", "--batch", "8", *(["--lists", "8", "--no-full"] if quick else ["--lists", "16"])),
         "bert_base": lorb("--shape", "bert-base", *(["--rows", "1", "--lists", "1"] if quick else ["--lists", "10"])),
         "bert_base_f16": None if quick else lorb("--shape", "bert-base", "--lists", "10", "--dtype", "f16"),
-        "sgemm": lorb("--matmul", "256" if quick else "4096", "--lists", "3" if quick else "20"),
-        "sgemm_vec4": lorb("--matmul", "256" if quick else "4096", "--lists", "3" if quick else "20", "--tiles", "vec4"),
-        "sgemm_f16": None if quick else lorb("--matmul", "4096", "--lists", "20", "--dtype", "f16"),
+        "sgemm": lorb("--matmul", MM, "--lists", "3" if quick else "20"),
+        "sgemm_vec4": lorb("--matmul", MM, "--lists", "3" if quick else "20", "--tiles", "vec4"),
+        "sgemm_f16": None if quick else lorb("--matmul", MM, "--lists", "20", "--dtype", "f16"),
     }
     sc, tr, v4, h16 = raw["score"] or {}, (raw["train_b8"] or {}).get("train", {}), raw["score_vec4"] or {}, raw["score_f16"] or {}
 
@@ -190,15 +199,19 @@ def main():
         ms, n = train_step_ms(dev, models, batches, lora, 3 if quick else args.reps)
         add(name, "f32", tr.get(key, {}).get("ms_per_step"), ms, torch_trainable=n, lorb_trainable=tr.get(key, {}).get("trainable_parameters"))
 
-    n = 256 if quick else 4096
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    for dtype, key in (("f32", "sgemm"), ("f16", "sgemm_f16")) if dev.type == "cuda" else (("f32", "sgemm"),):
-        if dtype == "f16":
-            a, b = a.half(), b.half()
-        ms = timed(dev, lambda: a @ b, 3 if quick else args.reps)
-        lo = raw[key] or {}
-        extra = {"lorb_ms_vec4": (raw["sgemm_vec4"] or {}).get("ms")} if dtype == "f32" else {}
-        add(f"sgemm_{n}", dtype, lo.get("ms"), ms, torch_tflops=2 * n**3 / ms / 1e9, lorb_tflops=lo.get("tflops"), **extra)
+    def lorb_mm(key, m, nn, k):
+        return next((r for r in (raw[key] or {}).get("matmul", []) if (r["m"], r["n"], r["k"]) == (m, nn, k)), {})
+
+    for m, nn, k in [(sq, sq, sq)] + encoder_shapes:
+        x, w = torch.randn(m, k, device=dev), torch.randn(nn, k, device=dev)
+        name = f"sgemm_{sq}" if (m, nn, k) == (sq, sq, sq) else f"matmul_{m}x{nn}x{k}"
+        for dtype, key in (("f32", "sgemm"), ("f16", "sgemm_f16")) if dev.type == "cuda" else (("f32", "sgemm"),):
+            if dtype == "f16":
+                x, w = x.half(), w.half()
+            ms = timed(dev, lambda: torch.nn.functional.linear(x, w), 3 if quick else args.reps)
+            lo = lorb_mm(key, m, nn, k)
+            extra = {"lorb_ms_vec4": lorb_mm("sgemm_vec4", m, nn, k).get("ms")} if dtype == "f32" else {}
+            add(name, dtype, lo.get("ms"), ms, torch_tflops=2 * m * nn * k / ms / 1e9, lorb_tflops=lo.get("tflops"), lorb_kernel=lo.get("kernel"), **extra)
 
     cfg = BertConfig()  # BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072
     if quick:

@@ -47,9 +47,10 @@ pub struct BenchArgs {
     /// instead of scoring lists: bert-base (12 layers, hidden 768, FFN 3072)
     #[arg(long, value_parser = ["bert-base"])]
     shape: Option<String>,
-    /// Time one N×N×N product (A·Wᵀ, W in --dtype) with the GPU's matmul kernel instead
-    #[arg(long)]
-    matmul: Option<u32>,
+    /// Time products of the GPU's matmul kernel instead: `A [M, K]·Wᵀ` (W `[N, K]` in --dtype),
+    /// shapes as N (N×N×N) or MxNxK, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    matmul: Vec<String>,
     /// With --shape: sequences per batch, each of 32 tokens (comma-separated)
     #[arg(long, value_delimiter = ',', default_value = "30,960")]
     rows: Vec<usize>,
@@ -61,8 +62,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.shape.is_some() {
         return bench_shape(&a);
     }
-    if let Some(n) = a.matmul {
-        return bench_matmul(&a, n);
+    if !a.matmul.is_empty() {
+        return bench_matmul(&a);
     }
     let path = a.nbest.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-espnet-30best/dev_clean.jsonl.gz")
@@ -119,37 +120,53 @@ fn gpu_options(a: &BenchArgs, backend: &mut lorb::Backend) -> Result<()> {
     Ok(())
 }
 
-/// `lorb bench --matmul N`: milliseconds and TFLOP/s of one `A·Wᵀ` product of N×N matrices on
-/// the GPU (`--lists` products recorded in one submission, after one warm-up submission).
-fn bench_matmul(a: &BenchArgs, n: u32) -> Result<()> {
+/// `lorb bench --matmul SHAPES`: milliseconds and TFLOP/s of `A·Wᵀ` products on the GPU, per
+/// shape (`--lists` products recorded in one submission, after one warm-up submission).
+fn bench_matmul(a: &BenchArgs) -> Result<()> {
     use lorb::gpu::context::{GpuContext, Plan};
-    use lorb::gpu::ops::matmul::{record, Act, Add, In, Out};
+    use lorb::gpu::ops::matmul::{kernel_of, record, Act, Add, In, Out};
     if a.m.backend == BackendKind::Cpu {
         return Err(Error::Input("--matmul times the GPU's kernel; use --backend gpu or auto".into()));
     }
+    let shapes = a
+        .matmul
+        .iter()
+        .map(|s| {
+            let d: Vec<u32> = s.split('x').map(|x| x.trim().parse::<u32>()).collect::<std::result::Result<_, _>>().map_err(|_| Error::Input(format!("--matmul {s:?}: expected N or MxNxK")))?;
+            match d[..] {
+                [n] if n > 0 => Ok([n, n, n]),
+                [m, n, k] if m > 0 && n > 0 && k > 0 => Ok([m, n, k]),
+                _ => Err(Error::Input(format!("--matmul {s:?}: expected N or MxNxK"))),
+            }
+        })
+        .collect::<Result<Vec<[u32; 3]>>>()?;
     let opts = lorb::gpu::GpuOptions { allow_software: true, trusted_shaders: !a.checked_shaders, dtype: a.m.dtype, ..Default::default() };
     let mut ctx = pollster::block_on(GpuContext::new(&opts))?;
-    let len = n as usize * n as usize;
-    let values: Vec<f32> = (0..len).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 1001.0).collect();
-    let (x, w) = (ctx.upload("a", &values)?, ctx.upload_matrix("w", &values)?);
-    let (bias, c) = (ctx.upload("bias", &vec![0.0; n as usize])?, ctx.upload("c", &vec![0.0; len])?);
-    let dummy = ctx.dummy.clone();
     let reps = a.lists.max(1);
-    let mut time = |count: usize| -> Result<f64> {
-        let mut plan = Plan::default();
-        plan.tiles = a.tiles;
-        for _ in 0..count {
-            record(&mut plan, In { buf: &x, offset: 0 }, &w, &bias, Add::Nothing, Out { buf: &c, ldc: n, offset: 0 }, n, n, n, Act::None, &dummy);
-        }
-        let t0 = Instant::now();
-        pollster::block_on(ctx.run(plan, &c, 16))?;
-        Ok(t0.elapsed().as_secs_f64() * 1000.0)
-    };
-    time(1)?;
-    let ms = time(reps)? / reps as f64;
-    let tflops = 2.0 * (n as f64).powi(3) / ms / 1e9;
-    eprintln!("lorb: {n}³ matmul: {ms:.3} ms, {tflops:.2} TFLOP/s");
-    let v = json!({"matmul": n, "ms": ms, "tflops": tflops, "products": reps, "dtype": if ctx.half { "f16" } else { "f32" }, "adapter": ctx.adapter_name, "matmul_tiles": format!("{:?}", a.tiles).to_lowercase()});
+    let mut rows = Vec::new();
+    for [m, n, k] in shapes {
+        let values = |len: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 1001.0).collect() };
+        let (x, w) = (ctx.upload("a", &values(m as usize * k as usize))?, ctx.upload_matrix("w", &values(n as usize * k as usize))?);
+        let (bias, c) = (ctx.upload("bias", &vec![0.0; n as usize])?, ctx.upload("c", &vec![0.0; m as usize * n as usize])?);
+        let dummy = ctx.dummy.clone();
+        let mut time = |count: usize| -> Result<f64> {
+            let mut plan = Plan::default();
+            plan.tiles = a.tiles;
+            for _ in 0..count {
+                record(&mut plan, In { buf: &x, offset: 0 }, &w, &bias, Add::Nothing, Out { buf: &c, ldc: n, offset: 0 }, m, n, k, Act::None, &dummy);
+            }
+            let t0 = Instant::now();
+            pollster::block_on(ctx.run(plan, &c, 16))?;
+            Ok(t0.elapsed().as_secs_f64() * 1000.0)
+        };
+        time(1)?;
+        let ms = time(reps)? / reps as f64;
+        let tflops = 2.0 * m as f64 * n as f64 * k as f64 / ms / 1e9;
+        let kernel = kernel_of(a.tiles, k, 0, ctx.half).name();
+        eprintln!("lorb: {m}×{n}×{k} ({kernel}): {ms:.3} ms, {tflops:.2} TFLOP/s");
+        rows.push(json!({"m": m, "n": n, "k": k, "ms": ms, "tflops": tflops, "kernel": kernel}));
+    }
+    let v = json!({"matmul": rows, "products": reps, "dtype": if ctx.half { "f16" } else { "f32" }, "adapter": ctx.adapter_name, "matmul_tiles": format!("{:?}", a.tiles).to_lowercase()});
     print_json(&v, a.json);
     Ok(())
 }
