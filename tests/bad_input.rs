@@ -502,6 +502,11 @@ fn the_command_line_reports_nothing_computed_from_nothing() {
             ],
             "at least 2",
         ),
+        (vec!["bench", "--matmul", "64x0x8", "--backend", "gpu"], "expected N or MxNxK"),
+        (vec!["bench", "--matmul", "64", "--backend", "cpu"], "GPU's kernel"),
+        (vec!["bench", "--shape", "bert-base", "--rows", "30,0", "--backend", "cpu"], "at least one sequence"),
+        (vec!["score", "--backend", "cpu", "--dtype", "f16", "--model", m, "hello"], "dtype f16 needs the GPU"),
+        (vec!["score", "--dtype", "f8", "--model", m, "hello"], "expected f32, f16 or auto"),
     ];
     for (args, want) in cases {
         let out = lorb_cli(&args);

@@ -175,6 +175,9 @@ fn bench_matmul(a: &BenchArgs) -> Result<()> {
 /// tokens on a randomly initialised model of that shape (after one warm-up forward), reading
 /// back the final [CLS] vectors; `--lists` forwards are timed per batch size.
 fn bench_shape(a: &BenchArgs) -> Result<()> {
+    if a.rows.is_empty() || a.rows.contains(&0) {
+        return Err(Error::Input(format!("--rows {:?}: every batch needs at least one sequence", a.rows)));
+    }
     let model = std::sync::Arc::new(lorb::bench::bert_base());
     let mut backend = pollster::block_on(lorb::Backend::with_dtype(model.clone(), a.m.backend, a.m.dtype))?;
     gpu_options(a, &mut backend)?;
@@ -182,7 +185,7 @@ fn bench_shape(a: &BenchArgs) -> Result<()> {
     let mut profiles = serde_json::Map::new();
     for &rows in &a.rows {
         let mut s = rows as u64;
-        let seqs: Vec<Vec<u32>> = (0..rows.max(1))
+        let seqs: Vec<Vec<u32>> = (0..rows)
             .map(|_| {
                 (0..32)
                     .map(|_| {
