@@ -39,6 +39,8 @@ ready.then(async () => {
     const a = info.adapter;
     el.textContent = `WebGPU: ${a.name || "adapter"} (${a.backend}${a.software ? ", software: correct but slow" : ""}), ` +
       `f16 ${a.f16 ? "yes" : "no"}, largest binding ${(a.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB.`;
+    // f16 weights need the adapter's shader-f16.
+    $("dtype").querySelector('option[value="f16"]').disabled = !a.f16;
   } else {
     el.textContent = `No usable WebGPU (${info.reason}): "WebGPU if available" will compute on the CPU.`;
   }
@@ -125,12 +127,13 @@ async function load() {
     }
     if (params.get("depth")) $("depth").value = Math.max(1, Number(params.get("depth")) | 0);
     const started = performance.now();
-    rescorer = await Rescorer.load({ ...src, backend: $("backend").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
+    rescorer = await Rescorer.load({ ...src, backend: $("backend").value, dtype: $("dtype").value, truncate: params.has("truncate"), onProgress: progressReporter($("load-progress"), status) });
     const caps = await rescorer.capabilities();
     status.textContent = `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s — ${caps.arch}, ${caps.layers} layers, hidden ${caps.hidden}, on ${caps.backend}` +
-      (caps.gpu ? "" : `, ${caps.threads} thread${caps.threads === 1 ? "" : "s"} (no hardware WebGPU adapter: the CPU computes the same scores)`);
+      (caps.gpu ? ` (weights in ${caps.dtype})` : `, ${caps.threads} thread${caps.threads === 1 ? "" : "s"} (no hardware WebGPU adapter: the CPU computes the same scores)`);
     status.dataset.threads = caps.threads;
     status.dataset.backend = caps.backend;
+    status.dataset.dtype = caps.dtype;
     setMethods(caps);
     $("data").hidden = false;
     $("training").hidden = false;

@@ -32,6 +32,10 @@ try {
   await page.waitForSelector("#data:not([hidden]), #error:not([hidden])", { timeout: 300_000 });
   if (await page.isVisible("#error")) throw new Error(`loading failed: ${await page.textContent("#error")}\n${logs.join("\n")}`);
   const backend = await page.getAttribute("#load-status", "data-backend");
+  // f32 weights unless asked (SwiftShader has no shader-f16, so the page disables f16).
+  const dtype = await page.getAttribute("#load-status", "data-dtype");
+  if (dtype !== "f32") fail(`the page loaded with dtype ${dtype}, expected f32`);
+  if (!(await page.isDisabled('#dtype option[value="f16"]'))) fail("f16 is offered on an adapter without shader-f16");
   await page.click("#rescore-all");
   const done = () => document.getElementById("summary").dataset.rescoredWer !== undefined || !document.getElementById("error").hidden;
   try {
