@@ -576,17 +576,23 @@ impl GpuContext {
         b
     }
 
-    /// Runs a plan that writes no output (e.g. merging weights) and waits for it.
+    /// Submits a plan that writes no output to read (merging weights, a training backward)
+    /// without waiting for the GPU: what follows on the queue sees its results.
     pub async fn submit(&mut self, plan: Plan) -> Result<()> {
-        let dummy = self.dummy.clone();
-        self.run(plan, &dummy, 4).await.map(|_| ())
+        self.encode(plan, None).await.map(|_| ())
     }
 
     /// Encodes the plan into one command buffer, submits it, and reads back `read_bytes` from
     /// the start of `out`.
+    pub async fn run(&mut self, plan: Plan, out: &Buf, read_bytes: u64) -> Result<Vec<f32>> {
+        Ok(self.encode(plan, Some((out, read_bytes))).await?.unwrap_or_default())
+    }
+
+    /// [`GpuContext::run`], or without `read` a submission that does not wait for the GPU
+    /// (later submissions, reads and `write_buffer`s are ordered after it on the queue).
     ///
     /// Long on purpose: one command encoder from the first dispatch to the mapped readback.
-    pub async fn run(&mut self, plan: Plan, out: &Buf, read_bytes: u64) -> Result<Vec<f32>> {
+    async fn encode(&mut self, plan: Plan, read: Option<(&Buf, u64)>) -> Result<Option<Vec<f32>>> {
         let stride = (self.limits.min_uniform_buffer_offset_alignment as u64).max(256);
         let n_dispatch = plan.steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count() as u64;
         let params = Self::sized(
@@ -596,7 +602,7 @@ impl GpuContext {
             (n_dispatch * stride).max(stride),
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
-        let read_bytes = align(read_bytes.max(4), 4);
+        let read_bytes = align(read.map_or(4, |r| r.1).max(4), 4);
         let staging = Self::sized(
             &mut self.staging,
             &self.device,
@@ -660,7 +666,9 @@ impl GpuContext {
                 }
             }
         }
-        encoder.copy_buffer_to_buffer(out, 0, &staging, 0, read_bytes);
+        if let Some((out, _)) = read {
+            encoder.copy_buffer_to_buffer(out, 0, &staging, 0, read_bytes);
+        }
         if let Some(p) = self.profiler.as_ref().filter(|_| !timed.is_empty()) {
             let n = 2 * timed.len() as u32;
             encoder.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
@@ -671,7 +679,10 @@ impl GpuContext {
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(e.to_string()));
         }
-        let out = read_back(&self.device, &staging, read_bytes).await?;
+        let out = match read {
+            Some(_) => Some(read_back(&self.device, &staging, read_bytes).await?),
+            None => None,
+        };
         if let Some(p) = self.profiler.as_ref().filter(|_| !timed.is_empty()) {
             let words = read_back(&self.device, &p.read, timed.len() as u64 * 16).await?;
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
