@@ -171,12 +171,12 @@ impl GpuBackend {
         }
         // The layers' weights in the context's dtype; the small MLM transform in f32 (training
         // writes it).
-        let lin = |name: &str, l: &Linear| -> Result<GLinear> {
-            Ok(GLinear { w: ctx.upload_matrix(&format!("{name}.weight"), &l.weight.data)?, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
+        let linear = |name: &str, l: &Linear, in_dtype: bool| -> Result<GLinear> {
+            let (w, data) = (format!("{name}.weight"), &l.weight.data);
+            let w = if in_dtype { ctx.upload_matrix(&w, data)? } else { Matrix { buf: ctx.upload(&w, data)?, half: false } };
+            Ok(GLinear { w, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
         };
-        let lin32 = |name: &str, l: &Linear| -> Result<GLinear> {
-            Ok(GLinear { w: Matrix { buf: ctx.upload(&format!("{name}.weight"), &l.weight.data)?, half: false }, b: ctx.upload(&format!("{name}.bias"), &l.bias.data)? })
-        };
+        let lin = |name: &str, l: &Linear| linear(name, l, true);
         let ln = |name: &str, l: &LayerNorm| -> Result<GLn> {
             Ok(GLn { g: ctx.upload(&format!("{name}.weight"), &l.gamma.data)?, b: ctx.upload(&format!("{name}.bias"), &l.beta.data)? })
         };
@@ -194,7 +194,7 @@ impl GpuBackend {
         }
         let mlm = match &model.mlm {
             Some(m) => Some(GMlm {
-                dense: lin32("mlm.dense", &m.dense)?,
+                dense: linear("mlm.dense", &m.dense, false)?,
                 ln: ln("mlm.ln", &m.ln)?,
                 decoder: {
                     let mut shards = Vec::new();
