@@ -12,7 +12,7 @@ Writes {"gpu", "driver", "date", "workloads": [{"name", "dtype", "lorb_ms", "tor
 - train_lora_8lists, train_full_8lists: milliseconds per optimiser step of 8 lists (all their
   hypotheses in one padded batch): MWER over each list of κ·s1 + CLS score, backward, AdamW;
   LoRA r 4, α 8 on query and value plus the CLS head (as `lorb bench --train`), or every weight.
-- sgemm_4096, matmul_MxNxK: one 4096³ product and the encoder's own four (26,624 token rows:
+- sgemm_4096, matmul_MxNxK: one 4096³ product and the encoder's own four (20,480 token rows:
   QKV, attention output, FFN in and out), f32 with TF32 off and f16; PyTorch `F.linear`, lorb
   `lorb bench --matmul ...` (its forward kernel A·Wᵀ, 20 products in one submission; f32 with the
   default tiles and with `--tiles vec4`, and `--dtype f16`).
@@ -153,9 +153,10 @@ def main():
         print(f"{name} {dtype}: lorb {lorb_ms} ms, torch {torch_ms} ms {kw}", file=sys.stderr)
 
     # The products timed alone: the square one, then the encoder's own (all-MiniLM-L6-v2, the
-    # PLL copies of a 30-best list: about 26,600 token rows): QKV, attention output, FFN in, out.
+    # PLL copies of a 30-best list: about 26,600 token rows, which lorb runs in chunks of at most
+    # 128 MiB per operand: 20,480 rows here): QKV, attention output, FFN in, FFN out.
     sq = 256 if quick else 4096
-    tok = 64 if quick else 26624
+    tok = 64 if quick else 20480
     encoder_shapes = [(tok, 1152, 384), (tok, 384, 384), (tok, 1536, 384), (tok, 384, 1536)]
     MM = ",".join([str(sq)] + [f"{m}x{nn}x{k}" for m, nn, k in encoder_shapes])
 
@@ -211,6 +212,8 @@ def main():
             ms = timed(dev, lambda: torch.nn.functional.linear(x, w), 3 if quick else args.reps)
             lo = lorb_mm(key, m, nn, k)
             extra = {"lorb_ms_vec4": lorb_mm("sgemm_vec4", m, nn, k).get("ms")} if dtype == "f32" else {}
+            if "error" in lo:
+                extra["lorb_error"] = lo["error"]
             add(name, dtype, lo.get("ms"), ms, torch_tflops=2 * m * nn * k / ms / 1e9, lorb_tflops=lo.get("tflops"), lorb_kernel=lo.get("kernel"), **extra)
 
     cfg = BertConfig()  # BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072
