@@ -585,12 +585,17 @@ impl Adapter {
 }
 
 /// What an adapter folder's `train_log.json` records for using the adapter: the λ, first pass
-/// and depth it was tuned with. The file's other fields are the training report.
+/// and depth it was tuned with, and β of the user's words' boost chosen with it on dev chapters.
+/// The file's other fields are the training report.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 pub struct TrainLog {
     pub weight: Option<f64>,
     pub s1: Option<String>,
     pub depth: Option<usize>,
+    /// β of the user's words' boost (`lorb personalize` on dev chapters; see
+    /// [`crate::personalize::Options::lexicon_weight`]).
+    #[serde(default)]
+    pub lexicon_weight: Option<f64>,
     /// What the training lists looked like (older logs lack it).
     #[serde(default)]
     pub list_profile: Option<crate::rescore::ListProfile>,
@@ -614,6 +619,9 @@ impl TrainLog {
         let log: TrainLog = serde_json::from_slice(bytes).map_err(|e| bad(format!("{what}: {e}")))?;
         if let Some(w) = log.weight.filter(|w| !w.is_finite()) {
             return Err(bad(format!("{what}: weight {w} is not a finite number")));
+        }
+        if let Some(b) = log.lexicon_weight.filter(|b| !(b.is_finite() && *b >= 0.0)) {
+            return Err(bad(format!("{what}: lexicon_weight {b} is not a number ≥ 0")));
         }
         Ok(log)
     }

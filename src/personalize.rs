@@ -243,6 +243,10 @@ pub fn boosted(lists: &[ListExample], boosts: &[Vec<f64>], beta: f64) -> Vec<Lis
 }
 
 /// β must be finite and not negative.
+/// β when neither the caller nor the adapter's train_log.json gives one: BLSTM 100-best's dev
+/// choice with its global adapter (ESPnet 30-best's is 1; the shipped adapters record theirs).
+pub const DEFAULT_LEXICON_WEIGHT: f64 = 0.5;
+
 pub fn check_lexicon_weight(beta: f64) -> Result<()> {
     if beta.is_finite() && beta >= 0.0 {
         Ok(())

@@ -647,7 +647,7 @@ impl Rescorer {
         let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let lexicon_weight = lexicon_weight_of(&opts, 0.5)?;
+        let lexicon_weight = lexicon_weight_of(&opts, crate::personalize::DEFAULT_LEXICON_WEIGHT)?;
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
         let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, lexicon_weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };

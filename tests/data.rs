@@ -113,4 +113,32 @@ fn rescore_tune_and_eval_on_a_fixture_model() {
         boosted += (got > 0.0) as usize;
     }
     assert!(boosted > 0, "no hypothesis used a rare word of the reference");
+    // Without --lexicon-weight, β is the adapter's (train_log.json "lexicon_weight"); a log whose
+    // β is negative is refused before any scoring.
+    let dir = std::env::temp_dir().join(format!("lorb-beta-adapter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixture_dir("bert").join("adapter").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(&words, format!("{reference}\n")).unwrap();
+    let with_log = |log: &str| {
+        std::fs::write(dir.join("train_log.json"), log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lorb"))
+            .args(["rescore", "--weight", "0.1", "--limit", "1", "--user-words", words.to_str().unwrap(), "--adapter", dir.to_str().unwrap()])
+            .arg("--model").arg(&model).arg("--nbest").arg(&sample).args(["--backend", "cpu", "--truncate"])
+            .output()
+            .unwrap()
+    };
+    let out = with_log(r#"{"lexicon_weight": 0.3}"#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    for h in v["hyps"].as_array().unwrap() {
+        let want = 0.3 * lex.boost(h["text"].as_str().unwrap());
+        assert!((h.get("boost").map_or(0.0, |b| b.as_f64().unwrap()) - want).abs() < 1e-9, "{h}: expected the adapter's β 0.3");
+    }
+    let out = with_log(r#"{"lexicon_weight": -1}"#);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty() && err.contains("lexicon_weight -1"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&words).ok();
 }

@@ -124,6 +124,7 @@ async function load() {
     if (src.trainLog) {
       if (typeof src.trainLog.weight === "number") $("weight").value = src.trainLog.weight;
       if (typeof src.trainLog.depth === "number") $("depth").value = src.trainLog.depth;
+      if (typeof src.trainLog.lexicon_weight === "number") $("p-lexicon").value = src.trainLog.lexicon_weight;
     }
     if (params.get("depth")) $("depth").value = Math.max(1, Number(params.get("depth")) | 0);
     const started = performance.now();

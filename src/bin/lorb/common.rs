@@ -111,6 +111,14 @@ pub fn weight(a: &ListArgs, log: Option<&lorb::adapter::TrainLog>) -> Result<f64
     Ok(w)
 }
 
+/// β of the user's words' boost: given, else the one chosen with the adapter (its
+/// train_log.json "lexicon_weight"), else [`lorb::personalize::DEFAULT_LEXICON_WEIGHT`].
+pub fn lexicon_weight(given: Option<f64>, log: Option<&lorb::adapter::TrainLog>) -> Result<f64> {
+    let b = given.or(log.and_then(|l| l.lexicon_weight)).unwrap_or(lorb::personalize::DEFAULT_LEXICON_WEIGHT);
+    lorb::personalize::check_lexicon_weight(b)?;
+    Ok(b)
+}
+
 /// s1: given, else the one tuned with the adapter (its train_log.json "s1"), else `score`.
 pub fn first_pass(a: &ListArgs, log: Option<&lorb::adapter::TrainLog>) -> Result<FirstPass> {
     if let Some(s) = &a.s1 {

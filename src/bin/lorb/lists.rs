@@ -85,6 +85,11 @@ impl ListInputs {
         crate::common::weight(&self.a, self.log.as_ref())
     }
 
+    /// β of the user's words' boost: given, else the adapter's, else the default.
+    pub fn lexicon_weight(&self, given: Option<f64>) -> Result<f64> {
+        crate::common::lexicon_weight(given, self.log.as_ref())
+    }
+
     /// s1: given, else the adapter's, else `score`.
     pub fn first_pass(&self) -> Result<FirstPass> {
         crate::common::first_pass(&self.a, self.log.as_ref())

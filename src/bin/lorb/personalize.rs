@@ -25,9 +25,10 @@ pub struct PersonalizeArgs {
     adapt: lorb::personalize::Adapt,
     /// β of the user's words' boost: s1 + β·boost + λ·s2, where boost sums the rarity of the
     /// hypothesis' words that occur in the group's corrected transcripts (0: off). In s1's
-    /// units: choose it on dev chapters (the JSON's lexicon_weights), like λ
-    #[arg(long, default_value_t = 0.5)]
-    lexicon_weight: f64,
+    /// units: choose it on dev chapters (the JSON's lexicon_weights), like λ. Default: the
+    /// adapter's (its train_log.json "lexicon_weight"), else 0.5
+    #[arg(long)]
+    lexicon_weight: Option<f64>,
     /// Epochs over each group's first part
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -62,16 +63,18 @@ pub struct PersonalizeArgs {
 
 pub fn personalize(a: PersonalizeArgs) -> Result<()> {
     let grouping: lorb::personalize::Grouping = a.group.parse()?;
-    lorb::personalize::check_lexicon_weight(a.lexicon_weight)?;
+    if let Some(b) = a.lexicon_weight {
+        lorb::personalize::check_lexicon_weight(b)?;
+    }
     let inputs = list_inputs(a.list)?;
-    let (weight, fp) = (inputs.weight()?, inputs.first_pass()?);
+    let (weight, fp, lexicon_weight) = (inputs.weight()?, inputs.first_pass()?, inputs.lexicon_weight(a.lexicon_weight)?);
     let (l, lists) = (inputs.a, inputs.lists);
     let targets = a.targets.iter().map(|t| lorb::adapter::Target::parse(t)).collect::<Result<Vec<_>>>()?;
     let train = lorb::train::TrainConfig { kappa: a.kappa, optim: lorb::train::AdamWConfig { lr: a.lr, ..Default::default() }, head_lr: a.head_lr, seed: a.seed, mlm_bias: a.mlm_bias, ..Default::default() };
     train.validate()?;
     let fit = lorb::train::FitOptions { epochs: a.epochs, lists_per_step: a.batch, patience: 0, checkpoint: None, time_limit: a.time_limit };
     fit.validate()?;
-    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, adapt: a.adapt, first_pass: fp, depth: None, weight, lexicon_weight: a.lexicon_weight, r: a.r, alpha: a.alpha, targets, train, fit };
+    let o = lorb::personalize::Options { grouping, adapt_fraction: a.adapt_fraction, adapt: a.adapt, first_pass: fp, depth: None, weight, lexicon_weight, r: a.r, alpha: a.alpha, targets, train, fit };
     let mut scorer = load(&l.m)?;
     let backend = scorer.backend.describe();
     let r = pollster::block_on(lorb::personalize::personalize(&mut scorer, &lists, &o, |g| {
