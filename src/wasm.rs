@@ -36,7 +36,14 @@ extern "C" {
 const TS_TYPES: &'static str = r#"
 /** A file: a URL (fetched with progress reports), an ArrayBuffer or a Uint8Array. */
 export type Source = string | ArrayBuffer | Uint8Array;
-export interface AdapterSource { config: Source; weights: Source; weight?: number }
+export interface AdapterSource {
+  config: Source; weights: Source;
+  /** λ tuned with the adapter (its train_log.json "weight"). */
+  weight?: number;
+  /** β of the user's words chosen with it (its train_log.json "lexicon_weight"): `personalize`'s
+   * default. */
+  lexiconWeight?: number;
+}
 export interface LoadOptions {
   config: Source; weights: Source; tokenizer: Source; head?: Source;
   adapter?: AdapterSource;
@@ -73,6 +80,8 @@ export interface Rescored {
 export interface Capabilities {
   backend: string; gpu: boolean; dtype: "f32" | "f16"; arch: string; layers: number; hidden: number; vocab: number;
   maxTokens: number; maxHyps: number; mlmHead: boolean; clsHead: boolean; weight: number;
+  /** β of the user's words that `personalize` uses when given none. */
+  lexiconWeight: number;
   /** Threads the CPU backend computes on: 1, or the pool `lorb/worker` started (its `threads`). */
   threads: number;
   /** The wasm memory's size in bytes (it grows, never shrinks). */
@@ -310,11 +319,20 @@ pub struct Rescorer {
     scorer: Scorer,
     /// λ used when `rescore` is given none.
     weight: f64,
+    /// β used when `personalize` is given none: the adapter's `lexiconWeight`, else
+    /// [`crate::personalize::DEFAULT_LEXICON_WEIGHT`].
+    lexicon_weight: f64,
     /// The adapter trained last (kept after a cancelled run: the last completed step's).
     trained: Option<Adapter>,
     /// The user's words from the last `personalize`, and their β: `rescore` adds the boost (its
     /// `lexiconWeight` overrides β, also after a `personalize` with β 0).
     lexicon: Option<(crate::lexicon::Lexicon, f64)>,
+}
+
+/// What an adapter source says it was tuned with.
+struct Tuned {
+    weight: Option<f64>,
+    lexicon_weight: Option<f64>,
 }
 
 /// Stops a running `Rescorer.train` after its current step: `const c = new CancelToken();
@@ -397,30 +415,37 @@ impl Rescorer {
             }
             scorer.max_hyps = n as usize;
         }
-        let mut r = Rescorer { scorer, weight, trained: None, lexicon: None };
-        if let Some((a, weight)) = adapter {
-            r.use_adapter(a, weight).await?;
+        let mut r = Rescorer { scorer, weight, lexicon_weight: crate::personalize::DEFAULT_LEXICON_WEIGHT, trained: None, lexicon: None };
+        if let Some((a, tuned)) = adapter {
+            r.use_adapter(a, tuned).await?;
         }
         Ok(r)
     }
 
-    /// An adapter from `{ config, weights, weight? }`, and its λ if given.
-    async fn adapter_of(a: &JsValue, config: &crate::ModelConfig, progress: &JsValue) -> Result<(Adapter, Option<f64>), JsValue> {
+    /// An adapter from `{ config, weights, weight?, lexiconWeight? }`, and its λ and β if given.
+    async fn adapter_of(a: &JsValue, config: &crate::ModelConfig, progress: &JsValue) -> Result<(Adapter, Tuned), JsValue> {
         let cfg = bytes_of(&get(a, "config").ok_or_else(|| js_error(Error::Adapter("adapter.config is required".into())))?, "adapter_config.json", progress).await?;
         let st = bytes_of(&get(a, "weights").ok_or_else(|| js_error(Error::Adapter("adapter.weights is required".into())))?, "adapter_model.safetensors", progress).await?;
         let adapter = Adapter::from_bytes(&cfg, &st, config).map_err(js_error)?;
-        Ok((adapter, get(a, "weight").and_then(|v| v.as_f64())))
+        let lexicon_weight = match get(a, "lexiconWeight") {
+            Some(_) => Some(lexicon_weight_of(a, 0.0)?),
+            None => None,
+        };
+        Ok((adapter, Tuned { weight: get(a, "weight").and_then(|v| v.as_f64()), lexicon_weight }))
     }
 
     async fn set_adapter_from(&mut self, a: &JsValue, progress: &JsValue) -> Result<JsValue, JsValue> {
-        let (adapter, weight) = Self::adapter_of(a, &self.scorer.model().config, progress).await?;
-        self.use_adapter(adapter, weight).await
+        let (adapter, tuned) = Self::adapter_of(a, &self.scorer.model().config, progress).await?;
+        self.use_adapter(adapter, tuned).await
     }
 
-    async fn use_adapter(&mut self, adapter: Adapter, weight: Option<f64>) -> Result<JsValue, JsValue> {
-        if let Some(w) = weight {
+    async fn use_adapter(&mut self, adapter: Adapter, tuned: Tuned) -> Result<JsValue, JsValue> {
+        if let Some(w) = tuned.weight {
             crate::rescore::check_weight(w).map_err(js_error)?;
             self.weight = w;
+        }
+        if let Some(b) = tuned.lexicon_weight {
+            self.lexicon_weight = b;
         }
         let info = json!({"r": adapter.r, "alpha": adapter.alpha, "pairs": adapter.pairs.len(), "parameters": adapter.parameter_count(), "clsHead": adapter.cls_head.is_some()});
         self.scorer.set_adapter(adapter).await.map_err(js_error)?;
@@ -647,7 +672,7 @@ impl Rescorer {
         let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let lexicon_weight = lexicon_weight_of(&opts, crate::personalize::DEFAULT_LEXICON_WEIGHT)?;
+        let lexicon_weight = lexicon_weight_of(&opts, self.lexicon_weight)?;
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
         let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, lexicon_weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };
@@ -696,6 +721,7 @@ impl Rescorer {
             "mlmHead": self.scorer.model().mlm.is_some(),
             "clsHead": self.scorer.cls_head.is_some(),
             "weight": self.weight,
+            "lexiconWeight": self.lexicon_weight,
             "threads": rayon::current_num_threads(),
             "memoryBytes": core::arch::wasm32::memory_size(0) as f64 * 65536.0,
         }))

@@ -317,6 +317,27 @@ async fn bad_configs_adapters_and_diverging_training_through_the_js_api() {
         ]))
     };
     assert_eq!(kind_of(load(adapter_with_b0(f32::NAN)).await.err().unwrap()), "adapter");
+    // β chosen with an adapter (`lexiconWeight`, its train_log.json's) is personalize's default;
+    // a negative one is an input error.
+    let with_beta = |beta: JsValue| {
+        let a = adapter_with_b0(0.25);
+        lorb::wasm::Rescorer::load(opts(&[
+            ("config", bytes(f.config)),
+            ("weights", bytes(f.weights)),
+            ("tokenizer", bytes(f.tokenizer)),
+            ("adapter", opts(&[("config", a.0), ("weights", a.1), ("lexiconWeight", beta)])),
+            ("backend", "cpu".into()),
+        ]))
+    };
+    assert_eq!(kind_of(with_beta((-1.0).into()).await.err().unwrap()), "input");
+    let mut rb = with_beta(0.25.into()).await.unwrap();
+    let caps: serde_json::Value = serde_wasm_bindgen::from_value(rb.capabilities().unwrap()).unwrap();
+    assert_eq!(caps["lexiconWeight"].as_f64(), Some(0.25), "{caps}");
+    let js = |v: serde_json::Value| v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap();
+    let adapt = serde_json::json!([{"utt": "7-8-0000", "ref": "mister quilter spoke", "hyps": [{"text": "mister quilter spoke", "score": -1.0}]}]);
+    let later = serde_json::json!([{"utt": "7-8-0001", "ref": "quilter came", "hyps": [{"text": "quilder came", "score": -1.0}, {"text": "quilter came", "score": -1.5}]}]);
+    let p: serde_json::Value = serde_wasm_bindgen::from_value(rb.personalize(js(adapt), js(later), opts(&[("adapt", "none".into())])).await.unwrap()).unwrap();
+    assert_eq!(p["lexiconWeight"].as_f64(), Some(0.25), "{p}");
     let mut r = load(adapter_with_b0(0.25)).await.unwrap();
     let nb = || serde_json::json!({"utt": "u", "hyps": [{"text": "the quick brown fox", "score": -1.0}, {"text": "a slow dog", "score": -2.0}]}).serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap();
     assert_eq!(kind_of(r.rescore(nb(), opts(&[("weight", f64::NAN.into())])).await.err().unwrap()), "input");
