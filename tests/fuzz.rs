@@ -441,7 +441,7 @@ fn tokenizer_input() {
 #[test]
 fn option_parsers() {
     let config = read("tests/fixtures/bert/config.json");
-    let log = br#"{"weight": 1.5, "s1": "0.6*decoder+0.4*ctc", "depth": 30, "steps": 12, "dev_wer": [6.1, 5.9]}"#.to_vec();
+    let log = br#"{"weight": 1.5, "s1": "0.6*decoder+0.4*ctc", "depth": 30, "lexicon_weight": 0.5, "steps": 12, "dev_wer": [6.1, 5.9]}"#.to_vec();
     let s1 = b"0.6*decoder+0.4*ctc-1e-3*lm+score".to_vec();
     let grid = b"0:1.5:0.05".to_vec();
     fuzz("options", |rng| {
@@ -469,6 +469,9 @@ fn option_parsers() {
                 let d = mutated(&log, 0..log.len(), rng, &config);
                 let Ok(l) = TrainLog::from_bytes(&d, "fuzz") else { return Ok(false) };
                 finite64("λ", &[l.weight.unwrap_or(0.0)])?;
+                if l.lexicon_weight.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+                    return Err(format!("train_log with lexicon_weight {:?} accepted", l.lexicon_weight));
+                }
             }
         }
         Ok(true)
