@@ -242,11 +242,11 @@ pub fn boosted(lists: &[ListExample], boosts: &[Vec<f64>], beta: f64) -> Vec<Lis
     lists.iter().zip(boosts).map(|(l, b)| ListExample { s1: l.s1.iter().zip(b).map(|(s, x)| s + beta * x).collect(), ..l.clone() }).collect()
 }
 
-/// β must be finite and not negative.
 /// β when neither the caller nor the adapter's train_log.json gives one: BLSTM 100-best's dev
 /// choice with its global adapter (ESPnet 30-best's is 1; the shipped adapters record theirs).
 pub const DEFAULT_LEXICON_WEIGHT: f64 = 0.5;
 
+/// β must be finite and not negative.
 pub fn check_lexicon_weight(beta: f64) -> Result<()> {
     if beta.is_finite() && beta >= 0.0 {
         Ok(())
