@@ -270,14 +270,12 @@ fn first_pass_of(opts: &JsValue) -> Result<crate::nbest::FirstPass, JsValue> {
     }
 }
 
-/// β of the user's words' boost: `opts.lexiconWeight` (a number ≥ 0), else `default`.
-fn lexicon_weight_of(opts: &JsValue, default: f64) -> Result<f64, JsValue> {
-    let beta = match get(opts, "lexiconWeight") {
-        None => default,
-        Some(v) => v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?,
-    };
+/// β of the user's words' boost in `opts.lexiconWeight` (a number ≥ 0), or `None` without one.
+fn lexicon_weight_of(opts: &JsValue) -> Result<Option<f64>, JsValue> {
+    let Some(v) = get(opts, "lexiconWeight") else { return Ok(None) };
+    let beta = v.as_f64().ok_or_else(|| js_error(Error::Input("lexiconWeight must be a number".into())))?;
     crate::personalize::check_lexicon_weight(beta).map_err(js_error)?;
-    Ok(beta)
+    Ok(Some(beta))
 }
 
 fn to_js(v: &Value) -> Result<JsValue, JsValue> {
@@ -427,11 +425,7 @@ impl Rescorer {
         let cfg = bytes_of(&get(a, "config").ok_or_else(|| js_error(Error::Adapter("adapter.config is required".into())))?, "adapter_config.json", progress).await?;
         let st = bytes_of(&get(a, "weights").ok_or_else(|| js_error(Error::Adapter("adapter.weights is required".into())))?, "adapter_model.safetensors", progress).await?;
         let adapter = Adapter::from_bytes(&cfg, &st, config).map_err(js_error)?;
-        let lexicon_weight = match get(a, "lexiconWeight") {
-            Some(_) => Some(lexicon_weight_of(a, 0.0)?),
-            None => None,
-        };
-        Ok((adapter, Tuned { weight: get(a, "weight").and_then(|v| v.as_f64()), lexicon_weight }))
+        Ok((adapter, Tuned { weight: get(a, "weight").and_then(|v| v.as_f64()), lexicon_weight: lexicon_weight_of(a)? }))
     }
 
     async fn set_adapter_from(&mut self, a: &JsValue, progress: &JsValue) -> Result<JsValue, JsValue> {
@@ -484,7 +478,7 @@ impl Rescorer {
         let method = method_of(&opts)?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let beta = lexicon_weight_of(&opts, self.lexicon.as_ref().map_or(0.0, |l| l.1))?;
+        let beta = lexicon_weight_of(&opts)?.unwrap_or_else(|| self.lexicon.as_ref().map_or(0.0, |l| l.1));
         let mut v: Value = serde_wasm_bindgen::from_value(nbest).map_err(|e| js_error(Error::Input(format!("n-best list: {e}"))))?;
         if v.get("utt").is_none() {
             v["utt"] = "".into();
@@ -672,7 +666,7 @@ impl Rescorer {
         let plan = train_plan(&opts, adapt.len(), (2, 4))?;
         let weight = get(&opts, "weight").and_then(|v| v.as_f64()).unwrap_or(self.weight);
         crate::rescore::check_weight(weight).map_err(js_error)?;
-        let lexicon_weight = lexicon_weight_of(&opts, self.lexicon_weight)?;
+        let lexicon_weight = lexicon_weight_of(&opts)?.unwrap_or(self.lexicon_weight);
         let depth = get(&opts, "depth").and_then(|v| v.as_f64()).filter(|d| d.is_finite()).map(|d| d.max(1.0) as usize);
         // One group: its grouping and split are the caller's.
         let o = Options { grouping: Grouping::Chapter, adapt_fraction: 0.5, adapt: how, first_pass: first_pass_of(&opts)?, depth, weight, lexicon_weight, r: plan.r, alpha: plan.alpha, targets: plan.targets, train: plan.cfg, fit: plan.fit };

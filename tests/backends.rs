@@ -39,6 +39,16 @@ fn random_slots(rng: &mut Lcg, batch: &Batch, vocab: usize) -> Vec<Slot> {
         .collect()
 }
 
+/// The largest |got − want| (`got` from the GPU in f32, `want` an f64 reference).
+fn max_diff(got: &[f32], want: &[f64]) -> f64 {
+    got.iter().zip(want).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()))
+}
+
+/// The largest |value| of a reference, at least 1: the scale its tolerances are relative to.
+fn largest(want: &[f64]) -> f64 {
+    want.iter().fold(1f64, |x, v| x.max(v.abs()))
+}
+
 /// A GPU context made with `opts`, or `None` (the test skips, saying why) where there is no GPU,
 /// or f16 was asked of an adapter without shader-f16. With `LORB_REQUIRE_GPU=1` a missing GPU
 /// fails instead.
@@ -183,7 +193,7 @@ fn gpu_matmul_kernels_match_a_plain_product() {
                     (if gelu { erf_gelu(dot) } else { dot }) + if residual { r[e] as f64 } else { 0.0 }
                 })
                 .collect();
-            let scale = want.iter().fold(1f64, |x, v| x.max(v.abs()));
+            let scale = largest(&want);
             let vec4 = lorb::gpu::ops::matmul::kernel_of(Tiles::Vec4, k as u32, off as u32, false) == lorb::gpu::ops::Kernel::MatmulVec4;
             assert_eq!(vec4, k % 4 == 0 && off % 4 == 0, "{m}×{n}×{k} at {off}");
             for tiles in [Tiles::Small, Tiles::Wide, Tiles::Vec4] {
@@ -196,7 +206,7 @@ fn gpu_matmul_kernels_match_a_plain_product() {
                 let act = if gelu { Act::Gelu } else { Act::None };
                 record(&mut plan, In { buf: &ab, offset: off as u32 }, &wb, &bb, add, Out { buf: &cb, ldc: n as u32, offset: 0 }, m as u32, n as u32, k as u32, act, &dummy);
                 let got = block(ctx.run(plan, &cb, (m * n * 4) as u64)).unwrap();
-                let d = got.iter().zip(&want).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+                let d = max_diff(&got, &want);
                 assert!(d <= 1e-4 * scale, "{tiles:?} (trusted {trusted}) {m}×{n}×{k}, A at {off}: differs by {d} (largest |C| {scale})");
             }
         }
@@ -352,7 +362,7 @@ fn gpu_f16_matmul_matches_a_plain_product() {
                 (if gelu { erf_gelu(dot) } else { dot }) + if residual { r[e] as f64 } else { 0.0 }
             })
             .collect();
-        let scale = want.iter().fold(1f64, |x, v| x.max(v.abs()));
+        let scale = largest(&want);
         let kernel = kernel_of(Tiles::Auto, k as u32, off as u32, true);
         assert_eq!(kernel, if k % 4 == 0 && off % 4 == 0 { Kernel::MatmulVec4F16 } else { Kernel::MatmulF16 });
         let wb = ctx.upload_matrix("w", &w).unwrap();
@@ -365,7 +375,7 @@ fn gpu_f16_matmul_matches_a_plain_product() {
         let act = if gelu { Act::Gelu } else { Act::None };
         record(&mut plan, In { buf: &ab, offset: off as u32 }, &wb, &bb, add, Out { buf: &cb, ldc: n as u32, offset: 0 }, m as u32, n as u32, k as u32, act, &dummy);
         let got = block(ctx.run(plan, &cb, (m * n * 4) as u64)).unwrap();
-        let d = got.iter().zip(&want).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+        let d = max_diff(&got, &want);
         eprintln!("{kernel:?} {m}×{n}×{k}: {:.2e} of the largest |C|", d / scale);
         assert!(d <= 2e-3 * scale, "{kernel:?} {m}×{n}×{k}, A at {off}: differs by {d} (largest |C| {scale})");
     }
@@ -413,8 +423,8 @@ fn gpu_attention_kernels_match_a_plain_softmax() {
         record(&mut plan, &qb, &lb, &out, rows as u32, seq as u32, h as u32, heads as u32, 0);
         let got = block(ctx.run(plan, &out, (rows * seq * h * 4) as u64)).unwrap();
         let expect: Vec<f64> = (0..rows).flat_map(|b| (0..seq).flat_map(move |i| want(b, i))).collect();
-        let scale = expect.iter().fold(1f64, |x, v| x.max(v.abs()));
-        let d = got.iter().zip(&expect).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+        let scale = largest(&expect);
+        let d = max_diff(&got, &expect);
         assert!(d <= 1e-5 * scale, "{kernel:?}, head dim {dh}: differs by {d}");
         let picks: Vec<(usize, usize)> = vec![(0, 36), (1, 0), (2, 19), (0, 0), (2, 19), (2, 5)];
         let idx: Vec<u32> = [9, 9].into_iter().chain(picks.iter().map(|&(b, i)| (b * seq + i) as u32)).collect();
@@ -424,7 +434,7 @@ fn gpu_attention_kernels_match_a_plain_softmax() {
         record_rows(&mut plan, &qb, &lb, &out, &ib, 2, picks.len() as u32, seq as u32, h as u32, heads as u32, 0);
         let got = block(ctx.run(plan, &out, (picks.len() * h * 4) as u64)).unwrap();
         let expect: Vec<f64> = picks.iter().flat_map(|&(b, i)| want(b, i)).collect();
-        let d = got.iter().zip(&expect).fold(0f64, |x, (g, w)| x.max((*g as f64 - w).abs()));
+        let d = max_diff(&got, &expect);
         assert!(d <= 1e-5 * scale, "attention at rows, head dim {dh}: differs by {d}");
     }
 }

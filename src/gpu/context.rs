@@ -282,6 +282,15 @@ pub struct AdapterReport {
 }
 
 impl GpuContext {
+    /// The weights' storage type: f16 or f32 (`Dtype::Auto` resolved).
+    pub fn dtype(&self) -> Dtype {
+        if self.half {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        }
+    }
+
     /// The adapter lorb would use: WebGPU's in the browser (after checking `navigator.gpu` by
     /// value: wgpu must not be asked where WebGPU is missing), else the primary native backends.
     async fn request_adapter() -> Result<wgpu::Adapter> {

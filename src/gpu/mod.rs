@@ -243,11 +243,7 @@ impl GpuBackend {
 
     /// The weights' storage type: f16 or f32 (`Dtype::Auto` resolved).
     pub fn dtype(&self) -> Dtype {
-        if self.ctx.half {
-            Dtype::F16
-        } else {
-            Dtype::F32
-        }
+        self.ctx.dtype()
     }
 
     /// Training reads and writes the weights in f32: an f16 backend refuses it.

@@ -160,7 +160,7 @@ fn bench_matmul(a: &BenchArgs) -> Result<()> {
             }
         }
     }
-    let v = json!({"matmul": rows, "products": reps, "dtype": if ctx.half { "f16" } else { "f32" }, "adapter": ctx.adapter_name, "matmul_tiles": format!("{:?}", a.tiles).to_lowercase()});
+    let v = json!({"matmul": rows, "products": reps, "dtype": ctx.dtype().as_str(), "adapter": ctx.adapter_name, "matmul_tiles": format!("{:?}", a.tiles).to_lowercase()});
     print_json(&v, a.json);
     Ok(())
 }
