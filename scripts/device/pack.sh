@@ -11,7 +11,7 @@ cargo build --release --quiet
 xz -T2 -9 -c target/release/lorb > devrun/lorb.xz
 cp models/all-MiniLM-L6-v2/config.json models/all-MiniLM-L6-v2/tokenizer.json devrun/m/
 python3 - <<'PY'
-import json, struct, numpy as np
+import json, struct
 src = "models/all-MiniLM-L6-v2/model.safetensors"
 raw = open(src, "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
@@ -21,9 +21,11 @@ for k, v in head.items():
     if k == "__metadata__":
         continue
     a, b = v["data_offsets"]
-    x = np.frombuffer(raw[8 + n + a:8 + n + b], dtype={"F32": np.float32, "F16": np.float16}[v["dtype"]]).astype(np.float16)
-    out[k] = {"dtype": "F16", "shape": v["shape"], "data_offsets": [len(body), len(body) + x.nbytes]}
-    body += x.tobytes()
+    x, dtype = raw[8 + n + a:8 + n + b], v["dtype"]
+    if dtype == "F32":  # rounded to the nearest half, ties to even; other tensors (I64 ids) as they are
+        x, dtype = struct.pack(f"<{len(x) // 4}e", *struct.unpack(f"<{len(x) // 4}f", x)), "F16"
+    out[k] = {"dtype": dtype, "shape": v["shape"], "data_offsets": [len(body), len(body) + len(x)]}
+    body += x
 h = json.dumps(out).encode()
 h += b" " * (-len(h) % 8)
 open("devrun/m/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + body)
