@@ -8,11 +8,14 @@ global adapter, written by
     lorb rescore --nbest ../shared/data/librispeech-blstm-100best/SET.jsonl.gz \\
         --adapter adapters/minilm-blstm100-lorb-cor --backend cpu --out S2_DIR/s2-SET.jsonl
 
-Then: python3 scripts/dev/blstm_words_prototypes.py S2_DIR   (about 3 minutes, 2 GB of memory)
+Then: python3 scripts/dev/blstm_words_prototypes.py S2_DIR   (about 10 minutes, 2 GB of memory)
 
 It follows `lorb personalize` (chapters in file order, the first round(n/2) utterances adapt, the
 rest are scored) and reproduces its dev figures (first pass, global adapter, the words at β 0.5);
-the rarity weights are the counting script's, made here from the same books.
+the rarity weights are the counting script's, made here from the same books. The last rows change
+the decision rule instead of the scores: a word insertion bonus, duplicate texts' first-pass
+scores merged, and a minimum-Bayes-risk choice (the candidate with the least expected word errors
+under the list's posterior, Stolcke et al. 1997; Goel and Byrne 2000).
 """
 import collections
 import gzip
@@ -170,6 +173,41 @@ def main(s2_dir):
             ref_words += len(ref)
         return 100 * errors / ref_words
 
+    def logsumexp(xs):
+        m = max(xs)
+        return m + math.log(sum(math.exp(x - m) for x in xs))
+
+    distances = {}
+
+    def distance(a, b):
+        if a == b:
+            return 0
+        key = (a, b) if a < b else (b, a)
+        if key not in distances:
+            distances[key] = edits(a.split(), b.split())
+        return distances[key]
+
+    def decided(merge=0.0, alpha=0.0, candidates=10, evidence=1e-4, beta=0.5):
+        """s1 + λ·s2 + β·boost, with duplicate texts' s1 merged as (1/merge)·log Σ exp(merge·s1),
+        or the minimum-Bayes-risk choice among the `candidates` likeliest texts under
+        p(text) ∝ Σ exp(alpha·total) (texts below `evidence` ignored)."""
+        errors = ref_words = 0
+        for ref, hyps in scored:
+            by_text = collections.OrderedDict()
+            for text, s1, s2, _, _, boosts, _ in hyps:
+                by_text.setdefault(text, [[], LAMBDA * s2 + beta * boosts[0]])[0].append(s1)
+            if merge:
+                best = max(by_text, key=lambda t: logsumexp([merge * x for x in by_text[t][0]]) / merge + by_text[t][1])
+            else:
+                post = {t: logsumexp([alpha * (x + rest) for x in s1s]) for t, (s1s, rest) in by_text.items()}
+                z = logsumexp(list(post.values()))
+                post = sorted(((math.exp(v - z), t) for t, v in post.items()), reverse=True)
+                seen = [(p, t) for p, t in post if p > evidence]
+                best = min((t for _, t in post[:candidates]), key=lambda c: sum(p * distance(c, t) for p, t in seen))
+            errors += edits(ref, best.split())
+            ref_words += len(ref)
+        return 100 * errors / ref_words
+
     tri = dict(lm_weight=0.05, per_word=-0.5)
     rows = [
         ("first pass", wer(lam=0)),
@@ -182,6 +220,12 @@ def main(s2_dir):
         ("the trigram + the words", wer(beta=0.5, **tri)),
         ("the trigram + a unigram cache (μ 0.4) + the words", wer(beta=0.5, mu=0.4, **tri)),
         ("the trigram + a unigram/bigram cache (μ 0.2, 0.6) + the words", wer(beta=0.5, mu=0.2, bigram=0.6, **tri)),
+        ("the words + a bonus of 0.2 per word", wer(beta=0.5, per_word=0.2)),
+        ("the words + a penalty of 0.2 per word", wer(beta=0.5, per_word=-0.2)),
+        ("the words, duplicate texts' s1 merged (log-sum-exp, scale 1)", decided(merge=1.0)),
+        ("the words, minimum Bayes risk (α 1)", decided(alpha=1.0)),
+        ("the words, minimum Bayes risk (α 2)", decided(alpha=2.0)),
+        ("the words, minimum Bayes risk (α 4)", decided(alpha=4.0)),
     ]
     print(json.dumps({"utterances": len(scored), "words": sum(len(r) for r, _ in scored), "wer": dict(rows)}, indent=1))
 
