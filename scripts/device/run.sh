@@ -35,6 +35,7 @@ snap() { tar czf $OUT/results.tgz -C $R out logs 2>/dev/null; }
 ( sleep ${WATCHDOG:-540}; echo watchdog; snap ) & WD=$!
 
 E=$R/data/espnet-30best; B=$R/data/blstm-100best
+GB=adapters/minilm-blstm100-lorb-cor  # the shipped full-depth BLSTM adapter
 if [ -n "${QUICK:-}" ]; then PM="--limit 24 --depth 3 --epochs 1"; PW="--limit 24 --depth 3"; else PM="--limit 300"; PW=""; fi
 if [ "${BENCH:-1}" = 1 ]; then
 # 1. Training step timings, alone on the machine: LoRA, head-only and full fine-tuning on the GPU and on the CPU cores.
@@ -46,7 +47,7 @@ fi
 if [ -n "${PERSONALIZE:-}" ]; then
   # Issue 14: the personal MWER adapter at full depth (defaults: 2 epochs, lr 1e-3, κ 1), alone on
   # the GPU, on test_clean's first chapters: seconds per chapter and its WER against the global one.
-  timeout 100 $R/lorb personalize --nbest $B-test_clean.jsonl --adapter adapters/minilm-blstm100-lorb-cor --backend ${BACKEND:-gpu} $PM --json > $OUT/personalize_mwer_gpu.json 2> $R/logs/personalize_mwer_gpu.err
+  timeout 100 $R/lorb personalize --nbest $B-test_clean.jsonl --adapter $GB --backend ${BACKEND:-gpu} $PM --json > $OUT/personalize_mwer_gpu.json 2> $R/logs/personalize_mwer_gpu.err
   echo "personal MWER $(( $(date +%s) - T0 )) s"
 fi
 
@@ -64,7 +65,7 @@ for name in ${RUNS:-espnet-lorb espnet-full blstm-full blstm-head}; do
     espnet-head) run $name $EA --head-only --lr 1e-2 ;;
     blstm-lorb) run $name $BA --lr 1e-3 ;;
     blstm-lorb-cor) run $name $BA --lr 1e-3 --cor-weight 0.1 ;;
-    blstm-cont) run $name $BA --lr 1e-3 --cor-weight 0.1 --adapter adapters/minilm-blstm100-lorb-cor ;;
+    blstm-cont) run $name $BA --lr 1e-3 --cor-weight 0.1 --adapter $GB ;;
     blstm-full) run $name $BA --full --lr 5e-5 --head-lr 1e-3 ;;
     blstm-head) run $name $BA --head-only --lr 1e-2 ;;
   esac
